@@ -1,1 +1,20 @@
-//! placeholder
+//! Domain types and pure logic of rltrace.
+//!
+//! This crate knows what a span, a triplet, a sequence and a reward event are, how a span becomes a
+//! triplet (the `rl.*` wire conventions, GenAI and OpenInference LLM spans), how reward events reach
+//! triplets and how the effective reward is computed under a reward policy.
+//!
+//! Invariants: no IO, no async, no wire types (no protobuf, no SQL, no HTTP). Values come in as
+//! [`span::SpanRecord`] and leave as plain Rust or `serde_json` values.
+
+pub mod ids;
+pub mod policy;
+pub mod reward;
+pub mod span;
+pub mod time;
+pub mod triplet;
+
+pub use policy::Policy;
+pub use reward::{RewardEvent, RewardTarget, Strategy};
+pub use span::{AttrValue, SpanEvent, SpanRecord};
+pub use triplet::{AnalyzedSpan, Limits, SpanAnalysis, TripletData};

@@ -1,0 +1,72 @@
+//! Hex encoding of trace and span ids, lowercase as rltrace reports them.
+
+/// Lowercase hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 0x0f) as usize] as char);
+    }
+    out
+}
+
+/// Parse hex (either case) of exactly `N` bytes.
+pub fn from_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let b = s.as_bytes();
+    if b.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, chunk) in b.chunks_exact(2).enumerate() {
+        out[i] = (nibble(chunk[0])? << 4) | nibble(chunk[1])?;
+    }
+    Some(out)
+}
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The default triplet id of a span: `{trace_id}{span_id}` in lowercase hex.
+pub fn default_triplet_id(trace_id: &[u8; 16], span_id: &[u8; 8]) -> String {
+    let mut s = to_hex(trace_id);
+    s.push_str(&to_hex(span_id));
+    s
+}
+
+/// Split a default triplet id back into its trace and span ids.
+pub fn parse_default_triplet_id(s: &str) -> Option<([u8; 16], [u8; 8])> {
+    if s.len() != 48 || !s.is_ascii() {
+        return None;
+    }
+    Some((from_hex::<16>(&s[..32])?, from_hex::<8>(&s[32..])?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_case() {
+        let id = from_hex::<8>("00F067AA0BA902B7").expect("valid hex");
+        assert_eq!(to_hex(&id), "00f067aa0ba902b7");
+        assert!(from_hex::<8>("00f067aa0ba902b").is_none());
+        assert!(from_hex::<8>("00f067aa0ba902bz").is_none());
+    }
+
+    #[test]
+    fn default_triplet_id_round_trip() {
+        let t = [7u8; 16];
+        let s = [9u8; 8];
+        let id = default_triplet_id(&t, &s);
+        assert_eq!(id.len(), 48);
+        assert_eq!(parse_default_triplet_id(&id), Some((t, s)));
+        assert_eq!(parse_default_triplet_id("abc"), None);
+    }
+}
