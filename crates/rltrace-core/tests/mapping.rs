@@ -1,0 +1,497 @@
+//! Snapshot tests of the span-to-triplet mapping (DESIGN section 3, wire conventions).
+//!
+//! Each test builds `SpanRecord`s by hand with fixed ids and times, runs
+//! [`rltrace_core::triplet::analyze`] and snapshots a readable JSON view of the outcome: the
+//! triplet (or `null`), the rewards carried by span events, the Agent Lightning annotation, or the
+//! rejection message. Snapshots live in `tests/snapshots/`; every value in them was checked by hand
+//! against DESIGN section 3, so a changed snapshot is a changed contract, not noise.
+
+use std::sync::Arc;
+
+use rltrace_core::span::Origin;
+use rltrace_core::time::{format_micros, nanos_to_micros};
+use rltrace_core::triplet::{
+    AnnotationReward, Limits, SpanReward, SpanRewardTarget, TripletData, analyze,
+};
+use rltrace_core::{AttrValue, Policy, SpanAnalysis, SpanEvent, SpanRecord};
+use serde_json::{Value, json};
+
+/// Trace id of every span (the W3C trace-context example id).
+const TRACE_ID: [u8; 16] = [
+    0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80, 0x31, 0x9c,
+];
+/// Span id of every span.
+const SPAN_ID: [u8; 8] = [0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31];
+/// 2026-01-02T03:04:05Z in nanoseconds since the epoch.
+const START_NS: u64 = 1_767_323_045_000_000_000;
+/// Span duration: 1.5 s.
+const DURATION_NS: u64 = 1_500_000_000;
+
+// ----- building spans -----
+
+fn s(v: &str) -> AttrValue {
+    AttrValue::Str(v.to_string())
+}
+
+/// Attributes from `(key, value)` pairs, in the given (wire) order.
+fn attrs(pairs: Vec<(&str, AttrValue)>) -> Vec<(String, AttrValue)> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// A span with fixed ids and times, status unset, no events.
+fn span(name: &str, attributes: Vec<(&str, AttrValue)>) -> SpanRecord {
+    SpanRecord {
+        trace_id: TRACE_ID,
+        span_id: SPAN_ID,
+        parent_span_id: None,
+        name: name.to_string(),
+        kind: 1,
+        start_time_unix_nano: START_NS,
+        end_time_unix_nano: START_NS + DURATION_NS,
+        status_code: 0,
+        status_message: String::new(),
+        attributes: attrs(attributes),
+        events: Vec::new(),
+        origin: Arc::new(Origin::default()),
+    }
+}
+
+/// A span event at `offset_ns` after the span start.
+fn event(name: &str, offset_ns: u64, attributes: Vec<(&str, AttrValue)>) -> SpanEvent {
+    SpanEvent {
+        name: name.to_string(),
+        time_unix_nano: START_NS + offset_ns,
+        attributes: attrs(attributes),
+    }
+}
+
+fn run(span: SpanRecord) -> Value {
+    render(analyze(span, &Limits::default()))
+}
+
+// ----- rendering the outcome -----
+
+/// The outcome as JSON: `{"rejected": message}` or `{triplet, rewards, annotation}`.
+fn render(result: SpanAnalysis) -> Value {
+    match result {
+        Err(message) => json!({ "rejected": message }),
+        Ok(a) => json!({
+            "triplet": a.triplet.as_ref().map(triplet_json),
+            "rewards": a.rewards.iter().map(reward_json).collect::<Vec<_>>(),
+            "annotation": a.annotation.as_ref().map(annotation_json),
+        }),
+    }
+}
+
+fn triplet_json(t: &TripletData) -> Value {
+    json!({
+        "triplet_id": t.triplet_id,
+        "explicit_id": t.explicit_id,
+        "sequence_id": t.sequence_id,
+        "sequence_scope": t.sequence_scope,
+        "sequence_index": t.sequence_index,
+        "timestamp": format_micros(t.timestamp),
+        "state": t.state,
+        "action": t.action,
+        "reward": t.reward,
+        "reward_components": t.reward_components,
+        "reward_source": t.reward_source,
+        "propensity": t.propensity,
+        "sequence_end": t.sequence_end,
+        "llm_call": t.llm_call,
+    })
+}
+
+fn reward_json(r: &SpanReward) -> Value {
+    let target = match &r.target {
+        SpanRewardTarget::Triplet => json!("triplet"),
+        SpanRewardTarget::Sequence(strategy) => json!({
+            "sequence": {
+                "strategy": strategy.name(),
+                "gamma": strategy.gamma(),
+                "role": strategy.role(),
+            }
+        }),
+    };
+    json!({
+        "ordinal": r.ordinal,
+        "target": target,
+        "value": r.value,
+        "source": r.source,
+        "reason": r.reason,
+        "at": format_micros(r.at),
+    })
+}
+
+fn annotation_json(a: &AnnotationReward) -> Value {
+    json!({
+        "value": a.value,
+        "name": a.name,
+        "start_time": format_micros(nanos_to_micros(a.start_time_unix_nano)),
+    })
+}
+
+/// Named cases in order, as `[{case, outcome}]`.
+fn cases(items: Vec<(&str, Value)>) -> Value {
+    Value::Array(
+        items
+            .into_iter()
+            .map(|(case, outcome)| json!({ "case": case, "outcome": outcome }))
+            .collect(),
+    )
+}
+
+// ----- 1. state and action -----
+
+#[test]
+fn state_and_action_json_merged_with_flat_keys() {
+    let sp = span(
+        "plan",
+        vec![
+            ("rl.triplet_id", s("t-plan-1")),
+            (
+                "rl.state",
+                s(r#"{"task_id":"T-42","agent_role":"Plan","phase":"design","nested":{"a":1}}"#),
+            ),
+            ("rl.state.phase", s("planning")),
+            ("rl.state.llm.model", s("gpt-4o")),
+            ("rl.state.attempt", AttrValue::Int(2)),
+            ("rl.action", s(r#"{"success":false,"output":"draft"}"#)),
+            ("rl.action.success", AttrValue::Bool(true)),
+            ("rl.action.duration_ms", AttrValue::Double(12.5)),
+            (
+                "rl.action.files",
+                AttrValue::Array(vec![s("a.rs"), s("b.rs")]),
+            ),
+        ],
+    );
+    insta::assert_json_snapshot!(run(sp));
+}
+
+// ----- 2. defaults -----
+
+#[test]
+fn defaults_and_sequence_index_as_string() {
+    let sp = span(
+        "step",
+        vec![
+            ("rl.state.agent_role", s("Code")),
+            ("rl.sequence_index", s("3")),
+        ],
+    );
+    let out = run(sp);
+    // The defaults, spelled out independently of the snapshot.
+    assert_eq!(
+        out["triplet"]["triplet_id"],
+        "0af7651916cd43dd8448eb211c80319cb7ad6b7169203331"
+    );
+    assert_eq!(
+        out["triplet"]["sequence_id"],
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    assert_eq!(out["triplet"]["timestamp"], "2026-01-02T03:04:05.000000Z");
+    assert_eq!(out["triplet"]["sequence_index"], 3);
+    insta::assert_json_snapshot!(out);
+}
+
+// ----- 3. timestamp without offset -----
+
+#[test]
+fn timestamp_without_offset_is_utc() {
+    let naive = run(span(
+        "step",
+        vec![
+            ("rl.state.agent_role", s("Code")),
+            ("rl.timestamp_utc", s("2026-01-02T03:04:05.123456")),
+        ],
+    ));
+    let zulu = run(span(
+        "step",
+        vec![
+            ("rl.state.agent_role", s("Code")),
+            ("rl.timestamp_utc", s("2026-01-02T03:04:05.123456Z")),
+        ],
+    ));
+    assert_eq!(naive["triplet"]["timestamp"], zulu["triplet"]["timestamp"]);
+    assert_eq!(naive["triplet"]["timestamp"], "2026-01-02T03:04:05.123456Z");
+    insta::assert_json_snapshot!(naive);
+}
+
+// ----- 4. immediate rewards -----
+
+#[test]
+fn immediate_reward_forms() {
+    let with_reward = |v: AttrValue| {
+        run(span(
+            "step",
+            vec![("rl.state.agent_role", s("Test")), ("rl.reward", v)],
+        ))["triplet"]
+            .clone()
+    };
+    let only = |t: Value| json!({ "reward": t["reward"], "reward_components": t["reward_components"], "reward_source": t["reward_source"] });
+    let components = run(span(
+        "step",
+        vec![
+            ("rl.state.agent_role", s("Test")),
+            ("rl.reward.success", AttrValue::Double(1.0)),
+            ("rl.reward.latency", AttrValue::Double(0.5)),
+            ("rl.reward.cost", s("0.25")),
+            ("rl.reward_source", s("tests")),
+        ],
+    ))["triplet"]
+        .clone();
+    // What the components combine to under the default policy (equal weights).
+    let comps: std::collections::BTreeMap<String, f64> =
+        serde_json::from_value(components["reward_components"].clone())
+            .expect("components are numbers");
+    let combined = Policy::default().combine_components(&comps);
+    let out = cases(vec![
+        ("double 0.25", only(with_reward(AttrValue::Double(0.25)))),
+        ("int 1", only(with_reward(AttrValue::Int(1)))),
+        ("string \"0.5\"", only(with_reward(s("0.5")))),
+        ("string \"null\"", only(with_reward(s("null")))),
+        (
+            "components, no rl.reward",
+            json!({
+                "reward": components["reward"],
+                "reward_components": components["reward_components"],
+                "reward_source": components["reward_source"],
+                "combined_default_policy": combined,
+            }),
+        ),
+    ]);
+    insta::assert_json_snapshot!(out);
+}
+
+// ----- 5. rejections -----
+
+#[test]
+fn malformed_values_are_rejected() {
+    let claim = ("rl.state.agent_role", s("Code"));
+    let one = |pair: (&str, AttrValue)| run(span("step", vec![claim.clone(), pair]));
+    let sized = |value: String| {
+        render(analyze(
+            span("step", vec![("rl.state.note", AttrValue::Str(value))]),
+            &Limits {
+                max_attribute_value_bytes: 16,
+            },
+        ))
+    };
+    let accepted_16 = sized("x".repeat(16));
+    assert!(
+        accepted_16.get("rejected").is_none(),
+        "16 bytes is within a 16-byte limit"
+    );
+    let out = cases(vec![
+        (
+            "rl.state \"[1,2]\"",
+            run(span("step", vec![("rl.state", s("[1,2]"))])),
+        ),
+        (
+            "rl.action not JSON",
+            run(span("step", vec![("rl.action", s("{oops"))])),
+        ),
+        ("rl.reward 1.5", one(("rl.reward", AttrValue::Double(1.5)))),
+        ("rl.reward \"abc\"", one(("rl.reward", s("abc")))),
+        (
+            "rl.sequence_index \"x\"",
+            one(("rl.sequence_index", s("x"))),
+        ),
+        ("17 bytes, limit 16", sized("x".repeat(17))),
+        (
+            "9 two-byte chars (18 bytes), limit 16",
+            sized("é".repeat(9)),
+        ),
+        ("16 bytes, limit 16", accepted_16),
+    ]);
+    insta::assert_json_snapshot!(out);
+}
+
+// ----- 6. reward span events -----
+
+#[test]
+fn reward_events_on_a_triplet_span() {
+    let mut sp = span(
+        "review",
+        vec![
+            ("rl.state.agent_role", s("Review")),
+            ("rl.sequence_id", s("T-42")),
+        ],
+    );
+    sp.events = vec![
+        event(
+            "rl.reward",
+            100_000_000,
+            vec![
+                ("rl.reward.value", AttrValue::Double(0.6)),
+                ("rl.reward.source", s("hitl")),
+                ("rl.reward.target", s("sequence")),
+                ("rl.reward.strategy", s("discounted")),
+                ("rl.reward.gamma", AttrValue::Double(0.9)),
+                ("rl.reward.reason", s("approved with changes")),
+            ],
+        ),
+        event(
+            "gen_ai.evaluation.result",
+            200_000_000,
+            vec![
+                ("gen_ai.evaluation.name", s("relevance")),
+                ("gen_ai.evaluation.score.value", AttrValue::Double(0.8)),
+            ],
+        ),
+        // A score on another scale (1-5): not a reward.
+        event(
+            "gen_ai.evaluation.result",
+            300_000_000,
+            vec![
+                ("gen_ai.evaluation.name", s("fluency")),
+                ("gen_ai.evaluation.score.value", AttrValue::Double(4.0)),
+            ],
+        ),
+    ];
+    insta::assert_json_snapshot!(run(sp));
+}
+
+// ----- 7. Agent Lightning -----
+
+#[test]
+fn agent_lightning_annotation_span() {
+    let sp = span(
+        "agentlightning.annotation",
+        vec![
+            ("agentlightning.reward.0.value", AttrValue::Double(0.7)),
+            ("agentlightning.reward.0.name", s("task_success")),
+        ],
+    );
+    insta::assert_json_snapshot!(run(sp));
+}
+
+// ----- 8-10. LLM calls without an rltrace SDK -----
+
+#[test]
+fn llm_span_current_genai_conventions() {
+    let mut sp = span(
+        "chat gpt-4o",
+        vec![
+            ("gen_ai.operation.name", s("chat")),
+            ("gen_ai.provider.name", s("openai")),
+            ("gen_ai.request.model", s("gpt-4o")),
+            ("gen_ai.request.temperature", AttrValue::Double(0.2)),
+            ("gen_ai.request.max_tokens", AttrValue::Int(512)),
+            (
+                "gen_ai.input.messages",
+                s(
+                    r#"[{"role":"system","parts":[{"type":"text","content":"You are terse."}]},{"role":"user","parts":[{"type":"text","content":"Name a prime."}]}]"#,
+                ),
+            ),
+            (
+                "gen_ai.output.messages",
+                s(
+                    r#"[{"role":"assistant","parts":[{"type":"text","content":"7"}],"finish_reason":"stop"}]"#,
+                ),
+            ),
+            (
+                "gen_ai.response.finish_reasons",
+                AttrValue::Array(vec![s("stop")]),
+            ),
+            ("gen_ai.usage.input_tokens", AttrValue::Int(21)),
+            ("gen_ai.usage.output_tokens", AttrValue::Int(1)),
+            ("gen_ai.conversation.id", s("conv-7")),
+        ],
+    );
+    sp.status_code = 2;
+    sp.status_message = "rate limited".into();
+    insta::assert_json_snapshot!(run(sp));
+}
+
+#[test]
+fn llm_span_older_flattened_genai() {
+    let sp = span(
+        "openai.chat",
+        vec![
+            ("llm.request.type", s("chat")),
+            ("gen_ai.system", s("openai")),
+            ("gen_ai.request.model", s("gpt-4o-mini")),
+            ("gen_ai.prompt.0.role", s("system")),
+            ("gen_ai.prompt.0.content", s("You are terse.")),
+            ("gen_ai.prompt.1.role", s("user")),
+            ("gen_ai.prompt.1.content", s("Name a prime.")),
+            ("gen_ai.completion.0.role", s("assistant")),
+            ("gen_ai.completion.0.content", s("7")),
+            ("gen_ai.completion.0.finish_reason", s("stop")),
+            ("gen_ai.usage.prompt_tokens", AttrValue::Int(21)),
+            ("gen_ai.usage.completion_tokens", AttrValue::Int(1)),
+            ("session.id", s("sess-9")),
+        ],
+    );
+    insta::assert_json_snapshot!(run(sp));
+}
+
+#[test]
+fn llm_span_openinference() {
+    let sp = span(
+        "ChatCompletion",
+        vec![
+            ("openinference.span.kind", s("LLM")),
+            ("llm.model_name", s("gpt-4o")),
+            ("llm.provider", s("openai")),
+            (
+                "llm.invocation_parameters",
+                s(r#"{"temperature":0.0,"max_tokens":64}"#),
+            ),
+            ("llm.input_messages.0.message.role", s("user")),
+            ("llm.input_messages.0.message.content", s("Name a prime.")),
+            ("llm.output_messages.0.message.role", s("assistant")),
+            ("llm.output_messages.0.message.content", s("7")),
+            ("llm.token_count.prompt", AttrValue::Int(12)),
+            ("llm.token_count.completion", AttrValue::Int(1)),
+        ],
+    );
+    insta::assert_json_snapshot!(run(sp));
+}
+
+// ----- 11. explicit rl.* on an LLM span -----
+
+#[test]
+fn explicit_rl_wins_over_llm_fields() {
+    let sp = span(
+        "chat gpt-4o",
+        vec![
+            ("gen_ai.operation.name", s("chat")),
+            ("gen_ai.request.model", s("gpt-4o")),
+            ("gen_ai.conversation.id", s("conv-7")),
+            ("gen_ai.usage.output_tokens", AttrValue::Int(1)),
+            ("rl.sequence_id", s("T-42:Code")),
+            ("rl.sequence_scope", s("agent")),
+            ("rl.state.llm_model", s("router-model")),
+            ("rl.state.agent_role", s("Code")),
+            ("rl.action", s(r#"{"llm_tokens_out":99}"#)),
+        ],
+    );
+    let out = run(sp);
+    assert_eq!(out["triplet"]["sequence_id"], "T-42:Code");
+    assert_eq!(out["triplet"]["state"]["llm_model"], "router-model");
+    insta::assert_json_snapshot!(out);
+}
+
+// ----- 12. not a triplet -----
+
+#[test]
+fn plain_span_is_not_a_triplet() {
+    let mut sp = span(
+        "GET /healthz",
+        vec![
+            ("http.request.method", s("GET")),
+            ("url.path", s("/healthz")),
+            ("http.response.status_code", AttrValue::Int(200)),
+            ("session.id", s("sess-9")),
+        ],
+    );
+    // Evaluation events need a triplet to land on; on a plain span they are not rewards.
+    sp.events = vec![event(
+        "gen_ai.evaluation.result",
+        0,
+        vec![("gen_ai.evaluation.score.value", AttrValue::Double(0.8))],
+    )];
+    insta::assert_json_snapshot!(run(sp));
+}
