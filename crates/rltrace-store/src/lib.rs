@@ -1,1 +1,343 @@
-//! placeholder
+//! The storage of rltrace: an embedded SQLite file in WAL mode, one writer thread fed by a bounded
+//! queue, a small pool of reader connections.
+//!
+//! Invariants: this is the only crate that knows SQL. Nothing is acknowledged before its
+//! transaction committed; the queue in front of the writer is bounded in operations and in bytes
+//! and answers [`StoreError::Overloaded`] when full instead of growing. The reward ledger is
+//! append-only: rows of `reward_events` are never changed except to record which sequence a
+//! pending triplet reward joined.
+
+mod prepare;
+mod read;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use rltrace_core::reward::{RewardEvent, RewardTarget};
+use rusqlite::Connection;
+
+pub use prepare::{PreparedSpan, prepare_spans};
+pub use read::{
+    ExportCounts, Page, ReadTx, SequenceDetail, SequenceFilter, SequenceSummary, SpanOut, Stats, TripletDetail,
+    TripletFilter,
+};
+pub use schema::SCHEMA_VERSION;
+
+use writer::{Op, Reply, Writer};
+
+/// Default bound of the queue in front of the writer, in operations (batches or rewards).
+pub const DEFAULT_QUEUE_OPS: usize = 64;
+/// Default bound of the queue in front of the writer, in bytes of prepared rows.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+/// Reader connections kept open for reuse.
+const IDLE_READERS: usize = 8;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The writer's queue is full; retry later.
+    #[error("store queue is full")]
+    Overloaded,
+    /// The writer is gone (shutting down).
+    #[error("store writer is not running")]
+    Closed,
+    /// A transaction failed; nothing of it was stored.
+    #[error("store transaction failed: {0}")]
+    Failed(String),
+    /// SQLite reported an error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored value could not be read back.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Path of the SQLite file.
+    pub path: PathBuf,
+    /// Bound of the writer queue in operations.
+    pub queue_ops: usize,
+    /// Bound of the writer queue in bytes.
+    pub queue_bytes: usize,
+    /// `PRAGMA synchronous = FULL` (durable against power loss) instead of `NORMAL`.
+    pub synchronous_full: bool,
+}
+
+impl StoreConfig {
+    /// Defaults for a database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig { path: path.into(), queue_ops: DEFAULT_QUEUE_OPS, queue_bytes: DEFAULT_QUEUE_BYTES, synchronous_full: false }
+    }
+}
+
+/// What happened to the spans of one batch.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct IngestOutcome {
+    /// Spans newly stored.
+    pub stored: usize,
+    /// Spans already stored (an exporter retry); not an error.
+    pub duplicates: usize,
+    /// Spans refused by the store, with a message each.
+    pub rejected: Vec<String>,
+}
+
+/// A reward to append to the ledger.
+#[derive(Debug, Clone)]
+pub struct NewReward {
+    /// What it rewards.
+    pub target: RewardTarget,
+    /// Value in [0, 1] (already validated), or `None` for a decision with no reward.
+    pub value: Option<f64>,
+    /// Source name (already validated).
+    pub source: String,
+    /// Reason.
+    pub reason: Option<String>,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Metadata as JSON object text.
+    pub metadata: Option<String>,
+    /// Accept an unknown target and join the reward when it arrives.
+    pub allow_pending: bool,
+    /// Hash of the request body, to tell a replay from a conflicting reuse of a key.
+    pub body_hash: String,
+}
+
+/// Result of appending a reward.
+#[derive(Debug, Clone)]
+pub enum RewardAppend {
+    /// Appended now.
+    Created(RewardEvent),
+    /// The same idempotency key and body were appended before: the stored event.
+    Existing(RewardEvent),
+    /// The idempotency key was used with another body: the stored event.
+    Conflict(RewardEvent),
+    /// The target is unknown and pending was not allowed.
+    NotFound(String),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    spans: AtomicU64,
+    triplets: AtomicU64,
+    sequences: AtomicU64,
+    reward_events: AtomicU64,
+}
+
+impl Counters {
+    fn add(&self, c: &writer::Counts) {
+        self.spans.fetch_add(c.spans, Ordering::Relaxed);
+        self.triplets.fetch_add(c.triplets, Ordering::Relaxed);
+        self.sequences.fetch_add(c.sequences, Ordering::Relaxed);
+        self.reward_events.fetch_add(c.reward_events, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct Inner {
+    path: PathBuf,
+    queue_ops: usize,
+    queue_bytes: usize,
+    queued_bytes: AtomicUsize,
+    queue_depth: AtomicUsize,
+    counters: Counters,
+    readers: Mutex<Vec<Connection>>,
+    closed: AtomicBool,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+    tx: SyncSender<Op>,
+}
+
+pub(crate) fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Open (creating if needed) the store and start its writer thread.
+    pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        if let Some(dir) = config.path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            return Err(StoreError::Failed(format!("directory {} does not exist", dir.display())));
+        }
+        let conn = Connection::open(&config.path)?;
+        schema::configure_writer(&conn, config.synchronous_full)?;
+        let counters = Counters::default();
+        let count = |sql: &str| -> Result<u64, StoreError> { Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
+        counters.spans.store(count("SELECT count(*) FROM spans")?, Ordering::Relaxed);
+        counters.triplets.store(count("SELECT count(*) FROM spans WHERE seq_ref IS NOT NULL")?, Ordering::Relaxed);
+        counters.sequences.store(count("SELECT count(*) FROM sequences")?, Ordering::Relaxed);
+        counters.reward_events.store(count("SELECT count(*) FROM reward_events")?, Ordering::Relaxed);
+        let inner = Arc::new(Inner {
+            path: config.path.clone(),
+            queue_ops: config.queue_ops.max(1),
+            queue_bytes: config.queue_bytes.max(1),
+            queued_bytes: AtomicUsize::new(0),
+            queue_depth: AtomicUsize::new(0),
+            counters,
+            readers: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        });
+        let writer = Writer::new(conn, Arc::clone(&inner))?;
+        let (tx, rx) = sync_channel(inner.queue_ops);
+        std::thread::Builder::new()
+            .name("rltrace-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Failed(format!("cannot start writer thread: {e}")))?;
+        Ok(Store { inner, tx })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Operations waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.queue_depth.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of prepared rows waiting for the writer.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    fn enqueue(&self, op: Op, bytes: usize) -> Result<(), StoreError> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
+        let before = self.inner.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if before > 0 && before + bytes > self.inner.queue_bytes {
+            self.inner.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(StoreError::Overloaded);
+        }
+        self.inner.queue_depth.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.inner.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                self.inner.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                Err(match e {
+                    TrySendError::Full(_) => StoreError::Overloaded,
+                    TrySendError::Disconnected(_) => StoreError::Closed,
+                })
+            }
+        }
+    }
+
+    /// Queue spans for storage. `reply` is called once, after the transaction holding them
+    /// committed (or failed). Returns [`StoreError::Overloaded`] at once when the queue is full.
+    pub fn submit_spans(
+        &self,
+        spans: Vec<PreparedSpan>,
+        reply: impl FnOnce(Result<IngestOutcome, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let bytes: usize = spans.iter().map(PreparedSpan::approx_bytes).sum();
+        let reply: Reply<IngestOutcome> = Box::new(reply);
+        self.enqueue(Op::Spans { spans, bytes, reply }, bytes)
+    }
+
+    /// Queue a reward for the ledger; `reply` is called after commit.
+    pub fn submit_reward(
+        &self,
+        req: NewReward,
+        reply: impl FnOnce(Result<RewardAppend, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let reply: Reply<RewardAppend> = Box::new(reply);
+        self.enqueue(Op::Reward { req: Box::new(req), reply }, 256)
+    }
+
+    /// Call `reply` once everything queued before it is committed.
+    pub fn submit_barrier(&self, reply: impl FnOnce(Result<(), StoreError>) + Send + 'static) -> Result<(), StoreError> {
+        let reply: Reply<()> = Box::new(reply);
+        self.enqueue(Op::Barrier { reply }, 0)
+    }
+
+    /// Store spans and wait for the commit (for the CLI and tests; servers use [`Store::submit_spans`]).
+    /// Waits while the queue is full.
+    pub fn ingest_blocking(&self, spans: Vec<PreparedSpan>) -> Result<IngestOutcome, StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        loop {
+            let tx2 = tx.clone();
+            match self.submit_spans(spans.clone(), move |r| {
+                let _ = tx2.send(r);
+            }) {
+                Ok(()) => break,
+                Err(StoreError::Overloaded) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                Err(e) => return Err(e),
+            }
+        }
+        drop(tx);
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Append a reward and wait for the commit.
+    pub fn append_reward_blocking(&self, req: NewReward) -> Result<RewardAppend, StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.submit_reward(req, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stop accepting work; the writer ends after finishing what was queued.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Run `f` on a reader connection inside one read transaction (a consistent snapshot).
+    /// Blocking: call from a blocking thread.
+    pub fn read<T>(&self, f: impl FnOnce(&ReadTx<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = {
+            let mut idle = self.inner.readers.lock().map_err(|_| StoreError::Failed("reader pool poisoned".into()))?;
+            idle.pop()
+        };
+        let mut conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = Connection::open(&self.inner.path)?;
+                schema::configure_reader(&c)?;
+                c
+            }
+        };
+        let result = {
+            let tx = conn.transaction()?;
+            let out = f(&ReadTx::new(&tx, self.counters_snapshot()));
+            drop(tx);
+            out
+        };
+        if let Ok(mut idle) = self.inner.readers.lock()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(conn);
+        }
+        result
+    }
+
+    fn counters_snapshot(&self) -> read::CounterSnapshot {
+        let c = &self.inner.counters;
+        read::CounterSnapshot {
+            spans: c.spans.load(Ordering::Relaxed),
+            triplets: c.triplets.load(Ordering::Relaxed),
+            sequences: c.sequences.load(Ordering::Relaxed),
+            reward_events: c.reward_events.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Check that the database answers a query.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.read(|tx| tx.ping())
+    }
+}

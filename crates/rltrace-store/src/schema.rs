@@ -1,0 +1,106 @@
+//! The SQLite schema and connection settings.
+//!
+//! Ingest speed comes from monotonic keys: a trace gets a rowid on first sight (`traces`), and a
+//! span's identity index is `(trace_ref, span_id)`, so inserts land near the end of the index
+//! instead of at random pages. Triplet columns live on the span row (no second row per triplet).
+
+use rusqlite::Connection;
+
+/// Schema version written to `meta`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The tables and indexes.
+pub const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS traces(id INTEGER PRIMARY KEY, trace_id BLOB NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS resources(id INTEGER PRIMARY KEY, attributes TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS sequences(
+  id INTEGER PRIMARY KEY,
+  sequence_id TEXT NOT NULL UNIQUE,
+  triplet_count INTEGER NOT NULL DEFAULT 0,
+  indexed_count INTEGER NOT NULL DEFAULT 0,
+  first_us INTEGER,
+  last_us INTEGER,
+  ended INTEGER NOT NULL DEFAULT 0,
+  local_rewards INTEGER NOT NULL DEFAULT 0,
+  reward_events INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS spans(
+  id INTEGER PRIMARY KEY,
+  trace_ref INTEGER NOT NULL,
+  span_id INTEGER NOT NULL,
+  parent_span_id INTEGER,
+  name TEXT NOT NULL,
+  kind INTEGER NOT NULL,
+  start_ns INTEGER NOT NULL,
+  end_ns INTEGER NOT NULL,
+  status_code INTEGER NOT NULL,
+  status_message TEXT NOT NULL,
+  attributes TEXT NOT NULL,
+  events TEXT NOT NULL,
+  resource_ref INTEGER,
+  scope TEXT NOT NULL,
+  seq_ref INTEGER,
+  triplet_id TEXT,
+  seq_index INTEGER,
+  ts_us INTEGER,
+  state TEXT,
+  action TEXT,
+  role TEXT,
+  task_id TEXT,
+  phase TEXT,
+  reward REAL,
+  reward_source TEXT,
+  reward_components TEXT,
+  propensity REAL,
+  seq_end INTEGER,
+  llm INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_identity ON spans(trace_ref, span_id);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_triplet_id ON spans(triplet_id) WHERE triplet_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS spans_sequence ON spans(seq_ref) WHERE seq_ref IS NOT NULL;
+CREATE TABLE IF NOT EXISTS reward_events(
+  id INTEGER PRIMARY KEY,
+  reward_id TEXT NOT NULL UNIQUE,
+  target_triplet TEXT,
+  target_sequence TEXT,
+  strategy TEXT,
+  gamma REAL,
+  role TEXT,
+  seq_key TEXT,
+  value REAL,
+  source TEXT NOT NULL,
+  reason TEXT,
+  created_us INTEGER NOT NULL,
+  idempotency_key TEXT UNIQUE,
+  body_hash TEXT,
+  metadata TEXT
+);
+CREATE INDEX IF NOT EXISTS reward_events_seq ON reward_events(seq_key);
+CREATE INDEX IF NOT EXISTS reward_events_pending ON reward_events(target_triplet) WHERE seq_key IS NULL;
+"#;
+
+/// Settings of the writer connection. `synchronous_full` trades speed for durability against
+/// power loss; WAL with `NORMAL` is durable against a crash of the process.
+pub fn configure_writer(conn: &Connection, synchronous_full: bool) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", if synchronous_full { "FULL" } else { "NORMAL" })?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(SCHEMA)?;
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES('schema_version', ?1) ON CONFLICT(key) DO NOTHING",
+        [SCHEMA_VERSION.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Settings of a reader connection.
+pub fn configure_reader(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "cache_size", -16384)?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(())
+}
