@@ -145,3 +145,31 @@ mod tests {
         assert!(v["propensity"].is_null());
     }
 }
+
+/// Counts recorded in a manifest.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ManifestCounts {
+    /// Triplets exported.
+    pub triplets: u64,
+    /// Sequences with at least one triplet exported.
+    pub sequences: u64,
+    /// Exported triplets with an effective reward.
+    pub rewarded_triplets: u64,
+}
+
+/// The export manifest: format, filters, the reward policy and its hash, counts and time of export.
+pub fn manifest(filters: serde_json::Value, policy: &crate::Policy, counts: ManifestCounts, exported_at: Micros) -> serde_json::Value {
+    serde_json::json!({
+        "format": "triplets-jsonl",
+        "format_version": EXPORT_FORMAT_VERSION,
+        "exported_at": format_micros(exported_at),
+        "filters": filters,
+        "reward_policy": policy.to_json(),
+        "reward_policy_hash": policy.hash(),
+        "counts": {
+            "triplets": counts.triplets,
+            "sequences": counts.sequences,
+            "rewarded_triplets": counts.rewarded_triplets,
+        },
+    })
+}

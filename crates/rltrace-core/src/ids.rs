@@ -70,3 +70,9 @@ mod tests {
         assert_eq!(parse_default_triplet_id("abc"), None);
     }
 }
+
+/// `sha256` of `bytes` as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    to_hex(&sha2::Sha256::digest(bytes))
+}

@@ -1,1 +1,177 @@
-//! placeholder
+//! The rltrace collector: OTLP/HTTP and the REST API on one listener, OTLP/gRPC on another, over
+//! one [`rltrace_store::Store`].
+//!
+//! Invariants: this is the only crate that knows HTTP and the JSON shapes of the API. Ingest is
+//! bounded at every step (body size, gzip inflation, attribute size, concurrent requests, the
+//! writer queue) and answers 503 / `UNAVAILABLE` with `Retry-After` instead of queueing more.
+
+pub mod api;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+use rltrace_core::{Limits as SpanLimits, Policy};
+use rltrace_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// The OpenAPI document of the REST API.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Default bound of an OTLP request body as sent: 16 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Default bound of an OTLP request body after gzip inflation: 64 MiB.
+pub const DEFAULT_MAX_INFLATED_BYTES: usize = 64 * 1024 * 1024;
+/// Default bound of OTLP requests decoded at once; more are answered 503 / `UNAVAILABLE`.
+pub const DEFAULT_MAX_CONCURRENT_EXPORTS: usize = 16;
+
+/// Ingest bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestLimits {
+    /// Largest request body as sent.
+    pub max_body_bytes: usize,
+    /// Largest request body after gzip inflation.
+    pub max_inflated_bytes: usize,
+    /// Bounds applied to each span.
+    pub span_limits: SpanLimits,
+    /// Export requests decoded at once.
+    pub max_concurrent_exports: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        IngestLimits {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_inflated_bytes: DEFAULT_MAX_INFLATED_BYTES,
+            span_limits: SpanLimits::default(),
+            max_concurrent_exports: DEFAULT_MAX_CONCURRENT_EXPORTS,
+        }
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// The reward policy.
+    pub policy: Arc<Policy>,
+    /// Metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Ingest bounds.
+    pub limits: IngestLimits,
+    /// Permits for export requests being decoded and stored.
+    pub ingest_permits: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// State over a store with a policy and limits.
+    pub fn new(store: Store, policy: Policy, limits: IngestLimits) -> AppState {
+        AppState {
+            store,
+            policy: Arc::new(policy),
+            metrics: Arc::new(metrics::Metrics::default()),
+            ingest_permits: Arc::new(Semaphore::new(limits.max_concurrent_exports.max(1))),
+            limits,
+        }
+    }
+}
+
+async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let resp = next.run(req).await;
+    st.metrics.observe(&method, &route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// The HTTP application: OTLP/HTTP, the REST API, health and metrics.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/traces", post(ingest::otlp_http))
+        .route("/api/v1/sequences", get(api::list_sequences))
+        .route("/api/v1/sequences/{sequence_id}", get(api::get_sequence))
+        .route("/api/v1/triplets", get(api::list_triplets))
+        .route("/api/v1/triplets/{triplet_id}", get(api::get_triplet))
+        .route("/api/v1/traces/{trace_id}", get(api::get_trace))
+        .route("/api/v1/rewards", post(api::post_reward))
+        .route("/api/v1/export", get(api::export))
+        .route("/api/v1/stats", get(api::stats))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
+        .route("/openapi.json", get(api::openapi))
+        .fallback(api::not_found)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// The gRPC service, with gzip and the message size bound.
+pub fn grpc_service(state: AppState) -> TraceServiceServer<ingest::GrpcTraces> {
+    let max = state.limits.max_body_bytes;
+    TraceServiceServer::new(ingest::GrpcTraces::new(state))
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .max_decoding_message_size(max)
+}
+
+/// Listeners of a running collector.
+pub struct Bound {
+    /// The HTTP listener.
+    pub http: TcpListener,
+    /// The gRPC listener.
+    pub grpc: TcpListener,
+}
+
+impl Bound {
+    /// Bind both listeners.
+    pub async fn bind(http: SocketAddr, grpc: SocketAddr) -> std::io::Result<Bound> {
+        Ok(Bound { http: TcpListener::bind(http).await?, grpc: TcpListener::bind(grpc).await? })
+    }
+}
+
+/// Serve until `shutdown` resolves, then drain: stop accepting, finish requests in flight, and wait
+/// for the writer to commit what it was given.
+pub async fn serve(state: AppState, bound: Bound, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut http_stop = stop_rx.clone();
+    let mut grpc_stop = stop_rx;
+    let http = axum::serve(bound.http, app(state.clone())).with_graceful_shutdown(async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    });
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(bound.grpc);
+    let grpc = tonic::transport::Server::builder()
+        .add_service(grpc_service(state.clone()))
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = grpc_stop.wait_for(|s| *s).await;
+        });
+    let (h, g) = tokio::join!(http, grpc);
+    h?;
+    g.map_err(std::io::Error::other)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if state.store.submit_barrier(move |r| {
+        let _ = tx.send(r);
+    })
+    .is_ok()
+    {
+        let _ = rx.await;
+    }
+    state.store.close();
+    Ok(())
+}

@@ -1,1 +1,179 @@
-fn main() {}
+//! The `rltrace` command: the collector (`serve`), `export`, `import` and `loadgen`.
+
+mod export_cmd;
+mod import;
+mod loadgen;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use rltrace_core::Policy;
+use rltrace_server::{AppState, Bound, IngestLimits};
+use rltrace_store::{Store, StoreConfig};
+
+#[derive(Parser)]
+#[command(name = "rltrace", version, about = "Turns OpenTelemetry traces of agent platforms into reinforcement-learning data")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct StoreArgs {
+    /// SQLite database file.
+    #[arg(long, default_value = "rltrace.db", env = "RLTRACE_DB")]
+    db: PathBuf,
+    /// Store URL (`sqlite://PATH`); overrides --db.
+    #[arg(long, env = "RLTRACE_STORE")]
+    store: Option<String>,
+    /// Reward policy file (TOML).
+    #[arg(long, env = "RLTRACE_POLICY")]
+    policy: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn db_path(&self) -> Result<PathBuf> {
+        match &self.store {
+            None => Ok(self.db.clone()),
+            Some(url) => match url.strip_prefix("sqlite://") {
+                Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+                _ => bail!("unsupported store URL {url:?}: this build supports sqlite://PATH"),
+            },
+        }
+    }
+
+    fn policy(&self) -> Result<Policy> {
+        match &self.policy {
+            None => Ok(Policy::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read policy file {}", p.display()))?;
+                Policy::from_toml(&text).with_context(|| format!("policy file {}", p.display()))
+            }
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector: OTLP/HTTP, REST API and export on --http, OTLP/gRPC on --grpc.
+    Serve(ServeArgs),
+    /// Export triplets (with effective rewards) from the store as JSONL.
+    Export(export_cmd::ExportArgs),
+    /// Load OTLP JSON files (as the OpenTelemetry Collector's file exporter writes them).
+    Import(import::ImportArgs),
+    /// Send a bounded synthetic load to a collector and print spans/s and latency percentiles.
+    Loadgen(loadgen::LoadgenArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address of the HTTP listener (OTLP/HTTP, REST API).
+    #[arg(long, default_value = "127.0.0.1:4318", env = "RLTRACE_HTTP")]
+    http: SocketAddr,
+    /// Address of the OTLP/gRPC listener.
+    #[arg(long, default_value = "127.0.0.1:4317", env = "RLTRACE_GRPC")]
+    grpc: SocketAddr,
+    /// Largest OTLP request body as sent, in bytes (413 beyond).
+    #[arg(long, default_value_t = rltrace_server::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Largest OTLP request body after gzip inflation, in bytes (413 beyond).
+    #[arg(long, default_value_t = rltrace_server::DEFAULT_MAX_INFLATED_BYTES)]
+    max_inflated_bytes: usize,
+    /// Largest attribute value, in bytes (the span is rejected beyond).
+    #[arg(long, default_value_t = rltrace_core::triplet::DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES)]
+    max_attribute_bytes: usize,
+    /// OTLP requests decoded at once (503 / UNAVAILABLE beyond).
+    #[arg(long, default_value_t = rltrace_server::DEFAULT_MAX_CONCURRENT_EXPORTS)]
+    max_concurrent_exports: usize,
+    /// Batches waiting for the store writer (503 / UNAVAILABLE beyond).
+    #[arg(long, default_value_t = rltrace_store::DEFAULT_QUEUE_OPS)]
+    queue_ops: usize,
+    /// Bytes waiting for the store writer (503 / UNAVAILABLE beyond).
+    #[arg(long, default_value_t = rltrace_store::DEFAULT_QUEUE_BYTES)]
+    queue_bytes: usize,
+    /// Commit with `synchronous = FULL` (durable against power loss, slower).
+    #[arg(long)]
+    sync_full: bool,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RLTRACE_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Export(args) => export_cmd::run(args),
+        Command::Import(args) => import::run(args),
+        Command::Loadgen(args) => loadgen::run(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let policy = args.store.policy()?;
+    let path = args.store.db_path()?;
+    let store = Store::open(StoreConfig {
+        path: path.clone(),
+        queue_ops: args.queue_ops,
+        queue_bytes: args.queue_bytes,
+        synchronous_full: args.sync_full,
+    })
+    .with_context(|| format!("cannot open store {}", path.display()))?;
+    let limits = IngestLimits {
+        max_body_bytes: args.max_body_bytes,
+        max_inflated_bytes: args.max_inflated_bytes,
+        span_limits: rltrace_core::Limits { max_attribute_value_bytes: args.max_attribute_bytes },
+        max_concurrent_exports: args.max_concurrent_exports,
+    };
+    let state = AppState::new(store, policy, limits);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(64).build()?;
+    rt.block_on(async move {
+        let bound = Bound::bind(args.http, args.grpc).await.context("cannot bind listeners")?;
+        let http = bound.http.local_addr()?;
+        let grpc = bound.grpc.local_addr()?;
+        println!("rltrace listening http=http://{http} grpc={grpc} db={}", path.display());
+        tracing::info!(%http, %grpc, db = %path.display(), policy_hash = %state.policy.hash(), "collector started");
+        rltrace_server::serve(state, bound, shutdown_signal()).await?;
+        tracing::info!("collector stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// A progress bar on a terminal, hidden otherwise.
+pub(crate) fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template(&format!("{{spinner}} {what} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    pb.set_style(style);
+    pb
+}

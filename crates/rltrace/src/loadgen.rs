@@ -1,0 +1,331 @@
+//! `rltrace loadgen`: a bounded synthetic OTLP load (DESIGN section 6 and 8). Spans of about 1 KB
+//! (10 attributes including a 500-byte JSON state), batches of 512 by default, sequences of 16
+//! triplets. Bounded in spans and in time; prints spans/s acknowledged and latency percentiles.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use prost::Message;
+use rltrace_otlp::proto::collector::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use rltrace_otlp::proto::common::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use rltrace_otlp::proto::resource::Resource;
+use rltrace_otlp::proto::trace::{ResourceSpans, ScopeSpans, Span, Status};
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Protocol {
+    /// OTLP/HTTP with protobuf bodies.
+    HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies.
+    HttpJson,
+    /// OTLP/gRPC.
+    Grpc,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct LoadgenArgs {
+    /// Collector URL (http://HOST:PORT; for grpc the gRPC listener).
+    #[arg(long, default_value = "http://127.0.0.1:4318")]
+    target: String,
+    /// Spans to send in all.
+    #[arg(long, default_value_t = 100_000)]
+    spans: u64,
+    /// Wire protocol.
+    #[arg(long, value_enum, default_value = "http-protobuf")]
+    protocol: Protocol,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Spans per request.
+    #[arg(long, default_value_t = 512)]
+    batch: usize,
+    /// Triplets per sequence (and trace).
+    #[arg(long, default_value_t = 16)]
+    sequence_len: u64,
+    /// Target rate in spans/s (0: as fast as acknowledged).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Stop after this many seconds whatever was sent.
+    #[arg(long, default_value_t = 300)]
+    max_seconds: u64,
+    /// Gzip request bodies.
+    #[arg(long)]
+    gzip: bool,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Shared {
+    next_batch: AtomicU64,
+    acked: AtomicU64,
+    rejected: AtomicU64,
+    overloaded: AtomicU64,
+    errors: AtomicU64,
+    batches: u64,
+    run_id: u64,
+}
+
+fn kv(key: &str, v: any_value::Value) -> KeyValue {
+    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+}
+
+fn s(v: impl Into<String>) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+
+const ROLES: [&str; 7] = ["Planning", "Design", "Design Review", "Code", "Code Review", "Test", "Postmortem"];
+
+/// One batch of spans; ids derive from the run id and the span number, so they are unique per run.
+fn build_batch(run_id: u64, first_span: u64, count: usize, sequence_len: u64) -> ExportTraceServiceRequest {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let filler = "x".repeat(300);
+    let spans = (0..count as u64)
+        .map(|i| {
+            let n = first_span + i;
+            let seq = n / sequence_len;
+            let idx = n % sequence_len;
+            let mut trace_id = [0u8; 16];
+            trace_id[..8].copy_from_slice(&run_id.to_be_bytes());
+            trace_id[8..].copy_from_slice(&seq.to_be_bytes());
+            let span_id = (n + 1) ^ (run_id << 40);
+            let role = ROLES[(idx % 7) as usize];
+            let state = format!(
+                r#"{{"task_id":"task-{run_id:x}-{seq}","agent_role":"{role}","iteration":{idx},"budget_remaining":{},"pending_approvals":2,"prompt_summary":"{filler}"}}"#,
+                1000 - idx
+            );
+            let action = format!(r#"{{"success":true,"duration_ms":{},"output_size":{},"output_hash":"sha256:{:064x}"}}"#, 10 + idx, 100 * idx, n);
+            Span {
+                trace_id: trace_id.to_vec(),
+                span_id: span_id.to_be_bytes().to_vec(),
+                name: format!("agent.{role}.execute"),
+                kind: 1,
+                start_time_unix_nano: now + idx * 1000,
+                end_time_unix_nano: now + idx * 1000 + 500,
+                attributes: vec![
+                    kv("rl.sequence_id", s(format!("task-{run_id:x}-{seq}"))),
+                    kv("rl.sequence_index", any_value::Value::IntValue(idx as i64)),
+                    kv("rl.sequence_scope", s("pipeline")),
+                    kv("rl.state", s(state)),
+                    kv("rl.action", s(action)),
+                    kv("rl.state.agent_role", s(role)),
+                    kv("rl.reward.success", any_value::Value::DoubleValue(1.0)),
+                    kv("rl.reward.latency", any_value::Value::DoubleValue(0.8)),
+                    kv("code.function", s("execute")),
+                    kv("rl.sequence_end", any_value::Value::BoolValue(idx + 1 == sequence_len)),
+                ],
+                status: Some(Status { code: 1, ..Default::default() }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", s("rltrace-loadgen"))], ..Default::default() }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope { name: "rltrace.loadgen".into(), ..Default::default() }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn gzip(body: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(body)?;
+    Ok(e.finish()?)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+pub(crate) fn run(args: LoadgenArgs) -> Result<()> {
+    if args.batch == 0 || args.concurrency == 0 || args.sequence_len == 0 {
+        bail!("--batch, --concurrency and --sequence-len must be at least 1");
+    }
+    if !args.target.starts_with("http://") {
+        bail!("--target must be an http:// URL (loopback); got {:?}", args.target);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: LoadgenArgs) -> Result<()> {
+    let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64 & 0x00ff_ffff_ffff;
+    let batches = args.spans.div_ceil(args.batch as u64);
+    let shared = Arc::new(Shared {
+        next_batch: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
+        overloaded: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        batches,
+        run_id,
+    });
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let pb = crate::progress(args.spans, "loadgen");
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    for _ in 0..args.concurrency {
+        let shared = Arc::clone(&shared);
+        let http = http.clone();
+        let target = args.target.trim_end_matches('/').to_string();
+        let (protocol, batch, total, seq_len, gz, rate, conc) =
+            (args.protocol, args.batch, args.spans, args.sequence_len, args.gzip, args.rate, args.concurrency as u64);
+        let pb = pb.clone();
+        workers.push(tokio::spawn(async move {
+            let mut grpc = None;
+            if protocol == Protocol::Grpc {
+                let mut c = rltrace_otlp::proto::collector::trace_service_client::TraceServiceClient::connect(target.clone())
+                    .await
+                    .context("cannot connect to the gRPC endpoint")?
+                    .max_encoding_message_size(64 * 1024 * 1024);
+                if gz {
+                    c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                }
+                grpc = Some(c);
+            }
+            let mut latencies = Vec::new();
+            loop {
+                let b = shared.next_batch.fetch_add(1, Ordering::Relaxed);
+                if b >= shared.batches || Instant::now() >= deadline {
+                    break;
+                }
+                if rate > 0 {
+                    // Pace: batch b is due at b * batch / rate seconds from the start.
+                    let due = started + Duration::from_secs_f64(b as f64 * batch as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let _ = conc;
+                let first = b * batch as u64;
+                let count = (total - first).min(batch as u64) as usize;
+                let req = build_batch(shared.run_id, first, count, seq_len);
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    let t0 = Instant::now();
+                    let result: Result<Option<i64>, Overload> = match protocol {
+                        Protocol::Grpc => {
+                            let Some(c) = grpc.as_mut() else { break };
+                            match c.export(req.clone()).await {
+                                Ok(resp) => Ok(Some(resp.into_inner().partial_success.map_or(0, |p| p.rejected_spans))),
+                                Err(st) if st.code() == tonic::Code::Unavailable || st.code() == tonic::Code::ResourceExhausted => Err(Overload),
+                                Err(st) => {
+                                    eprintln!("loadgen: grpc error: {st}");
+                                    Ok(None)
+                                }
+                            }
+                        }
+                        _ => {
+                            let (body, ct) = if protocol == Protocol::HttpJson {
+                                (serde_json::to_vec(&req)?, "application/json")
+                            } else {
+                                (req.encode_to_vec(), "application/x-protobuf")
+                            };
+                            let mut rb = http.post(format!("{target}/v1/traces")).header("content-type", ct);
+                            let body = if gz {
+                                rb = rb.header("content-encoding", "gzip");
+                                gzip(&body)?
+                            } else {
+                                body
+                            };
+                            match rb.body(body).send().await {
+                                Ok(resp) if resp.status().is_success() => {
+                                    let bytes = resp.bytes().await.unwrap_or_default();
+                                    let rejected = if protocol == Protocol::HttpJson {
+                                        serde_json::from_slice::<serde_json::Value>(&bytes).ok().and_then(|v| v["partialSuccess"]["rejectedSpans"].as_i64()).unwrap_or(0)
+                                    } else {
+                                        ExportTraceServiceResponse::decode(bytes.as_ref()).ok().and_then(|r| r.partial_success).map_or(0, |p| p.rejected_spans)
+                                    };
+                                    Ok(Some(rejected))
+                                }
+                                Ok(resp) if resp.status().as_u16() == 503 || resp.status().as_u16() == 429 => Err(Overload),
+                                Ok(resp) => {
+                                    eprintln!("loadgen: HTTP {}", resp.status());
+                                    Ok(None)
+                                }
+                                Err(e) => {
+                                    eprintln!("loadgen: request failed: {e}");
+                                    Ok(None)
+                                }
+                            }
+                        }
+                    };
+                    match result {
+                        Ok(Some(rejected)) => {
+                            latencies.push(t0.elapsed().as_micros() as u64);
+                            shared.acked.fetch_add(count as u64 - rejected.max(0) as u64, Ordering::Relaxed);
+                            shared.rejected.fetch_add(rejected.max(0) as u64, Ordering::Relaxed);
+                            pb.inc(count as u64);
+                            break;
+                        }
+                        Ok(None) => {
+                            shared.errors.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(Overload) => {
+                            shared.overloaded.fetch_add(1, Ordering::Relaxed);
+                            if attempts >= 50 || Instant::now() >= deadline {
+                                shared.errors.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(20 * attempts.min(10))).await;
+                        }
+                    }
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await??);
+    }
+    pb.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let acked = shared.acked.load(Ordering::Relaxed);
+    let summary = serde_json::json!({
+        "protocol": match args.protocol { Protocol::HttpProtobuf => "http-protobuf", Protocol::HttpJson => "http-json", Protocol::Grpc => "grpc" },
+        "spans_acknowledged": acked,
+        "spans_rejected": shared.rejected.load(Ordering::Relaxed),
+        "requests": latencies.len(),
+        "overloaded_responses": shared.overloaded.load(Ordering::Relaxed),
+        "errors": shared.errors.load(Ordering::Relaxed),
+        "seconds": secs,
+        "spans_per_s": acked as f64 / secs.max(1e-9),
+        "latency_ms": {"p50": percentile(&latencies, 0.50), "p90": percentile(&latencies, 0.90), "p99": percentile(&latencies, 0.99), "max": percentile(&latencies, 1.0)},
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "loadgen: {acked} spans acknowledged in {} requests over {secs:.2} s = {:.0} spans/s; latency ms p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}; {} rejected, {} overloaded answers, {} errors",
+            latencies.len(),
+            acked as f64 / secs.max(1e-9),
+            percentile(&latencies, 0.50),
+            percentile(&latencies, 0.90),
+            percentile(&latencies, 0.99),
+            percentile(&latencies, 1.0),
+            shared.rejected.load(Ordering::Relaxed),
+            shared.overloaded.load(Ordering::Relaxed),
+            shared.errors.load(Ordering::Relaxed)
+        );
+    }
+    if shared.errors.load(Ordering::Relaxed) > 0 {
+        bail!("{} requests failed", shared.errors.load(Ordering::Relaxed));
+    }
+    Ok(())
+}
+
+struct Overload;
