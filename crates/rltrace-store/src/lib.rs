@@ -7,6 +7,7 @@
 //! append-only: rows of `reward_events` are never changed except to record which sequence a
 //! pending triplet reward joined.
 
+pub mod bench;
 mod prepare;
 mod read;
 mod schema;

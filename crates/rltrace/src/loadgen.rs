@@ -55,6 +55,33 @@ pub(crate) struct LoadgenArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Before the load, insert the same rows into a scratch SQLite file with plain batched inserts
+    /// (no index) and report the collector's rate as a ratio of that baseline.
+    #[arg(long)]
+    baseline: bool,
+}
+
+/// Raw batched SQLite inserts of the same rows, timed (generation and preparation are not).
+fn run_baseline(args: &LoadgenArgs, run_id: u64) -> Result<f64> {
+    let dir = std::env::temp_dir().join(format!("rltrace-baseline-{}-{run_id:x}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| -> Result<f64> {
+        let mut raw = rltrace_store::bench::RawBaseline::create(&dir.join("raw.db"))?;
+        let limits = rltrace_core::Limits::default();
+        let mut first = 0u64;
+        while first < args.spans {
+            let count = (args.spans - first).min(args.batch as u64) as usize;
+            // Other ids than the load's, so the two never meet.
+            let req = build_batch(run_id ^ 0x5a5a, first, count, args.sequence_len);
+            let spans = rltrace_otlp::request_to_spans(req).spans;
+            let analyzed: Vec<_> = spans.into_iter().filter_map(|s| rltrace_core::triplet::analyze(s, &limits).ok()).collect();
+            raw.insert_batch(&rltrace_store::prepare_spans(analyzed))?;
+            first += count as u64;
+        }
+        Ok(raw.rows_per_second())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 struct Shared {
@@ -162,6 +189,7 @@ pub(crate) fn run(args: LoadgenArgs) -> Result<()> {
 async fn run_async(args: LoadgenArgs) -> Result<()> {
     let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64 & 0x00ff_ffff_ffff;
     let batches = args.spans.div_ceil(args.batch as u64);
+    let baseline = if args.baseline { Some(run_baseline(&args, run_id)?) } else { None };
     let shared = Arc::new(Shared {
         next_batch: AtomicU64::new(0),
         acked: AtomicU64::new(0),
@@ -304,6 +332,8 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
         "errors": shared.errors.load(Ordering::Relaxed),
         "seconds": secs,
         "spans_per_s": acked as f64 / secs.max(1e-9),
+        "baseline_sqlite_rows_per_s": baseline,
+        "ratio_to_baseline": baseline.map(|b| acked as f64 / secs.max(1e-9) / b),
         "latency_ms": {"p50": percentile(&latencies, 0.50), "p90": percentile(&latencies, 0.90), "p99": percentile(&latencies, 0.99), "max": percentile(&latencies, 1.0)},
     });
     if args.json {
@@ -321,6 +351,9 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
             shared.overloaded.load(Ordering::Relaxed),
             shared.errors.load(Ordering::Relaxed)
         );
+        if let Some(b) = baseline {
+            println!("baseline: raw batched SQLite inserts of the same rows {b:.0} rows/s; collector/baseline = {:.2}", acked as f64 / secs.max(1e-9) / b);
+        }
     }
     if shared.errors.load(Ordering::Relaxed) > 0 {
         bail!("{} requests failed", shared.errors.load(Ordering::Relaxed));
