@@ -14,7 +14,7 @@ mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
@@ -23,7 +23,7 @@ use rusqlite::Connection;
 
 pub use prepare::{PreparedSpan, prepare_spans};
 pub use read::{
-    ExportCounts, Page, ReadTx, SequenceDetail, SequenceFilter, SequenceSummary, SpanOut, Stats, TripletDetail,
+    Counts, ExportCounts, Page, ReadTx, SequenceDetail, SequenceFilter, SequenceSummary, SpanOut, Stats, TripletDetail,
     TripletFilter,
 };
 pub use schema::SCHEMA_VERSION;
@@ -122,30 +122,12 @@ pub enum RewardAppend {
     NotFound(String),
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    spans: AtomicU64,
-    triplets: AtomicU64,
-    sequences: AtomicU64,
-    reward_events: AtomicU64,
-}
-
-impl Counters {
-    fn add(&self, c: &writer::Counts) {
-        self.spans.fetch_add(c.spans, Ordering::Relaxed);
-        self.triplets.fetch_add(c.triplets, Ordering::Relaxed);
-        self.sequences.fetch_add(c.sequences, Ordering::Relaxed);
-        self.reward_events.fetch_add(c.reward_events, Ordering::Relaxed);
-    }
-}
-
 pub(crate) struct Inner {
     path: PathBuf,
     queue_ops: usize,
     queue_bytes: usize,
     queued_bytes: AtomicUsize,
     queue_depth: AtomicUsize,
-    counters: Counters,
     readers: Mutex<Vec<Connection>>,
     closed: AtomicBool,
 }
@@ -175,19 +157,12 @@ impl Store {
         }
         let conn = Connection::open(&config.path)?;
         schema::configure_writer(&conn, config.synchronous_full)?;
-        let counters = Counters::default();
-        let count = |sql: &str| -> Result<u64, StoreError> { Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
-        counters.spans.store(count("SELECT count(*) FROM spans")?, Ordering::Relaxed);
-        counters.triplets.store(count("SELECT count(*) FROM spans WHERE seq_ref IS NOT NULL")?, Ordering::Relaxed);
-        counters.sequences.store(count("SELECT count(*) FROM sequences")?, Ordering::Relaxed);
-        counters.reward_events.store(count("SELECT count(*) FROM reward_events")?, Ordering::Relaxed);
         let inner = Arc::new(Inner {
             path: config.path.clone(),
             queue_ops: config.queue_ops.max(1),
             queue_bytes: config.queue_bytes.max(1),
             queued_bytes: AtomicUsize::new(0),
             queue_depth: AtomicUsize::new(0),
-            counters,
             readers: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
         });
@@ -315,7 +290,7 @@ impl Store {
         };
         let result = {
             let tx = conn.transaction()?;
-            let out = f(&ReadTx::new(&tx, self.counters_snapshot()));
+            let out = f(&ReadTx::new(&tx));
             drop(tx);
             out
         };
@@ -325,16 +300,6 @@ impl Store {
             idle.push(conn);
         }
         result
-    }
-
-    fn counters_snapshot(&self) -> read::CounterSnapshot {
-        let c = &self.inner.counters;
-        read::CounterSnapshot {
-            spans: c.spans.load(Ordering::Relaxed),
-            triplets: c.triplets.load(Ordering::Relaxed),
-            sequences: c.sequences.load(Ordering::Relaxed),
-            reward_events: c.reward_events.load(Ordering::Relaxed),
-        }
     }
 
     /// Check that the database answers a query.

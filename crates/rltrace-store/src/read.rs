@@ -17,12 +17,17 @@ use crate::StoreError;
 /// Rows scanned at most by one list request that filters on derived values.
 const SCAN_BUDGET: usize = 20_000;
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CounterSnapshot {
-    pub(crate) spans: u64,
-    pub(crate) triplets: u64,
-    pub(crate) sequences: u64,
-    pub(crate) reward_events: u64,
+/// Row counts kept by the writer in the same transactions as the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Spans stored.
+    pub spans: u64,
+    /// Triplets stored.
+    pub triplets: u64,
+    /// Sequences with at least one triplet.
+    pub sequences: u64,
+    /// Reward events in the ledger.
+    pub reward_events: u64,
 }
 
 /// Store-wide counts.
@@ -334,12 +339,23 @@ pub(crate) fn event_by_rowid(conn: &rusqlite::Connection, rowid: i64) -> Result<
 /// A read transaction: a consistent snapshot of the store.
 pub struct ReadTx<'a> {
     tx: &'a Transaction<'a>,
-    counters: CounterSnapshot,
 }
 
 impl<'a> ReadTx<'a> {
-    pub(crate) fn new(tx: &'a Transaction<'a>, counters: CounterSnapshot) -> ReadTx<'a> {
-        ReadTx { tx, counters }
+    pub(crate) fn new(tx: &'a Transaction<'a>) -> ReadTx<'a> {
+        ReadTx { tx }
+    }
+
+    /// Row counts (cheap: one row kept by the writer).
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        Ok(self.tx.query_row("SELECT spans, triplets, sequences, reward_events FROM counters WHERE id = 1", [], |r| {
+            Ok(Counts {
+                spans: r.get::<_, i64>(0)? as u64,
+                triplets: r.get::<_, i64>(1)? as u64,
+                sequences: r.get::<_, i64>(2)? as u64,
+                reward_events: r.get::<_, i64>(3)? as u64,
+            })
+        })?)
     }
 
     /// A trivial query, for readiness.
@@ -392,24 +408,25 @@ impl<'a> ReadTx<'a> {
         Ok(compute(info, rows, events, policy))
     }
 
-    /// Store-wide counts; `rewarded_triplets` is computed under `policy`.
+    /// Store-wide counts; `rewarded_triplets` is computed under `policy`: exactly, sequence by
+    /// sequence, where ledger events reach a sequence; from the count of immediate rewards where
+    /// none do (exact too, as long as the policy gives no source or component a zero weight).
     pub fn stats(&self, policy: &Policy) -> Result<Stats, StoreError> {
+        let zero_weights = policy.sources.values().any(|s| s.weight == 0.0) || policy.components.values().any(|w| *w == 0.0);
         let mut rewarded = 0u64;
-        let mut stmt = self
-            .tx
-            .prepare_cached(&format!("SELECT {SEQ_COLS} FROM sequences WHERE local_rewards > 0 OR reward_events > 0"))?;
+        let condition = if zero_weights { "local_rewards > 0 OR reward_events > 0" } else { "reward_events > 0" };
+        let mut stmt = self.tx.prepare(&format!("SELECT {SEQ_COLS} FROM sequences WHERE {condition}"))?;
         let infos = stmt.query_map([], seq_info)?.collect::<Result<Vec<_>, _>>()?;
         for info in infos {
             let c = self.load(info, policy)?;
             rewarded += c.views.iter().filter(|v| v.effective.reward.is_some()).count() as u64;
         }
-        Ok(Stats {
-            spans: self.counters.spans,
-            triplets: self.counters.triplets,
-            sequences: self.counters.sequences,
-            rewarded_triplets: rewarded,
-            reward_events: self.counters.reward_events,
-        })
+        if !zero_weights {
+            let local: i64 = self.tx.query_row("SELECT coalesce(sum(local_rewards), 0) FROM sequences WHERE reward_events = 0", [], |r| r.get(0))?;
+            rewarded += local as u64;
+        }
+        let c = self.counts()?;
+        Ok(Stats { spans: c.spans, triplets: c.triplets, sequences: c.sequences, rewarded_triplets: rewarded, reward_events: c.reward_events })
     }
 
     /// A page of sequences in creation order, after `cursor`.

@@ -12,6 +12,14 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// The tables and indexes.
 pub const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS counters(
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  spans INTEGER NOT NULL,
+  triplets INTEGER NOT NULL,
+  sequences INTEGER NOT NULL,
+  reward_events INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO counters(id, spans, triplets, sequences, reward_events) VALUES (1, 0, 0, 0, 0);
 CREATE TABLE IF NOT EXISTS traces(id INTEGER PRIMARY KEY, trace_id BLOB NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS resources(id INTEGER PRIMARY KEY, attributes TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS sequences(

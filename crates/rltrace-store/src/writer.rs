@@ -117,8 +117,14 @@ impl Writer {
                 }
             }
             flush_aggs(&tx, &aggs)?;
+            if counts.spans + counts.sequences + counts.reward_events > 0 {
+                tx.prepare_cached(
+                    "UPDATE counters SET spans = spans + ?1, triplets = triplets + ?2, sequences = sequences + ?3,
+                       reward_events = reward_events + ?4 WHERE id = 1",
+                )?
+                .execute(params![counts.spans as i64, counts.triplets as i64, counts.sequences as i64, counts.reward_events as i64])?;
+            }
             tx.commit()?;
-            self.inner.counters.add(&counts);
             Ok(())
         })();
         self.inner.queued_bytes.fetch_sub(released, Ordering::Relaxed);
@@ -160,7 +166,7 @@ fn op_spans(op: &Op) -> usize {
     }
 }
 
-/// Row counts added by a transaction, applied to the in-memory counters after commit.
+/// Row counts added by a transaction, added to the `counters` row in the same transaction.
 #[derive(Default, Debug)]
 pub(crate) struct Counts {
     pub(crate) spans: u64,

@@ -76,7 +76,7 @@ pub(crate) fn run(args: ExportArgs) -> Result<()> {
         )),
         None => Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock())),
     };
-    let total = store.read(|tx| Ok(tx.stats(&rltrace_core::Policy::default())?.triplets)).unwrap_or(0);
+    let total = store.read(|tx| Ok(tx.counts()?.triplets)).unwrap_or(0);
     let pb = crate::progress(total, "export");
     let mut line = Vec::with_capacity(4096);
     let mut io_err: Option<std::io::Error> = None;
