@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -234,8 +235,14 @@ pub async fn list_sequences(State(st): State<AppState>, RawQuery(raw): RawQuery)
     Ok(Json(page_json(page, "s", sequence_json)))
 }
 
+/// The percent-decoded id of a path; a rejection (not UTF-8) answers the REST error shape.
+fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(id)| id).map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
 /// `GET /api/v1/sequences/{sequence_id}`.
-pub async fn get_sequence(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_sequence(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> Result<Json<Value>, ApiError> {
+    let id = path_id(id)?;
     let detail = blocking(move || st.store.read(|tx| tx.sequence(&id, &st.policy))?.ok_or_else(|| ApiError::NotFound(format!("sequence {id:?} not found")))).await?;
     let mut v = sequence_json(&detail.summary);
     v["triplets"] = Value::Array(detail.triplets.iter().map(triplet_value).collect());
@@ -253,7 +260,8 @@ pub async fn list_triplets(State(st): State<AppState>, RawQuery(raw): RawQuery) 
 }
 
 /// `GET /api/v1/triplets/{triplet_id}`.
-pub async fn get_triplet(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_triplet(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> Result<Json<Value>, ApiError> {
+    let id = path_id(id)?;
     let d = blocking(move || st.store.read(|tx| tx.triplet(&id, &st.policy))?.ok_or_else(|| ApiError::NotFound(format!("triplet {id:?} not found")))).await?;
     let mut v = triplet_value(&d.triplet);
     v["ledger"] = Value::Array(d.ledger.iter().map(event_json).collect());
@@ -261,7 +269,8 @@ pub async fn get_triplet(State(st): State<AppState>, Path(id): Path<String>) -> 
 }
 
 /// `GET /api/v1/traces/{trace_id}`.
-pub async fn get_trace(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_trace(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> Result<Json<Value>, ApiError> {
+    let id = path_id(id)?;
     let trace_id = rltrace_core::ids::from_hex::<16>(&id).ok_or_else(|| ApiError::BadRequest(format!("trace id must be 32 hex digits, got {id:?}")))?;
     let spans = blocking(move || st.store.read(|tx| tx.trace(&trace_id))?.ok_or_else(|| ApiError::NotFound(format!("trace {id} not found")))).await?;
     Ok(Json(json!({"trace_id": rltrace_core::ids::to_hex(&trace_id), "spans": spans.iter().map(span_json).collect::<Vec<_>>()})))
@@ -321,7 +330,7 @@ fn has_bare_non_finite(text: &str) -> bool {
         }
         if c == b'"' {
             in_str = true;
-        } else if text[i..].starts_with("NaN") || text[i..].starts_with("Infinity") {
+        } else if b[i..].starts_with(b"NaN") || b[i..].starts_with(b"Infinity") {
             return true;
         }
     }
@@ -536,5 +545,8 @@ mod tests {
         assert!(has_bare_non_finite(r#"{"value": NaN}"#));
         assert!(has_bare_non_finite(r#"{"value": -Infinity}"#));
         assert!(!has_bare_non_finite(r#"{"reason": "NaN is bad", "value": 0.5}"#));
+        // Multi-byte characters outside strings (not JSON) must not panic on a char boundary.
+        assert!(!has_bare_non_finite("{é}"));
+        assert!(has_bare_non_finite("{\"v\": é NaN}"));
     }
 }

@@ -3,6 +3,8 @@
 //! prepare rows, queue them for the writer, and answer only after the commit.
 
 use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -42,7 +44,10 @@ pub enum IngestError {
 }
 
 /// Run the ingest pipeline on a decoded request; resolves after the spans are committed.
-pub async fn ingest(state: &AppState, req: ExportTraceServiceRequest) -> Result<Accepted, IngestError> {
+///
+/// `permit` bounds the requests being decoded and prepared at once; it is released as soon as the
+/// prepared rows are handed to the writer's bounded queue, which bounds the rest.
+pub async fn ingest(state: &AppState, req: ExportTraceServiceRequest, permit: OwnedSemaphorePermit) -> Result<Accepted, IngestError> {
     let limits = state.limits.span_limits;
     let work = tokio::task::spawn_blocking(move || {
         let converted = request_to_spans(req);
@@ -60,13 +65,16 @@ pub async fn ingest(state: &AppState, req: ExportTraceServiceRequest) -> Result<
     let (received, mut rejected, prepared) = work.await.map_err(|e| IngestError::Store(e.to_string()))?;
     state.metrics.received(received);
     if prepared.is_empty() {
+        drop(permit);
         state.metrics.outcome(0, 0, rejected.len());
         return Ok(summarize(rejected));
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    match state.store.submit_spans(prepared, move |r| {
+    let submitted = state.store.submit_spans(prepared, move |r| {
         let _ = tx.send(r);
-    }) {
+    });
+    drop(permit);
+    match submitted {
         Ok(()) => {}
         Err(StoreError::Overloaded | StoreError::Closed) => {
             state.metrics.overloaded();
@@ -92,6 +100,20 @@ fn summarize(rejected: Vec<String>) -> Accepted {
         tracing::debug!(rejected = rejected.len(), first = %rejected[0], "spans rejected");
     }
     Accepted { rejected: rejected.len(), message }
+}
+
+/// Read and discard a request body (up to `max` bytes) so that an early answer leaves the
+/// connection usable and the client sees the answer rather than a reset.
+async fn drain(mut body: Body, max: usize) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            seen += data.len();
+            if seen > max {
+                break;
+            }
+        }
+    }
 }
 
 fn otlp_error(encoding: Encoding, status: StatusCode, grpc_code: i32, message: &str) -> Response {
@@ -131,8 +153,9 @@ pub async fn otlp_http(State(state): State<AppState>, headers: HeaderMap, body: 
     {
         return otlp_error(encoding, StatusCode::PAYLOAD_TOO_LARGE, GRPC_RESOURCE_EXHAUSTED, &format!("request body of {len} bytes exceeds the limit of {} bytes", limits.max_body_bytes));
     }
-    let Ok(_permit) = state.ingest_permits.clone().try_acquire_owned() else {
+    let Ok(permit) = state.ingest_permits.clone().try_acquire_owned() else {
         state.metrics.overloaded();
+        drain(body, limits.max_body_bytes).await;
         return otlp_error(encoding, StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, "rltrace is overloaded, retry later");
     };
     let bytes = match http_body_util::Limited::new(body, limits.max_body_bytes).collect().await {
@@ -168,7 +191,7 @@ pub async fn otlp_http(State(state): State<AppState>, headers: HeaderMap, body: 
         Ok(Err((status, code, msg))) => return otlp_error(encoding, status, code, &msg),
         Err(e) => return otlp_error(encoding, StatusCode::INTERNAL_SERVER_ERROR, GRPC_INTERNAL, &e.to_string()),
     };
-    match ingest(&state, req).await {
+    match ingest(&state, req, permit).await {
         Ok(acc) => {
             let mut resp = (StatusCode::OK, encode_response(encoding, acc.rejected as i64, &acc.message)).into_response();
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
@@ -198,12 +221,12 @@ impl TraceService for GrpcTraces {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let started = Instant::now();
-        let Ok(_permit) = Arc::clone(&self.state.ingest_permits).try_acquire_owned() else {
+        let Ok(permit) = Arc::clone(&self.state.ingest_permits).try_acquire_owned() else {
             self.state.metrics.overloaded();
             self.state.metrics.observe("GRPC", "TraceService/Export", 503, started.elapsed());
             return Err(tonic::Status::unavailable("rltrace is overloaded, retry later"));
         };
-        let result = ingest(&self.state, request.into_inner()).await;
+        let result = ingest(&self.state, request.into_inner(), permit).await;
         let (code, out) = match result {
             Ok(acc) => {
                 let partial = (acc.rejected > 0).then_some(ExportTracePartialSuccess { rejected_spans: acc.rejected as i64, error_message: acc.message });

@@ -32,8 +32,9 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Default bound of an OTLP request body after gzip inflation: 64 MiB.
 pub const DEFAULT_MAX_INFLATED_BYTES: usize = 64 * 1024 * 1024;
-/// Default bound of OTLP requests decoded at once; more are answered 503 / `UNAVAILABLE`.
-pub const DEFAULT_MAX_CONCURRENT_EXPORTS: usize = 16;
+/// Default bound of OTLP requests read, decoded and prepared at once; more are answered
+/// 503 / `UNAVAILABLE`. Requests waiting for their commit no longer count: the writer queue bounds them.
+pub const DEFAULT_MAX_CONCURRENT_EXPORTS: usize = 4;
 
 /// Ingest bounds.
 #[derive(Debug, Clone, Copy)]

@@ -282,6 +282,8 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
                                     eprintln!("loadgen: HTTP {}", resp.status());
                                     Ok(None)
                                 }
+                                // A connection reset under overload: retry like a 503.
+                                Err(e) if e.is_connect() || e.is_request() => Err(Overload),
                                 Err(e) => {
                                     eprintln!("loadgen: request failed: {e}");
                                     Ok(None)

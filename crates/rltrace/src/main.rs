@@ -131,7 +131,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_concurrent_exports: args.max_concurrent_exports,
     };
     let state = AppState::new(store, policy, limits);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(64).build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(32).build()?;
     rt.block_on(async move {
         let bound = Bound::bind(args.http, args.grpc).await.context("cannot bind listeners")?;
         let http = bound.http.local_addr()?;
