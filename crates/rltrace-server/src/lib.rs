@@ -120,12 +120,55 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// The gRPC service, with gzip and the message size bound.
-pub fn grpc_service(state: AppState) -> TraceServiceServer<ingest::GrpcTraces> {
+pub fn grpc_service(state: AppState) -> TooLargeIsFinal<TraceServiceServer<ingest::GrpcTraces>> {
     let max = state.limits.max_body_bytes;
-    TraceServiceServer::new(ingest::GrpcTraces::new(state))
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
-        .max_decoding_message_size(max)
+    TooLargeIsFinal(
+        TraceServiceServer::new(ingest::GrpcTraces::new(state))
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .max_decoding_message_size(max),
+    )
+}
+
+/// gRPC status code `OUT_OF_RANGE`, which tonic answers for a message over the size bound.
+const GRPC_OUT_OF_RANGE: &str = "11";
+/// gRPC status code `RESOURCE_EXHAUSTED`.
+const GRPC_RESOURCE_EXHAUSTED: &str = "8";
+
+/// Wraps the gRPC service so that a message over the size bound is answered `RESOURCE_EXHAUSTED`
+/// (final for OTLP exporters) instead of tonic's `OUT_OF_RANGE`, which the OTLP specification lists
+/// as retryable: an exporter would resend a request that can never fit. rltrace's own handler never
+/// answers `OUT_OF_RANGE`, so only the size check is affected.
+#[derive(Clone)]
+pub struct TooLargeIsFinal<S>(S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for TooLargeIsFinal<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, R> tower::Service<axum::http::Request<B>> for TooLargeIsFinal<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = axum::http::Response<R>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            if resp.headers().get("grpc-status").is_some_and(|v| v == GRPC_OUT_OF_RANGE) {
+                resp.headers_mut().insert("grpc-status", axum::http::HeaderValue::from_static(GRPC_RESOURCE_EXHAUSTED));
+            }
+            Ok(resp)
+        })
+    }
 }
 
 /// Listeners of a running collector.
