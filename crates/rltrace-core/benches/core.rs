@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use rltrace_core::reward::{Immediate, RewardEvent, RewardInput, RewardTarget, Strategy, effective_rewards};
+use rltrace_core::reward::{Immediate, RewardEvent, RewardInput, RewardTarget, Strategy, Valuation, effective_rewards};
 use rltrace_core::span::{AttrValue, Origin, SpanRecord};
 use rltrace_core::{Limits, Policy};
 
@@ -59,6 +59,8 @@ fn bench_effective(c: &mut Criterion) {
         .map(|(i, id)| RewardInput {
             triplet_id: id,
             role: Some(if i % 2 == 0 { "Code" } else { "Test" }),
+            task_id: Some("task-1"),
+            phase: None,
             immediate: Some(Immediate { value: None, components: &comps, source: "local", at: i as i64 }),
         })
         .collect();
@@ -73,6 +75,7 @@ fn bench_effective(c: &mut Criterion) {
         metadata: None,
         pending: false,
         seq_no: 1,
+        valuation: Valuation::Fixed,
     }];
     for i in 0..100 {
         events.push(RewardEvent {
@@ -86,11 +89,12 @@ fn bench_effective(c: &mut Criterion) {
             metadata: None,
             pending: false,
             seq_no: 2 + i,
+            valuation: Valuation::Fixed,
         });
     }
     let policy = Policy::default();
     c.bench_function("effective rewards of a 10,000-triplet sequence", |b| {
-        b.iter(|| effective_rewards(black_box(&inputs), black_box(&events), &policy))
+        b.iter(|| effective_rewards("s", black_box(&inputs), black_box(&events), &policy))
     });
 }
 

@@ -1,21 +1,112 @@
-//! The reward policy: weights per source and per immediate reward component. It is configuration
-//! (a TOML file); the effective reward is derived from it at read time, so changing it recomputes
-//! nothing stored.
+//! The reward policy: per source a weight and an aggregation, weights of immediate reward
+//! components, the values of HITL decisions and the penalties of defects, the fallback reward and
+//! the idle time that completes a sequence. It is configuration (a TOML file); effective rewards are
+//! derived from it at read time, so changing it recomputes nothing stored.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Weight of a source or component that the policy does not name.
 pub const DEFAULT_WEIGHT: f64 = 1.0;
 
+/// How the events of one source that reach a triplet are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    /// The newest event (default).
+    Latest,
+    /// The oldest event.
+    Earliest,
+    /// The mean of the events.
+    Mean,
+    /// The smallest value.
+    Min,
+    /// The largest value.
+    Max,
+    /// The sum, clipped to [0, 1].
+    Sum,
+    /// The product (default of `defect`: penalties compound).
+    Product,
+}
+
+impl Aggregation {
+    /// The aggregation of a source the policy does not configure.
+    pub fn default_for(source: &str) -> Aggregation {
+        if source == "defect" { Aggregation::Product } else { Aggregation::Latest }
+    }
+
+    /// Its name in the policy file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregation::Latest => "latest",
+            Aggregation::Earliest => "earliest",
+            Aggregation::Mean => "mean",
+            Aggregation::Min => "min",
+            Aggregation::Max => "max",
+            Aggregation::Sum => "sum",
+            Aggregation::Product => "product",
+        }
+    }
+}
+
+fn one() -> f64 {
+    DEFAULT_WEIGHT
+}
+
 /// Settings of one reward source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourcePolicy {
-    /// Weight of the source in the weighted mean (>= 0; 0 leaves the source out).
+    /// Weight of the source in the weighted mean (>= 0; 0 leaves the source out). Default 1.
+    #[serde(default = "one")]
     pub weight: f64,
+    /// How its events are combined; default `latest` (`product` for `defect`).
+    #[serde(default)]
+    pub aggregation: Option<Aggregation>,
+}
+
+/// Values of the HITL decisions (`deferred` records the decision and gives no reward).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HitlValues {
+    /// `approved` (default 1.0).
+    pub approved: f64,
+    /// `approved_with_changes` (default 0.7).
+    pub approved_with_changes: f64,
+    /// `rejected` (default 0.0).
+    pub rejected: f64,
+}
+
+impl Default for HitlValues {
+    fn default() -> Self {
+        HitlValues { approved: 1.0, approved_with_changes: 0.7, rejected: 0.0 }
+    }
+}
+
+/// Penalties of defects by severity; a defect gives its triplets `1 - penalty`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefectPenalties {
+    /// `Low` (default 0.1).
+    #[serde(rename = "Low")]
+    pub low: f64,
+    /// `Medium` (default 0.25).
+    #[serde(rename = "Medium")]
+    pub medium: f64,
+    /// `High` (default 0.5).
+    #[serde(rename = "High")]
+    pub high: f64,
+    /// `Critical` (default 1.0).
+    #[serde(rename = "Critical")]
+    pub critical: f64,
+}
+
+impl Default for DefectPenalties {
+    fn default() -> Self {
+        DefectPenalties { low: 0.1, medium: 0.25, high: 0.5, critical: 1.0 }
+    }
 }
 
 /// The reward policy.
@@ -28,6 +119,50 @@ pub struct Policy {
     /// Weights of immediate reward components (`rl.reward.<component>`), by component name.
     #[serde(default)]
     pub components: BTreeMap<String, f64>,
+    /// Values of HITL decisions.
+    #[serde(default)]
+    pub hitl: HitlValues,
+    /// Penalties of defects by severity.
+    #[serde(default)]
+    pub defects: DefectPenalties,
+    /// Seconds after its last triplet before a sequence with no terminal-type reward gets the
+    /// fallback (`"24h"`, `"30m"`, `"90s"`, `"7d"` or a number of seconds).
+    #[serde(default, deserialize_with = "duration_secs", skip_serializing_if = "Option::is_none")]
+    pub reward_wait: Option<u64>,
+    /// The fallback reward (source `fallback`); none when absent (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_reward: Option<f64>,
+    /// Seconds after its last triplet after which a sequence counts as complete; never when absent.
+    #[serde(default, deserialize_with = "duration_secs", skip_serializing_if = "Option::is_none")]
+    pub sequence_idle: Option<u64>,
+}
+
+fn duration_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Some(s)),
+        Raw::Text(t) => parse_duration(&t).map(Some).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid duration {t:?}: use a number of seconds or 90s, 30m, 24h, 7d"))
+        }),
+    }
+}
+
+/// Parse `90s`, `30m`, `24h`, `7d` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 's') => (&s[..i], 1),
+        (i, 'm') => (&s[..i], 60),
+        (i, 'h') => (&s[..i], 3600),
+        (i, 'd') => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// A policy file that cannot be used.
@@ -39,6 +174,9 @@ pub enum PolicyError {
     /// A weight that is negative or not finite.
     #[error("policy weight of {0} must be a finite number >= 0")]
     Weight(String),
+    /// A value that must be in [0, 1].
+    #[error("policy value {0} must be a number in [0, 1]")]
+    Unit(String),
     /// A source name that is not `[a-z0-9_.-]{{1,64}}`.
     #[error("policy names an invalid source: {0}")]
     Source(String),
@@ -65,12 +203,28 @@ impl Policy {
                 return Err(PolicyError::Weight(format!("component {name}")));
             }
         }
+        let unit = |name: &str, v: f64| if v.is_finite() && (0.0..=1.0).contains(&v) { Ok(()) } else { Err(PolicyError::Unit(name.to_string())) };
+        unit("hitl.approved", p.hitl.approved)?;
+        unit("hitl.approved_with_changes", p.hitl.approved_with_changes)?;
+        unit("hitl.rejected", p.hitl.rejected)?;
+        unit("defects.Low", p.defects.low)?;
+        unit("defects.Medium", p.defects.medium)?;
+        unit("defects.High", p.defects.high)?;
+        unit("defects.Critical", p.defects.critical)?;
+        if let Some(d) = p.default_reward {
+            unit("default_reward", d)?;
+        }
         Ok(p)
     }
 
     /// Weight of `source` (1 when the policy does not name it).
     pub fn source_weight(&self, source: &str) -> f64 {
         self.sources.get(source).map_or(DEFAULT_WEIGHT, |s| s.weight)
+    }
+
+    /// Aggregation of `source`.
+    pub fn aggregation(&self, source: &str) -> Aggregation {
+        self.sources.get(source).and_then(|s| s.aggregation).unwrap_or_else(|| Aggregation::default_for(source))
     }
 
     /// Weight of an immediate reward component (1 when the policy does not name it).
@@ -87,6 +241,11 @@ impl Policy {
             den += w;
         }
         (den > 0.0).then(|| (num / den).clamp(0.0, 1.0))
+    }
+
+    /// Whether some source or component weighs 0 (which makes a reward vanish).
+    pub fn has_zero_weights(&self) -> bool {
+        self.sources.values().any(|s| s.weight == 0.0) || self.components.values().any(|w| *w == 0.0)
     }
 
     /// The policy as JSON, as recorded in export manifests.
@@ -111,8 +270,43 @@ mod tests {
         assert!(Policy::from_toml("[sources.hitl]\nweight = -1.0\n").is_err());
         assert!(Policy::from_toml("[sources.HITL]\nweight = 1.0\n").is_err());
         assert!(Policy::from_toml("[sources.hitl]\nwieght = 1.0\n").is_err());
+        assert!(Policy::from_toml("[sources.hitl]\naggregation = \"median\"\n").is_err());
         assert!(Policy::from_toml("nonsense = 1\n").is_err());
+        assert!(Policy::from_toml("default_reward = 1.5\n").is_err());
+        assert!(Policy::from_toml("reward_wait = \"soon\"\n").is_err());
+        assert!(Policy::from_toml("[hitl]\napproved = 2.0\n").is_err());
+        assert!(Policy::from_toml("[defects]\nHigh = -0.5\n").is_err());
         assert!(Policy::from_toml("").is_ok());
+    }
+
+    #[test]
+    fn reads_every_setting() {
+        let p = Policy::from_toml(
+            "reward_wait = \"24h\"\ndefault_reward = 0.5\nsequence_idle = 600\n[sources.hitl]\nweight = 2.0\naggregation = \"mean\"\n[sources.tests]\naggregation = \"min\"\n[hitl]\napproved_with_changes = 0.6\n[defects]\nHigh = 0.4\n",
+        )
+        .expect("valid");
+        assert_eq!(p.reward_wait, Some(86_400));
+        assert_eq!(p.sequence_idle, Some(600));
+        assert_eq!(p.default_reward, Some(0.5));
+        assert_eq!(p.aggregation("hitl"), Aggregation::Mean);
+        assert_eq!(p.source_weight("tests"), 1.0);
+        assert_eq!(p.aggregation("tests"), Aggregation::Min);
+        assert_eq!(p.aggregation("defect"), Aggregation::Product);
+        assert_eq!(p.aggregation("judge"), Aggregation::Latest);
+        assert_eq!(p.hitl.approved_with_changes, 0.6);
+        assert_eq!(p.hitl.approved, 1.0);
+        assert_eq!(p.defects.high, 0.4);
+        assert_eq!(p.defects.critical, 1.0);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Some(90));
+        assert_eq!(parse_duration("30m"), Some(1800));
+        assert_eq!(parse_duration("7d"), Some(604_800));
+        assert_eq!(parse_duration("15"), Some(15));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration(""), None);
     }
 
     #[test]

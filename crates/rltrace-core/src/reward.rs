@@ -1,9 +1,10 @@
-//! The reward ledger's semantics: events, targets, strategies, validation, and how the effective
-//! reward of each triplet of a sequence is computed from the events that reach it.
+//! The reward ledger's semantics: events, targets, strategies, validation, the values of callback
+//! events (HITL decisions, test results, defects), and how the effective reward of each triplet of
+//! a sequence is computed from the events that reach it.
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::policy::Policy;
+use crate::policy::{Aggregation, Policy};
 use crate::time::Micros;
 
 /// Sources whose reward marks a sequence as finished (section 5: terminal-type rewards).
@@ -64,12 +65,31 @@ pub enum Strategy {
         /// The agent role.
         role: String,
     },
+    /// Only triplets whose `state.agent_role` or `state.phase` equals `phase` (defects).
+    Phase {
+        /// The phase that injected a defect.
+        phase: String,
+    },
 }
 
 impl Strategy {
-    /// Build a strategy from its name and parameters, validating them.
+    /// Build a strategy from its name and parameters, validating them. `phase` is not one of the
+    /// strategies of the reward API; see [`Strategy::parse_stored`].
     pub fn parse(name: &str, gamma: Option<f64>, role: Option<&str>) -> Result<Strategy, RewardError> {
+        if name == "phase" {
+            return Err(RewardError::Strategy(name.to_string()));
+        }
+        Strategy::parse_stored(name, gamma, role)
+    }
+
+    /// Like [`Strategy::parse`], also accepting `phase` (with the phase in `role`), as stored in
+    /// the ledger for defects.
+    pub fn parse_stored(name: &str, gamma: Option<f64>, role: Option<&str>) -> Result<Strategy, RewardError> {
         match name {
+            "phase" => match role {
+                Some(r) if !r.is_empty() => Ok(Strategy::Phase { phase: r.to_string() }),
+                _ => Err(RewardError::Role),
+            },
             "uniform" => Ok(Strategy::Uniform),
             "last" => Ok(Strategy::Last),
             "discounted" => {
@@ -95,6 +115,7 @@ impl Strategy {
             Strategy::Discounted { .. } => "discounted",
             Strategy::Last => "last",
             Strategy::Role { .. } => "role",
+            Strategy::Phase { .. } => "phase",
         }
     }
 
@@ -106,10 +127,11 @@ impl Strategy {
         }
     }
 
-    /// `role`, for the role strategy.
+    /// `role` of the role strategy, or the phase of the phase strategy (how both are stored).
     pub fn role(&self) -> Option<&str> {
         match self {
             Strategy::Role { role } => Some(role),
+            Strategy::Phase { phase } => Some(phase),
             _ => None,
         }
     }
@@ -130,6 +152,158 @@ pub enum RewardTarget {
         /// How the value reaches the triplets.
         strategy: Strategy,
     },
+    /// The triplets of a task that belong to one phase (defects): every triplet whose
+    /// `state.task_id` equals `task_id` or whose sequence id equals it or starts with `{task_id}:`,
+    /// and whose `state.agent_role` or `state.phase` equals `phase`.
+    Task {
+        /// The task id.
+        task_id: String,
+        /// The phase that injected the defect.
+        phase: String,
+    },
+}
+
+/// A HITL decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HitlDecision {
+    /// Approved as is.
+    Approved,
+    /// Approved after changes.
+    ApprovedWithChanges,
+    /// Rejected.
+    Rejected,
+    /// Deferred: recorded, no reward.
+    Deferred,
+}
+
+impl HitlDecision {
+    /// Parse the wire name.
+    pub fn parse(s: &str) -> Option<HitlDecision> {
+        match s {
+            "approved" => Some(HitlDecision::Approved),
+            "approved_with_changes" => Some(HitlDecision::ApprovedWithChanges),
+            "rejected" => Some(HitlDecision::Rejected),
+            "deferred" => Some(HitlDecision::Deferred),
+            _ => None,
+        }
+    }
+
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            HitlDecision::Approved => "approved",
+            HitlDecision::ApprovedWithChanges => "approved_with_changes",
+            HitlDecision::Rejected => "rejected",
+            HitlDecision::Deferred => "deferred",
+        }
+    }
+}
+
+/// Severity of a defect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Critical.
+    Critical,
+}
+
+impl Severity {
+    /// Parse the wire name (`Low`, `Medium`, `High`, `Critical`).
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "Low" => Some(Severity::Low),
+            "Medium" => Some(Severity::Medium),
+            "High" => Some(Severity::High),
+            "Critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Low => "Low",
+            Severity::Medium => "Medium",
+            Severity::High => "High",
+            Severity::Critical => "Critical",
+        }
+    }
+}
+
+/// The PSP defect type taxonomy.
+pub const PSP_DEFECT_TYPES: [&str; 10] = [
+    "10_Documentation",
+    "20_Syntax",
+    "30_Build_Package",
+    "40_Assignment",
+    "50_Interface",
+    "60_Checking",
+    "70_Data",
+    "80_Function",
+    "90_System",
+    "100_Environment",
+];
+
+/// How an event's value is found: fixed when appended, or derived from the policy at read time
+/// (so a changed policy gives the same ledger new values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Valuation {
+    /// The stored value.
+    #[default]
+    Fixed,
+    /// The policy's value of a HITL decision.
+    Hitl(HitlDecision),
+    /// `1 - penalty` of a defect's severity under the policy.
+    Defect(Severity),
+}
+
+impl Valuation {
+    /// The stored form (`None` for fixed values).
+    pub fn encode(self) -> Option<String> {
+        match self {
+            Valuation::Fixed => None,
+            Valuation::Hitl(d) => Some(format!("hitl:{}", d.name())),
+            Valuation::Defect(s) => Some(format!("defect:{}", s.name())),
+        }
+    }
+
+    /// Read the stored form.
+    pub fn decode(s: Option<&str>) -> Option<Valuation> {
+        match s {
+            None => Some(Valuation::Fixed),
+            Some(t) => match t.split_once(':')? {
+                ("hitl", d) => HitlDecision::parse(d).map(Valuation::Hitl),
+                ("defect", sev) => Severity::parse(sev).map(Valuation::Defect),
+                _ => None,
+            },
+        }
+    }
+
+    /// The value under `policy`; `stored` for fixed values.
+    pub fn value(self, stored: Option<f64>, policy: &Policy) -> Option<f64> {
+        match self {
+            Valuation::Fixed => stored,
+            Valuation::Hitl(HitlDecision::Approved) => Some(policy.hitl.approved),
+            Valuation::Hitl(HitlDecision::ApprovedWithChanges) => Some(policy.hitl.approved_with_changes),
+            Valuation::Hitl(HitlDecision::Rejected) => Some(policy.hitl.rejected),
+            Valuation::Hitl(HitlDecision::Deferred) => None,
+            Valuation::Defect(sev) => {
+                let p = &policy.defects;
+                let penalty = match sev {
+                    Severity::Low => p.low,
+                    Severity::Medium => p.medium,
+                    Severity::High => p.high,
+                    Severity::Critical => p.critical,
+                };
+                Some((1.0 - penalty).clamp(0.0, 1.0))
+            }
+        }
+    }
 }
 
 /// One immutable entry of the reward ledger.
@@ -155,6 +329,20 @@ pub struct RewardEvent {
     pub pending: bool,
     /// Ledger order, for ties on `created_at`.
     pub seq_no: i64,
+    /// How the value is found (fixed, or from the policy for HITL decisions and defects).
+    pub valuation: Valuation,
+}
+
+impl RewardEvent {
+    /// The event's value under `policy` (`None`: recorded without a reward).
+    pub fn value_under(&self, policy: &Policy) -> Option<f64> {
+        self.valuation.value(self.value, policy)
+    }
+
+    /// Whether this is a terminal-type reward with a value (it completes its sequence).
+    pub fn is_terminal(&self) -> bool {
+        self.value.is_some() && TERMINAL_SOURCES.contains(&self.source.as_str())
+    }
 }
 
 /// A triplet as the reward computation needs it, given in sequence order.
@@ -164,6 +352,10 @@ pub struct RewardInput<'a> {
     pub triplet_id: &'a str,
     /// `state.agent_role`.
     pub role: Option<&'a str>,
+    /// `state.task_id`.
+    pub task_id: Option<&'a str>,
+    /// `state.phase`.
+    pub phase: Option<&'a str>,
     /// The immediate reward carried by the span, if any.
     pub immediate: Option<Immediate<'a>>,
 }
@@ -202,6 +394,10 @@ pub struct SourceValue {
     pub seq_no: i64,
     /// How many events of this source reach the triplet.
     pub events: usize,
+    /// How they were combined.
+    pub aggregation: Aggregation,
+    /// The source's weight in the mean.
+    pub weight: f64,
 }
 
 /// The effective reward of one triplet, with how it was formed.
@@ -218,24 +414,105 @@ pub struct Effective {
 }
 
 /// The value a sequence event gives to triplet `i` of `n` (in order), or `None` if it does not reach it.
-pub fn sequence_share(strategy: &Strategy, value: f64, i: usize, n: usize, role: Option<&str>) -> Option<f64> {
+pub fn sequence_share(strategy: &Strategy, value: f64, i: usize, n: usize, t: &RewardInput<'_>) -> Option<f64> {
     match strategy {
         Strategy::Uniform => Some(value),
         Strategy::Discounted { gamma } => Some(value * gamma.powi((n - 1 - i) as i32)),
         Strategy::Last => (i + 1 == n).then_some(value),
-        Strategy::Role { role: r } => (role == Some(r.as_str())).then_some(value),
+        Strategy::Role { role } => (t.role == Some(role.as_str())).then_some(value),
+        Strategy::Phase { phase } => in_phase(t, phase).then_some(value),
+    }
+}
+
+fn in_phase(t: &RewardInput<'_>, phase: &str) -> bool {
+    t.role == Some(phase) || t.phase == Some(phase)
+}
+
+/// Whether a task target reaches triplet `t` of sequence `sequence_id`.
+pub fn task_reaches(task_id: &str, phase: &str, sequence_id: &str, t: &RewardInput<'_>) -> bool {
+    let in_task = t.task_id == Some(task_id)
+        || sequence_id == task_id
+        || sequence_id.strip_prefix(task_id).is_some_and(|rest| rest.starts_with(':'));
+    in_task && in_phase(t, phase)
+}
+
+/// The task ids whose defects may reach a sequence: its id, its id before the first `:`, and the
+/// `state.task_id` of its triplets.
+pub fn candidate_tasks<'a>(sequence_id: &'a str, triplets: impl Iterator<Item = Option<&'a str>>) -> Vec<&'a str> {
+    let mut out = vec![sequence_id];
+    if let Some((head, _)) = sequence_id.split_once(':') {
+        out.push(head);
+    }
+    for t in triplets.flatten() {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// The value event `e` gives to triplet `i` of the sequence, or `None` if it does not reach it.
+pub fn reaches(e: &RewardEvent, value: f64, sequence_id: &str, triplets: &[RewardInput<'_>], i: usize) -> Option<f64> {
+    let t = &triplets[i];
+    match &e.target {
+        RewardTarget::Triplet { triplet_id } => (t.triplet_id == triplet_id).then_some(value),
+        RewardTarget::Sequence { strategy, .. } => sequence_share(strategy, value, i, triplets.len(), t),
+        RewardTarget::Task { task_id, phase } => task_reaches(task_id, phase, sequence_id, t).then_some(value),
+    }
+}
+
+#[derive(Clone)]
+struct Acc {
+    n: usize,
+    sum: f64,
+    min: f64,
+    max: f64,
+    prod: f64,
+    latest: (Micros, i64, f64),
+    earliest: (Micros, i64, f64),
+}
+
+impl Acc {
+    fn new(v: f64, at: Micros, seq_no: i64) -> Acc {
+        Acc { n: 1, sum: v, min: v, max: v, prod: v, latest: (at, seq_no, v), earliest: (at, seq_no, v) }
+    }
+
+    fn add(&mut self, v: f64, at: Micros, seq_no: i64) {
+        self.n += 1;
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.prod *= v;
+        if (at, seq_no) > (self.latest.0, self.latest.1) {
+            self.latest = (at, seq_no, v);
+        }
+        if (at, seq_no) < (self.earliest.0, self.earliest.1) {
+            self.earliest = (at, seq_no, v);
+        }
+    }
+
+    fn value(&self, agg: Aggregation) -> f64 {
+        match agg {
+            Aggregation::Latest => self.latest.2,
+            Aggregation::Earliest => self.earliest.2,
+            Aggregation::Mean => self.sum / self.n as f64,
+            Aggregation::Min => self.min,
+            Aggregation::Max => self.max,
+            Aggregation::Sum => self.sum.clamp(0.0, 1.0),
+            Aggregation::Product => self.prod,
+        }
     }
 }
 
 /// Compute the effective reward of every triplet of one sequence.
 ///
-/// `triplets` are in sequence order; `events` are the ledger events that target the sequence or one
-/// of its triplets (others are ignored). For each source the latest event reaching a triplet is
-/// used (`defect` events multiply instead); the result is the weighted mean over sources with the
-/// policy's weights. Events with no value (HITL `deferred`) are recorded but change nothing.
-pub fn effective_rewards(triplets: &[RewardInput<'_>], events: &[RewardEvent], policy: &Policy) -> Vec<Effective> {
+/// `triplets` are in sequence order; `events` are the ledger events that may reach the sequence or
+/// its triplets (others are ignored). Each source's events reaching a triplet are combined by the
+/// source's aggregation (latest by default, product for `defect`); the result is the weighted mean
+/// over sources with the policy's weights. Events with no value (HITL `deferred`) change nothing.
+pub fn effective_rewards(sequence_id: &str, triplets: &[RewardInput<'_>], events: &[RewardEvent], policy: &Policy) -> Vec<Effective> {
     let n = triplets.len();
-    let mut per: Vec<BTreeMap<String, SourceValue>> = vec![BTreeMap::new(); n];
+    let mut per: Vec<BTreeMap<&str, Acc>> = vec![BTreeMap::new(); n];
     for (i, t) in triplets.iter().enumerate() {
         if let Some(imm) = &t.immediate
             && let Some(v) = imm.resolve(policy)
@@ -245,19 +522,17 @@ pub fn effective_rewards(triplets: &[RewardInput<'_>], events: &[RewardEvent], p
     }
     let mut index: Option<HashMap<&str, usize>> = None;
     for e in events {
-        let Some(value) = e.value else { continue };
+        let Some(value) = e.value_under(policy) else { continue };
         match &e.target {
             RewardTarget::Triplet { triplet_id } => {
-                let idx = index.get_or_insert_with(|| {
-                    triplets.iter().enumerate().map(|(i, t)| (t.triplet_id, i)).collect()
-                });
+                let idx = index.get_or_insert_with(|| triplets.iter().enumerate().map(|(i, t)| (t.triplet_id, i)).collect());
                 if let Some(&i) = idx.get(triplet_id.as_str()) {
                     merge(&mut per[i], &e.source, value, e.created_at, e.seq_no);
                 }
             }
-            RewardTarget::Sequence { strategy, .. } => {
-                for (i, t) in triplets.iter().enumerate() {
-                    if let Some(v) = sequence_share(strategy, value, i, n, t.role) {
+            _ => {
+                for i in 0..n {
+                    if let Some(v) = reaches(e, value, sequence_id, triplets, i) {
                         merge(&mut per[i], &e.source, v, e.created_at, e.seq_no);
                     }
                 }
@@ -267,46 +542,37 @@ pub fn effective_rewards(triplets: &[RewardInput<'_>], events: &[RewardEvent], p
     per.into_iter().map(|sources| finish(sources, policy)).collect()
 }
 
-fn merge(map: &mut BTreeMap<String, SourceValue>, source: &str, value: f64, at: Micros, seq_no: i64) {
+fn merge<'a>(map: &mut BTreeMap<&'a str, Acc>, source: &'a str, value: f64, at: Micros, seq_no: i64) {
     match map.get_mut(source) {
         None => {
-            map.insert(source.to_string(), SourceValue { value, at, seq_no, events: 1 });
+            map.insert(source, Acc::new(value, at, seq_no));
         }
-        Some(cur) => {
-            cur.events += 1;
-            let newer = (at, seq_no) > (cur.at, cur.seq_no);
-            if source == "defect" {
-                cur.value *= value;
-            } else if newer {
-                cur.value = value;
-            }
-            if newer {
-                cur.at = at;
-                cur.seq_no = seq_no;
-            }
-        }
+        Some(acc) => acc.add(value, at, seq_no),
     }
 }
 
-fn finish(sources: BTreeMap<String, SourceValue>, policy: &Policy) -> Effective {
+fn finish(sources: BTreeMap<&str, Acc>, policy: &Policy) -> Effective {
     if sources.is_empty() {
         return Effective::default();
     }
     let mut num = 0.0;
     let mut den = 0.0;
-    let mut newest: Option<(&String, &SourceValue)> = None;
-    for (name, sv) in &sources {
-        let w = policy.source_weight(name);
-        num += w * sv.value;
-        den += w;
-        if newest.is_none_or(|(_, n)| (sv.at, sv.seq_no) > (n.at, n.seq_no)) {
-            newest = Some((name, sv));
+    let mut out = BTreeMap::new();
+    let mut newest: Option<(&str, Micros, i64)> = None;
+    for (name, acc) in &sources {
+        let agg = policy.aggregation(name);
+        let weight = policy.source_weight(name);
+        let value = acc.value(agg);
+        num += weight * value;
+        den += weight;
+        let (at, seq_no, _) = acc.latest;
+        if newest.is_none_or(|(_, a, s)| (at, seq_no) > (a, s)) {
+            newest = Some((name, at, seq_no));
         }
+        out.insert(name.to_string(), SourceValue { value, at, seq_no, events: acc.n, aggregation: agg, weight });
     }
     let reward = if den > 0.0 { Some((num / den).clamp(0.0, 1.0)) } else { None };
-    let newest_source = newest.map(|(n, _)| n.clone());
-    let newest_at = newest.map(|(_, s)| s.at);
-    Effective { reward, sources, newest_source, newest_at }
+    Effective { reward, sources: out, newest_source: newest.map(|(n, _, _)| n.to_string()), newest_at: newest.map(|(_, a, _)| a) }
 }
 
 #[cfg(test)]
@@ -325,6 +591,7 @@ mod tests {
             metadata: None,
             pending: false,
             seq_no,
+            valuation: Valuation::Fixed,
         }
     }
 
@@ -335,7 +602,7 @@ mod tests {
     fn inputs<'a>(ids: &'a [&'a str], roles: &'a [Option<&'a str>]) -> Vec<RewardInput<'a>> {
         ids.iter()
             .zip(roles)
-            .map(|(id, role)| RewardInput { triplet_id: id, role: *role, immediate: None })
+            .map(|(id, role)| RewardInput { triplet_id: id, role: *role, task_id: None, phase: None, immediate: None })
             .collect()
     }
 
@@ -366,13 +633,13 @@ mod tests {
         let roles = [Some("Code"), Some("Test"), Some("Code")];
         let t = inputs(&ids, &roles);
         let p = Policy::default();
-        let uniform = effective_rewards(&t, &[ev(1, seq(Strategy::Uniform), Some(0.5), "hitl", 1)], &p);
+        let uniform = effective_rewards("s", &t, &[ev(1, seq(Strategy::Uniform), Some(0.5), "hitl", 1)], &p);
         assert!(uniform.iter().all(|e| e.reward == Some(0.5)));
-        let disc = effective_rewards(&t, &[ev(1, seq(Strategy::Discounted { gamma: 0.5 }), Some(1.0), "tests", 1)], &p);
+        let disc = effective_rewards("s", &t, &[ev(1, seq(Strategy::Discounted { gamma: 0.5 }), Some(1.0), "tests", 1)], &p);
         assert_eq!(disc.iter().map(|e| e.reward).collect::<Vec<_>>(), vec![Some(0.25), Some(0.5), Some(1.0)]);
-        let last = effective_rewards(&t, &[ev(1, seq(Strategy::Last), Some(1.0), "terminal", 1)], &p);
+        let last = effective_rewards("s", &t, &[ev(1, seq(Strategy::Last), Some(1.0), "terminal", 1)], &p);
         assert_eq!(last.iter().map(|e| e.reward).collect::<Vec<_>>(), vec![None, None, Some(1.0)]);
-        let role = effective_rewards(&t, &[ev(1, seq(Strategy::Role { role: "Code".into() }), Some(0.9), "hitl", 1)], &p);
+        let role = effective_rewards("s", &t, &[ev(1, seq(Strategy::Role { role: "Code".into() }), Some(0.9), "hitl", 1)], &p);
         assert_eq!(role.iter().map(|e| e.reward).collect::<Vec<_>>(), vec![Some(0.9), None, Some(0.9)]);
     }
 
@@ -389,13 +656,13 @@ mod tests {
             ev(4, trip(), None, "hitl", 30),
         ];
         let mut p = Policy::default();
-        let e = &effective_rewards(&t, &events, &p)[0];
+        let e = &effective_rewards("s", &t, &events, &p)[0];
         assert_eq!(e.reward, Some(0.75));
         assert_eq!(e.sources["hitl"].value, 1.0);
         assert_eq!(e.newest_source.as_deref(), Some("hitl"));
         assert_eq!(e.newest_at, Some(20));
-        p.sources.insert("hitl".into(), crate::policy::SourcePolicy { weight: 3.0 });
-        let e = &effective_rewards(&t, &events, &p)[0];
+        p.sources.insert("hitl".into(), crate::policy::SourcePolicy { weight: 3.0, aggregation: None });
+        let e = &effective_rewards("s", &t, &events, &p)[0];
         assert!((e.reward.unwrap_or(0.0) - (3.0 * 1.0 + 0.5) / 4.0).abs() < 1e-12);
     }
 
@@ -406,9 +673,63 @@ mod tests {
         let t = inputs(&ids, &roles);
         let trip = || RewardTarget::Triplet { triplet_id: "a".into() };
         let events = vec![ev(1, trip(), Some(0.9), "defect", 1), ev(2, trip(), Some(0.5), "defect", 2)];
-        let e = &effective_rewards(&t, &events, &Policy::default())[0];
+        let e = &effective_rewards("s", &t, &events, &Policy::default())[0];
         assert!((e.reward.unwrap_or(0.0) - 0.45).abs() < 1e-12);
         assert_eq!(e.sources["defect"].events, 2);
+    }
+
+    #[test]
+    fn aggregations_per_source() {
+        let ids = ["a"];
+        let roles = [None];
+        let t = inputs(&ids, &roles);
+        let trip = || RewardTarget::Triplet { triplet_id: "a".into() };
+        let events = vec![ev(1, trip(), Some(0.2), "hitl", 10), ev(2, trip(), Some(0.8), "hitl", 20), ev(3, trip(), Some(0.5), "hitl", 5)];
+        let with = |agg: &str| {
+            let p = Policy::from_toml(&format!("[sources.hitl]\naggregation = \"{agg}\"\n")).expect("policy");
+            effective_rewards("s", &t, &events, &p)[0].reward.expect("reward")
+        };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(with("latest"), 0.8));
+        assert!(close(with("earliest"), 0.5));
+        assert!(close(with("mean"), 0.5));
+        assert!(close(with("min"), 0.2));
+        assert!(close(with("max"), 0.8));
+        assert!(close(with("sum"), 1.0));
+        assert!(close(with("product"), 0.08));
+    }
+
+    #[test]
+    fn policy_valued_events_and_task_targets() {
+        let ids = ["a", "b", "c"];
+        let t = vec![
+            RewardInput { triplet_id: "a", role: Some("Design"), task_id: Some("T1"), phase: None, immediate: None },
+            RewardInput { triplet_id: "b", role: Some("Code"), task_id: Some("T1"), phase: None, immediate: None },
+            RewardInput { triplet_id: "c", role: Some("Test"), task_id: None, phase: Some("Code"), immediate: None },
+        ];
+        let _ = ids;
+        let mut hitl = ev(1, seq(Strategy::Uniform), Some(1.0), "hitl", 1);
+        hitl.valuation = Valuation::Hitl(HitlDecision::ApprovedWithChanges);
+        let mut defect = ev(2, RewardTarget::Task { task_id: "T1".into(), phase: "Code".into() }, Some(0.5), "defect", 2);
+        defect.valuation = Valuation::Defect(Severity::High);
+        let mut deferred = ev(3, seq(Strategy::Uniform), None, "hitl", 3);
+        deferred.valuation = Valuation::Hitl(HitlDecision::Deferred);
+        let events = vec![hitl, defect, deferred];
+        // Sequence "T1:Code": every triplet is in task T1 by its sequence id; b and c are in phase Code.
+        let p = Policy::default();
+        let e = effective_rewards("T1:Code", &t, &events, &p);
+        assert_eq!(e[0].reward, Some(0.7));
+        assert!((e[1].reward.unwrap_or(0.0) - (0.7 + 0.5) / 2.0).abs() < 1e-12);
+        assert!((e[2].reward.unwrap_or(0.0) - (0.7 + 0.5) / 2.0).abs() < 1e-12);
+        // In sequence "other", only b is in task T1 (by state.task_id) and in phase Code.
+        let e = effective_rewards("other", &t, &events, &p);
+        assert!((e[1].reward.unwrap_or(0.0) - 0.6).abs() < 1e-12);
+        assert_eq!(e[2].reward, Some(0.7));
+        // A changed policy gives the same ledger new values.
+        let p2 = Policy::from_toml("[hitl]\napproved_with_changes = 0.9\n[defects]\nHigh = 0.2\n").expect("policy");
+        let e = effective_rewards("other", &t, &events, &p2);
+        assert!((e[1].reward.unwrap_or(0.0) - (0.9 + 0.8) / 2.0).abs() < 1e-12);
+        assert_eq!(candidate_tasks("T1:Code", [Some("T1"), Some("T2"), None].into_iter()), vec!["T1:Code", "T1", "T2"]);
     }
 
     #[test]
@@ -419,8 +740,8 @@ mod tests {
         assert_eq!(imm.resolve(&p), Some(0.5));
         p.components.insert("success".into(), 3.0);
         assert_eq!(imm.resolve(&p), Some(0.75));
-        let t = vec![RewardInput { triplet_id: "a", role: None, immediate: Some(imm) }];
-        let e = &effective_rewards(&t, &[], &p)[0];
+        let t = vec![RewardInput { triplet_id: "a", role: None, task_id: None, phase: None, immediate: Some(imm) }];
+        let e = &effective_rewards("s", &t, &[], &p)[0];
         assert_eq!(e.reward, Some(0.75));
         assert_eq!(e.newest_source.as_deref(), Some("local"));
     }

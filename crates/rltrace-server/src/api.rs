@@ -137,11 +137,14 @@ pub fn event_json(e: &RewardEvent) -> Value {
             if let Some(g) = strategy.gamma() {
                 t["gamma"] = json!(g);
             }
-            if let Some(r) = strategy.role() {
-                t["role"] = json!(r);
+            match strategy {
+                Strategy::Role { role } => t["role"] = json!(role),
+                Strategy::Phase { phase } => t["phase"] = json!(phase),
+                _ => {}
             }
             t
         }
+        RewardTarget::Task { task_id, phase } => json!({"task_id": task_id, "phase": phase}),
     };
     let mut v = json!({
         "reward_id": e.reward_id,
@@ -292,7 +295,7 @@ pub async fn stats(State(st): State<AppState>) -> Result<Json<Value>, ApiError> 
 
 /// Read a JSON body with the size bound; 400 when it is not JSON (NaN and infinities, which JSON
 /// cannot carry, are a 422 on the value instead).
-async fn json_body(body: Body) -> Result<Value, ApiError> {
+pub(crate) async fn json_body(body: Body) -> Result<Value, ApiError> {
     let bytes = http_body_util::Limited::new(body, MAX_JSON_BODY)
         .collect()
         .await
@@ -415,14 +418,13 @@ fn parse_reward(body: &Value, header_key: Option<String>) -> Result<NewReward, A
         metadata,
         allow_pending,
         body_hash: rltrace_core::ids::sha256_hex(canonical.to_string().as_bytes()),
+        valuation: rltrace_core::reward::Valuation::Fixed,
     })
 }
 
-/// `POST /api/v1/rewards`.
-pub async fn post_reward(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let body = json_body(body).await?;
-    let header_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let req = parse_reward(&body, header_key)?;
+/// Append a validated reward and answer as the reward API does: 201 new, 200 replay, 409 key
+/// conflict, 404 unknown target.
+async fn append(st: &AppState, req: NewReward) -> Result<Response, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     st.store.submit_reward(req, move |r| {
         let _ = tx.send(r);
@@ -440,6 +442,38 @@ pub async fn post_reward(State(st): State<AppState>, headers: HeaderMap, body: B
         }
         RewardAppend::NotFound(m) => return Err(ApiError::NotFound(format!("{m}; send \"pending\": true to record it until the target arrives"))),
     })
+}
+
+fn idempotency_header(headers: &HeaderMap) -> Option<String> {
+    headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// `POST /api/v1/rewards`.
+pub async fn post_reward(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let body = json_body(body).await?;
+    let req = parse_reward(&body, idempotency_header(&headers))?;
+    append(&st, req).await
+}
+
+/// `POST /api/v1/callbacks/hitl`.
+pub async fn callback_hitl(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let body = json_body(body).await?;
+    let req = crate::callbacks::parse_hitl(&body, idempotency_header(&headers), &st.policy)?;
+    append(&st, req).await
+}
+
+/// `POST /api/v1/callbacks/tests`.
+pub async fn callback_tests(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let body = json_body(body).await?;
+    let req = crate::callbacks::parse_tests(&body, idempotency_header(&headers))?;
+    append(&st, req).await
+}
+
+/// `POST /api/v1/callbacks/defects`.
+pub async fn callback_defects(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let body = json_body(body).await?;
+    let req = crate::callbacks::parse_defect(&body, idempotency_header(&headers), &st.policy)?;
+    append(&st, req).await
 }
 
 /// `GET /api/v1/export`: streamed triplet lines, and the manifest last on `manifest=true`.

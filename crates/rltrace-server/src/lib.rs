@@ -6,6 +6,7 @@
 //! writer queue) and answers 503 / `UNAVAILABLE` with `Retry-After` instead of queueing more.
 
 pub mod api;
+pub mod callbacks;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
@@ -107,6 +108,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/triplets/{triplet_id}", get(api::get_triplet))
         .route("/api/v1/traces/{trace_id}", get(api::get_trace))
         .route("/api/v1/rewards", post(api::post_reward))
+        .route("/api/v1/callbacks/hitl", post(api::callback_hitl))
+        .route("/api/v1/callbacks/tests", post(api::callback_tests))
+        .route("/api/v1/callbacks/defects", post(api::callback_defects))
         .route("/api/v1/export", get(api::export))
         .route("/api/v1/stats", get(api::stats))
         .route("/healthz", get(api::healthz))
@@ -195,7 +199,30 @@ pub async fn serve(state: AppState, bound: Bound, shutdown: impl std::future::Fu
         let _ = stop_tx.send(true);
     });
     let mut http_stop = stop_rx.clone();
+    let mut settle_stop = stop_rx.clone();
     let mut grpc_stop = stop_rx;
+    if let (Some(value), Some(wait)) = (state.policy.default_reward, state.policy.reward_wait) {
+        let store = state.store.clone();
+        let every = std::time::Duration::from_secs((wait / 4).clamp(1, 60));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = settle_stop.wait_for(|s| *s) => break,
+                }
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if store.submit_settle(value, wait, move |r| { let _ = tx.send(r); }).is_err() {
+                    continue;
+                }
+                match rx.await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(sequences = n, "fallback reward applied"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "fallback settle failed"),
+                    _ => {}
+                }
+            }
+        });
+    }
     let http = axum::serve(bound.http, app(state.clone())).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|s| *s).await;
     });

@@ -107,6 +107,8 @@ pub struct NewReward {
     pub allow_pending: bool,
     /// Hash of the request body, to tell a replay from a conflicting reuse of a key.
     pub body_hash: String,
+    /// How the value is found at read time (fixed, HITL decision, defect severity).
+    pub valuation: rltrace_core::reward::Valuation,
 }
 
 /// Result of appending a reward.
@@ -241,6 +243,23 @@ impl Store {
         self.enqueue(Op::Barrier { reply }, 0)
     }
 
+    /// Append the policy's fallback reward (`value`, source `fallback`) to every sequence with no
+    /// terminal-type reward `wait_secs` after its last triplet; `reply` gets how many were settled.
+    pub fn submit_settle(&self, value: f64, wait_secs: u64, reply: impl FnOnce(Result<usize, StoreError>) + Send + 'static) -> Result<(), StoreError> {
+        let reply: Reply<usize> = Box::new(reply);
+        let wait_us = i64::try_from(wait_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+        self.enqueue(Op::Settle { value, wait_us, now: now_micros(), reply }, 0)
+    }
+
+    /// [`Store::submit_settle`], waiting for the commit.
+    pub fn settle_blocking(&self, value: f64, wait_secs: u64) -> Result<usize, StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.submit_settle(value, wait_secs, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
     /// Store spans and wait for the commit (for the CLI and tests; servers use [`Store::submit_spans`]).
     /// Waits while the queue is full.
     pub fn ingest_blocking(&self, spans: Vec<PreparedSpan>) -> Result<IngestOutcome, StoreError> {
@@ -290,7 +309,7 @@ impl Store {
         };
         let result = {
             let tx = conn.transaction()?;
-            let out = f(&ReadTx::new(&tx));
+            let out = f(&ReadTx::new(&tx, now_micros()));
             drop(tx);
             out
         };

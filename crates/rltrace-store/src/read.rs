@@ -7,9 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use rltrace_core::Policy;
 use rltrace_core::export::TripletView;
 use rltrace_core::ids::{default_triplet_id, to_hex};
-use rltrace_core::reward::{
-    Immediate, RewardEvent, RewardInput, RewardTarget, Strategy, TERMINAL_SOURCES, effective_rewards, sequence_share,
-};
+use rltrace_core::reward::{Immediate, RewardEvent, RewardInput, RewardTarget, Strategy, Valuation, candidate_tasks, effective_rewards, reaches};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use crate::StoreError;
@@ -28,6 +26,8 @@ pub struct Counts {
     pub sequences: u64,
     /// Reward events in the ledger.
     pub reward_events: u64,
+    /// Ledger events targeting a task (defects by task id).
+    pub task_events: u64,
 }
 
 /// Store-wide counts.
@@ -190,8 +190,8 @@ struct SeqInfo {
 }
 
 impl SeqInfo {
-    fn may_be_rewarded(&self) -> bool {
-        self.local_rewards > 0 || self.reward_events > 0
+    fn may_be_rewarded(&self, task_events: bool) -> bool {
+        self.local_rewards > 0 || self.reward_events > 0 || task_events
     }
 }
 
@@ -207,6 +207,8 @@ struct SeqRow {
     state: String,
     action: String,
     role: Option<String>,
+    task_id: Option<String>,
+    phase: Option<String>,
     reward: Option<f64>,
     reward_source: Option<String>,
     components: BTreeMap<String, f64>,
@@ -220,6 +222,8 @@ struct Computed {
     rowids: Vec<i64>,
     views: Vec<TripletView>,
     events: Vec<RewardEvent>,
+    /// For each event, the positions of the triplets it reaches.
+    reach: Vec<Vec<usize>>,
     complete: bool,
 }
 
@@ -260,7 +264,7 @@ fn seq_info(r: &Row<'_>) -> rusqlite::Result<SeqInfo> {
 }
 
 const ROW_COLS: &str = "s.id, t.trace_id, s.span_id, s.triplet_id, s.seq_index, s.ts_us, s.start_ns, s.state, s.action, s.role,
-    s.reward, s.reward_source, s.reward_components, s.propensity, s.seq_end";
+    s.reward, s.reward_source, s.reward_components, s.propensity, s.seq_end, s.task_id, s.phase";
 
 fn seq_row(r: &Row<'_>, offset: usize) -> Result<SeqRow, StoreError> {
     let trace_blob: Vec<u8> = r.get(offset + 1)?;
@@ -288,29 +292,38 @@ fn seq_row(r: &Row<'_>, offset: usize) -> Result<SeqRow, StoreError> {
         components,
         propensity: r.get(offset + 13)?,
         seq_end: r.get::<_, Option<i64>>(offset + 14)?.unwrap_or(0) != 0,
+        task_id: r.get(offset + 15)?,
+        phase: r.get(offset + 16)?,
     })
 }
 
 const EVENT_SQL: &str = "SELECT e.id, e.reward_id, e.target_triplet, e.target_sequence, e.strategy, e.gamma, e.role, e.value,
     e.source, e.reason, e.created_us, e.idempotency_key, e.metadata,
     CASE WHEN e.target_triplet IS NOT NULL THEN e.seq_key IS NULL
-         ELSE NOT EXISTS (SELECT 1 FROM sequences q WHERE q.sequence_id = e.target_sequence AND q.triplet_count > 0) END
+         WHEN e.target_task IS NOT NULL THEN 0
+         ELSE NOT EXISTS (SELECT 1 FROM sequences q WHERE q.sequence_id = e.target_sequence AND q.triplet_count > 0) END,
+    e.target_task, e.valuation
   FROM reward_events e";
 
 fn event_row(r: &Row<'_>) -> Result<RewardEvent, StoreError> {
     let target_triplet: Option<String> = r.get(2)?;
     let target_sequence: Option<String> = r.get(3)?;
-    let target = match (target_triplet, target_sequence) {
-        (Some(triplet_id), _) => RewardTarget::Triplet { triplet_id },
-        (None, Some(sequence_id)) => {
+    let target_task: Option<String> = r.get(14)?;
+    let role: Option<String> = r.get(6)?;
+    let target = match (target_triplet, target_sequence, target_task) {
+        (Some(triplet_id), _, _) => RewardTarget::Triplet { triplet_id },
+        (None, Some(sequence_id), _) => {
             let name: Option<String> = r.get(4)?;
-            let role: Option<String> = r.get(6)?;
-            let strategy = Strategy::parse(name.as_deref().unwrap_or("uniform"), r.get(5)?, role.as_deref())
+            let strategy = Strategy::parse_stored(name.as_deref().unwrap_or("uniform"), r.get(5)?, role.as_deref())
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             RewardTarget::Sequence { sequence_id, strategy }
         }
-        (None, None) => return Err(StoreError::Corrupt("reward event without target".into())),
+        (None, None, Some(task_id)) => RewardTarget::Task { task_id, phase: role.unwrap_or_default() },
+        (None, None, None) => return Err(StoreError::Corrupt("reward event without target".into())),
     };
+    let valuation_text: Option<String> = r.get(15)?;
+    let valuation = Valuation::decode(valuation_text.as_deref())
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown valuation {valuation_text:?}")))?;
     let metadata: Option<String> = r.get(12)?;
     Ok(RewardEvent {
         seq_no: r.get(0)?,
@@ -323,6 +336,7 @@ fn event_row(r: &Row<'_>) -> Result<RewardEvent, StoreError> {
         idempotency_key: r.get(11)?,
         metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
         pending: r.get::<_, i64>(13)? != 0,
+        valuation,
     })
 }
 
@@ -339,21 +353,34 @@ pub(crate) fn event_by_rowid(conn: &rusqlite::Connection, rowid: i64) -> Result<
 /// A read transaction: a consistent snapshot of the store.
 pub struct ReadTx<'a> {
     tx: &'a Transaction<'a>,
+    now: i64,
+    task_events: std::cell::OnceCell<bool>,
 }
 
 impl<'a> ReadTx<'a> {
-    pub(crate) fn new(tx: &'a Transaction<'a>) -> ReadTx<'a> {
-        ReadTx { tx }
+    pub(crate) fn new(tx: &'a Transaction<'a>, now: i64) -> ReadTx<'a> {
+        ReadTx { tx, now, task_events: std::cell::OnceCell::new() }
+    }
+
+    /// Whether any ledger event targets a task (then every sequence may be reached by one).
+    fn has_task_events(&self) -> Result<bool, StoreError> {
+        if let Some(v) = self.task_events.get() {
+            return Ok(*v);
+        }
+        let v = self.counts()?.task_events > 0;
+        let _ = self.task_events.set(v);
+        Ok(v)
     }
 
     /// Row counts (cheap: one row kept by the writer).
     pub fn counts(&self) -> Result<Counts, StoreError> {
-        Ok(self.tx.query_row("SELECT spans, triplets, sequences, reward_events FROM counters WHERE id = 1", [], |r| {
+        Ok(self.tx.query_row("SELECT spans, triplets, sequences, reward_events, task_events FROM counters WHERE id = 1", [], |r| {
             Ok(Counts {
                 spans: r.get::<_, i64>(0)? as u64,
                 triplets: r.get::<_, i64>(1)? as u64,
                 sequences: r.get::<_, i64>(2)? as u64,
                 reward_events: r.get::<_, i64>(3)? as u64,
+                task_events: r.get::<_, i64>(4)? as u64,
             })
         })?)
     }
@@ -372,6 +399,22 @@ impl<'a> ReadTx<'a> {
             out.push(event_row(r)?);
         }
         Ok(out)
+    }
+
+    /// The ledger events that may reach a sequence: through its key, and defects by task id.
+    fn events_for(&self, info: &SeqInfo, rows: &[SeqRow]) -> Result<Vec<RewardEvent>, StoreError> {
+        let mut events = if info.reward_events > 0 { self.events_of(&info.sequence_id)? } else { Vec::new() };
+        if self.has_task_events()? {
+            let mut stmt = self.tx.prepare_cached(&format!("{EVENT_SQL} WHERE e.target_task = ?1 ORDER BY e.id"))?;
+            for task in candidate_tasks(&info.sequence_id, rows.iter().map(|r| r.task_id.as_deref())) {
+                let mut q = stmt.query([task])?;
+                while let Some(r) = q.next()? {
+                    events.push(event_row(r)?);
+                }
+            }
+            events.sort_by_key(|e| e.seq_no);
+        }
+        Ok(events)
     }
 
     fn info_by_id(&self, id: i64) -> Result<Option<SeqInfo>, StoreError> {
@@ -404,24 +447,30 @@ impl<'a> ReadTx<'a> {
 
     fn load(&self, info: SeqInfo, policy: &Policy) -> Result<Computed, StoreError> {
         let rows = self.rows_of(info.id)?;
-        let events = if info.reward_events > 0 { self.events_of(&info.sequence_id)? } else { Vec::new() };
-        Ok(compute(info, rows, events, policy))
+        let events = self.events_for(&info, &rows)?;
+        Ok(compute(info, rows, events, policy, self.now))
     }
 
     /// Store-wide counts; `rewarded_triplets` is computed under `policy`: exactly, sequence by
     /// sequence, where ledger events reach a sequence; from the count of immediate rewards where
     /// none do (exact too, as long as the policy gives no source or component a zero weight).
     pub fn stats(&self, policy: &Policy) -> Result<Stats, StoreError> {
-        let zero_weights = policy.sources.values().any(|s| s.weight == 0.0) || policy.components.values().any(|w| *w == 0.0);
+        let zero_weights = policy.has_zero_weights();
         let mut rewarded = 0u64;
-        let condition = if zero_weights { "local_rewards > 0 OR reward_events > 0" } else { "reward_events > 0" };
+        let condition = if self.has_task_events()? {
+            "1"
+        } else if zero_weights {
+            "local_rewards > 0 OR reward_events > 0"
+        } else {
+            "reward_events > 0"
+        };
         let mut stmt = self.tx.prepare(&format!("SELECT {SEQ_COLS} FROM sequences WHERE {condition}"))?;
         let infos = stmt.query_map([], seq_info)?.collect::<Result<Vec<_>, _>>()?;
         for info in infos {
             let c = self.load(info, policy)?;
             rewarded += c.views.iter().filter(|v| v.effective.reward.is_some()).count() as u64;
         }
-        if !zero_weights {
+        if !zero_weights && condition != "1" {
             let local: i64 = self.tx.query_row("SELECT coalesce(sum(local_rewards), 0) FROM sequences WHERE reward_events = 0", [], |r| r.get(0))?;
             rewarded += local as u64;
         }
@@ -455,10 +504,11 @@ impl<'a> ReadTx<'a> {
             for info in infos {
                 after = info.id;
                 scanned += 1;
-                let s = if info.may_be_rewarded() {
+                let s = if info.may_be_rewarded(self.has_task_events()?) {
                     self.load(info, policy)?.summary()
                 } else {
-                    summary(&info, false, info.ended)
+                    let complete = info.ended || idle(&info, policy, self.now);
+                    summary(&info, false, complete)
                 };
                 if f.rewarded.is_none_or(|r| r == s.rewarded) && f.complete.is_none_or(|c| c == s.complete) {
                     items.push(s);
@@ -560,16 +610,8 @@ impl<'a> ReadTx<'a> {
         let Some(info) = self.info_by_name(&sequence_id)? else { return Ok(None) };
         let c = self.load(info, policy)?;
         let Some(pos) = c.rowids.iter().position(|r| *r == rowid) else { return Ok(None) };
-        let n = c.views.len();
         let view = c.views[pos].clone();
-        let ledger = c
-            .events
-            .into_iter()
-            .filter(|e| match &e.target {
-                RewardTarget::Triplet { triplet_id: t } => *t == view.triplet_id,
-                RewardTarget::Sequence { strategy, .. } => sequence_share(strategy, 1.0, pos, n, view.role.as_deref()).is_some(),
-            })
-            .collect();
+        let ledger = c.events.into_iter().zip(c.reach).filter(|(_, r)| r.contains(&pos)).map(|(e, _)| e).collect();
         Ok(Some(TripletDetail { triplet: view, ledger }))
     }
 
@@ -683,8 +725,8 @@ impl<'a> ReadTx<'a> {
         let mut group: Vec<SeqRow> = Vec::new();
         let mut flush = |seq_ref: i64, group: Vec<SeqRow>, counts: &mut ExportCounts| -> Result<bool, StoreError> {
             let Some(info) = self.info_by_id(seq_ref)? else { return Ok(true) };
-            let events = if info.reward_events > 0 { self.events_of(&info.sequence_id)? } else { Vec::new() };
-            let c = compute(info, group, events, policy);
+            let events = self.events_for(&info, &group)?;
+            let c = compute(info, group, events, policy, self.now);
             let mut any = false;
             for v in &c.views {
                 if f.keeps(v, c.complete) {
@@ -719,19 +761,34 @@ impl<'a> ReadTx<'a> {
     }
 }
 
-fn compute(info: SeqInfo, mut rows: Vec<SeqRow>, events: Vec<RewardEvent>, policy: &Policy) -> Computed {
+/// Whether the policy's idle time has passed since the sequence's last triplet.
+fn idle(info: &SeqInfo, policy: &Policy, now: i64) -> bool {
+    match (policy.sequence_idle, info.last_us) {
+        (Some(secs), Some(last)) => now.saturating_sub(last) >= i64::try_from(secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+        _ => false,
+    }
+}
+
+fn compute(info: SeqInfo, mut rows: Vec<SeqRow>, mut events: Vec<RewardEvent>, policy: &Policy, now: i64) -> Computed {
     let all_indexed = rows.iter().all(|r| r.seq_index.is_some());
     if all_indexed {
         rows.sort_by_key(|r| (r.seq_index, r.start_ns, r.span_id));
     } else {
         rows.sort_by_key(|r| (r.start_ns, r.span_id));
     }
-    let effective = {
+    let terminal = events.iter().any(RewardEvent::is_terminal);
+    if terminal {
+        // The fallback stands in for a terminal-type reward only until one arrives.
+        events.retain(|e| e.source != "fallback");
+    }
+    let (effective, reach) = {
         let inputs: Vec<RewardInput<'_>> = rows
             .iter()
             .map(|r| RewardInput {
                 triplet_id: &r.triplet_id,
                 role: r.role.as_deref(),
+                task_id: r.task_id.as_deref(),
+                phase: r.phase.as_deref(),
                 immediate: (r.reward.is_some() || !r.components.is_empty()).then(|| Immediate {
                     value: r.reward,
                     components: &r.components,
@@ -740,9 +797,13 @@ fn compute(info: SeqInfo, mut rows: Vec<SeqRow>, events: Vec<RewardEvent>, polic
                 }),
             })
             .collect();
-        effective_rewards(&inputs, &events, policy)
+        let reach: Vec<Vec<usize>> = events
+            .iter()
+            .map(|e| (0..inputs.len()).filter(|&i| reaches(e, 1.0, &info.sequence_id, &inputs, i).is_some()).collect())
+            .collect();
+        (effective_rewards(&info.sequence_id, &inputs, &events, policy), reach)
     };
-    let complete = info.ended || events.iter().any(|e| e.value.is_some() && TERMINAL_SOURCES.contains(&e.source.as_str()));
+    let complete = info.ended || terminal || idle(&info, policy, now);
     let mut rowids = Vec::with_capacity(rows.len());
     let views = rows
         .into_iter()
@@ -766,5 +827,5 @@ fn compute(info: SeqInfo, mut rows: Vec<SeqRow>, events: Vec<RewardEvent>, polic
             }
         })
         .collect();
-    Computed { info, rowids, views, events, complete }
+    Computed { info, rowids, views, events, reach, complete }
 }

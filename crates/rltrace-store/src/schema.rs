@@ -17,9 +17,10 @@ CREATE TABLE IF NOT EXISTS counters(
   spans INTEGER NOT NULL,
   triplets INTEGER NOT NULL,
   sequences INTEGER NOT NULL,
-  reward_events INTEGER NOT NULL
+  reward_events INTEGER NOT NULL,
+  task_events INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO counters(id, spans, triplets, sequences, reward_events) VALUES (1, 0, 0, 0, 0);
+INSERT OR IGNORE INTO counters(id, spans, triplets, sequences, reward_events, task_events) VALUES (1, 0, 0, 0, 0, 0);
 CREATE TABLE IF NOT EXISTS traces(id INTEGER PRIMARY KEY, trace_id BLOB NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS resources(id INTEGER PRIMARY KEY, attributes TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS sequences(
@@ -31,7 +32,9 @@ CREATE TABLE IF NOT EXISTS sequences(
   last_us INTEGER,
   ended INTEGER NOT NULL DEFAULT 0,
   local_rewards INTEGER NOT NULL DEFAULT 0,
-  reward_events INTEGER NOT NULL DEFAULT 0
+  reward_events INTEGER NOT NULL DEFAULT 0,
+  terminal_events INTEGER NOT NULL DEFAULT 0,
+  settled INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS spans(
   id INTEGER PRIMARY KEY,
@@ -82,10 +85,13 @@ CREATE TABLE IF NOT EXISTS reward_events(
   created_us INTEGER NOT NULL,
   idempotency_key TEXT UNIQUE,
   body_hash TEXT,
-  metadata TEXT
+  metadata TEXT,
+  target_task TEXT,
+  valuation TEXT
 );
 CREATE INDEX IF NOT EXISTS reward_events_seq ON reward_events(seq_key);
 CREATE INDEX IF NOT EXISTS reward_events_pending ON reward_events(target_triplet) WHERE seq_key IS NULL;
+CREATE INDEX IF NOT EXISTS reward_events_task ON reward_events(target_task) WHERE target_task IS NOT NULL;
 "#;
 
 /// Settings of the writer connection. `synchronous_full` trades speed for durability against

@@ -20,6 +20,7 @@ pub(crate) enum Op {
     Spans { spans: Vec<PreparedSpan>, bytes: usize, reply: Reply<IngestOutcome> },
     Reward { req: Box<NewReward>, reply: Reply<RewardAppend> },
     Barrier { reply: Reply<()> },
+    Settle { value: f64, wait_us: i64, now: i64, reply: Reply<usize> },
 }
 
 /// Most spans grouped into one transaction.
@@ -33,6 +34,7 @@ enum Done {
     Spans(Reply<IngestOutcome>, Result<IngestOutcome, StoreError>),
     Reward(Reply<RewardAppend>, Result<RewardAppend, StoreError>),
     Barrier(Reply<()>),
+    Settle(Reply<usize>, Result<usize, StoreError>),
 }
 
 #[derive(Default)]
@@ -114,15 +116,25 @@ impl Writer {
                         done.push(Done::Reward(reply, r));
                     }
                     Op::Barrier { reply } => done.push(Done::Barrier(reply)),
+                    Op::Settle { value, wait_us, now, reply } => {
+                        let r = settle(&tx, value, wait_us, now, &mut counts);
+                        done.push(Done::Settle(reply, r));
+                    }
                 }
             }
             flush_aggs(&tx, &aggs)?;
             if counts.spans + counts.sequences + counts.reward_events > 0 {
                 tx.prepare_cached(
                     "UPDATE counters SET spans = spans + ?1, triplets = triplets + ?2, sequences = sequences + ?3,
-                       reward_events = reward_events + ?4 WHERE id = 1",
+                       reward_events = reward_events + ?4, task_events = task_events + ?5 WHERE id = 1",
                 )?
-                .execute(params![counts.spans as i64, counts.triplets as i64, counts.sequences as i64, counts.reward_events as i64])?;
+                .execute(params![
+                    counts.spans as i64,
+                    counts.triplets as i64,
+                    counts.sequences as i64,
+                    counts.reward_events as i64,
+                    counts.task_events as i64
+                ])?;
             }
             tx.commit()?;
             Ok(())
@@ -136,6 +148,7 @@ impl Writer {
                         Done::Spans(reply, r) => reply(r),
                         Done::Reward(reply, r) => reply(r),
                         Done::Barrier(reply) => reply(Ok(())),
+                        Done::Settle(reply, r) => reply(r),
                     }
                 }
             }
@@ -152,6 +165,7 @@ impl Writer {
                         Done::Spans(reply, _) => reply(Err(StoreError::Failed(e.to_string()))),
                         Done::Reward(reply, _) => reply(Err(StoreError::Failed(e.to_string()))),
                         Done::Barrier(reply) => reply(Err(StoreError::Failed(e.to_string()))),
+                        Done::Settle(reply, _) => reply(Err(StoreError::Failed(e.to_string()))),
                     }
                 }
             }
@@ -173,6 +187,7 @@ pub(crate) struct Counts {
     pub(crate) triplets: u64,
     pub(crate) sequences: u64,
     pub(crate) reward_events: u64,
+    pub(crate) task_events: u64,
 }
 
 #[derive(Default)]
@@ -244,13 +259,11 @@ fn sequence_ref(tx: &Transaction<'_>, c: &mut Caches<'_>, sequence_id: &str, cou
         Some(id) => id,
         None => {
             // Sequence rewards appended as pending before the sequence existed are joined here.
-            let pending: i64 = tx
-                .prepare_cached("SELECT count(*) FROM reward_events WHERE seq_key = ?1")?
-                .query_row([sequence_id], |r| r.get(0))?;
-            tx.prepare_cached("INSERT INTO sequences(sequence_id, reward_events) VALUES (?1, ?2)")?
-                .execute(params![sequence_id, pending])?;
+            tx.prepare_cached("INSERT INTO sequences(sequence_id) VALUES (?1)")?.execute([sequence_id])?;
+            let id = tx.last_insert_rowid();
+            recount_sequence(tx, id, sequence_id)?;
             counts.sequences += 1;
-            tx.last_insert_rowid()
+            id
         }
     };
     bounded_insert(c.sequences, sequence_id.to_string(), id);
@@ -342,11 +355,9 @@ fn ingest(
             a.ended |= t.seq_end;
             a.local += i64::from(t.has_immediate);
             if !c.pending.is_empty() && c.pending.remove(&t.triplet_id) {
-                let n = tx
-                    .prepare_cached("UPDATE reward_events SET seq_key = ?1 WHERE target_triplet = ?2 AND seq_key IS NULL")?
+                tx.prepare_cached("UPDATE reward_events SET seq_key = ?1 WHERE target_triplet = ?2 AND seq_key IS NULL")?
                     .execute(params![t.sequence_id, t.triplet_id])?;
-                tx.prepare_cached("UPDATE sequences SET reward_events = reward_events + ?1 WHERE id = ?2")?
-                    .execute(params![n as i64, seq])?;
+                recount_sequence(tx, seq, &t.sequence_id)?;
             }
             for r in &s.rewards {
                 let (target_triplet, target_sequence, strategy) = match &r.target {
@@ -367,9 +378,11 @@ fn ingest(
                     idempotency_key: None,
                     body_hash: None,
                     metadata: None,
+                    target_task: None,
+                    valuation: None,
                 })?;
                 counts.reward_events += 1;
-                tx.prepare_cached("UPDATE sequences SET reward_events = reward_events + 1 WHERE id = ?1")?.execute([seq])?;
+                count_event(tx, &t.sequence_id, &r.source, true)?;
             }
         }
         if let Some(a) = s.annotation {
@@ -405,11 +418,25 @@ fn ingest(
             idempotency_key: None,
             body_hash: None,
             metadata: None,
+            target_task: None,
+            valuation: None,
         })?;
         counts.reward_events += 1;
-        tx.prepare_cached("UPDATE sequences SET reward_events = reward_events + 1 WHERE sequence_id = ?1")?.execute([&sequence_id])?;
+        count_event(tx, &sequence_id, "agentlightning", true)?;
     }
     Ok(out)
+}
+
+/// Recount the ledger events that reach a sequence through its key (after a join).
+fn recount_sequence(tx: &Transaction<'_>, seq: i64, sequence_id: &str) -> rusqlite::Result<()> {
+    let (all, terminal): (i64, i64) = tx
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(value IS NOT NULL AND source IN ('terminal', 'hitl', 'tests', 'judge')), 0)
+             FROM reward_events WHERE seq_key = ?1",
+        )?
+        .query_row([sequence_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    tx.prepare_cached("UPDATE sequences SET reward_events = ?1, terminal_events = ?2 WHERE id = ?3")?.execute(params![all, terminal, seq])?;
+    Ok(())
 }
 
 fn flush_aggs(tx: &Transaction<'_>, aggs: &HashMap<i64, SeqAgg>) -> rusqlite::Result<()> {
@@ -437,13 +464,15 @@ pub(crate) struct EventRow<'a> {
     pub(crate) idempotency_key: Option<&'a str>,
     pub(crate) body_hash: Option<&'a str>,
     pub(crate) metadata: Option<&'a str>,
+    pub(crate) target_task: Option<&'a str>,
+    pub(crate) valuation: Option<String>,
 }
 
 fn insert_event(tx: &Transaction<'_>, e: &EventRow<'_>) -> rusqlite::Result<usize> {
     tx.prepare_cached(
         "INSERT OR IGNORE INTO reward_events(reward_id, target_triplet, target_sequence, strategy, gamma, role, seq_key,
-            value, source, reason, created_us, idempotency_key, body_hash, metadata)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            value, source, reason, created_us, idempotency_key, body_hash, metadata, target_task, valuation)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         e.reward_id,
@@ -460,7 +489,17 @@ fn insert_event(tx: &Transaction<'_>, e: &EventRow<'_>) -> rusqlite::Result<usiz
         e.idempotency_key,
         e.body_hash,
         e.metadata,
+        e.target_task,
+        e.valuation,
     ])
+}
+
+/// Count a new event on the sequence it reaches: every event, and terminal-type ones with a value.
+fn count_event(tx: &Transaction<'_>, sequence_id: &str, source: &str, has_value: bool) -> rusqlite::Result<()> {
+    let terminal = i64::from(has_value && rltrace_core::reward::TERMINAL_SOURCES.contains(&source));
+    tx.prepare_cached("UPDATE sequences SET reward_events = reward_events + 1, terminal_events = terminal_events + ?2 WHERE sequence_id = ?1")?
+        .execute(params![sequence_id, terminal])?;
+    Ok(())
 }
 
 /// Find a triplet's sequence id by triplet id (explicit, or the default `{trace_id}{span_id}`).
@@ -479,6 +518,21 @@ pub(crate) fn triplet_sequence(conn: &Connection, triplet_id: &str) -> rusqlite:
     )?
     .query_row(params![&trace_id[..], i64::from_be_bytes(span_id)], |r| Ok((r.get(0)?, r.get(1)?)))
     .optional()
+}
+
+/// Whether a task id reaches any stored triplet: a sequence named after it (`T` or `T:...`), or a
+/// triplet whose `state.task_id` is `T` (a scan, for task ids no sequence is named after).
+pub(crate) fn task_known(conn: &Connection, task_id: &str) -> rusqlite::Result<bool> {
+    let by_sequence: Option<i64> = conn
+        .prepare_cached(
+            "SELECT 1 FROM sequences WHERE triplet_count > 0 AND (sequence_id = ?1 OR (sequence_id > ?1 || ':' AND sequence_id < ?1 || ';')) LIMIT 1",
+        )?
+        .query_row([task_id], |r| r.get(0))
+        .optional()?;
+    if by_sequence.is_some() {
+        return Ok(true);
+    }
+    Ok(conn.prepare_cached("SELECT 1 FROM spans WHERE task_id = ?1 LIMIT 1")?.query_row([task_id], |r| r.get::<_, i64>(0)).optional()?.is_some())
 }
 
 fn append_reward(
@@ -501,6 +555,7 @@ fn append_reward(
             });
         }
     }
+    let mut target_task = None;
     let (seq_key, target_triplet, target_sequence, strategy) = match &req.target {
         RewardTarget::Triplet { triplet_id } => {
             let seq = triplet_sequence(tx, triplet_id)?.map(|(_, s)| s);
@@ -517,7 +572,14 @@ fn append_reward(
             if known.is_none() && !req.allow_pending {
                 return Ok(RewardAppend::NotFound(format!("sequence {sequence_id:?} not found")));
             }
-            (Some(sequence_id.clone()), None, Some(sequence_id.as_str()), Some(strategy))
+            (Some(sequence_id.clone()), None, Some(sequence_id.as_str()), Some(strategy.clone()))
+        }
+        RewardTarget::Task { task_id, phase } => {
+            if !req.allow_pending && !task_known(tx, task_id)? {
+                return Ok(RewardAppend::NotFound(format!("task {task_id:?} not found")));
+            }
+            target_task = Some(task_id.as_str());
+            (None, None, None, Some(Strategy::Phase { phase: phase.clone() }))
         }
     };
     let reward_id = uuid::Uuid::new_v4().to_string();
@@ -526,7 +588,7 @@ fn append_reward(
         reward_id: &reward_id,
         target_triplet,
         target_sequence,
-        strategy,
+        strategy: strategy.as_ref(),
         seq_key: seq_key.as_deref(),
         value: req.value,
         source: &req.source,
@@ -535,14 +597,15 @@ fn append_reward(
         idempotency_key: req.idempotency_key.as_deref(),
         body_hash: Some(&req.body_hash),
         metadata: req.metadata.as_deref(),
+        target_task,
+        valuation: req.valuation.encode(),
     })?;
     let rowid = tx.last_insert_rowid();
     counts.reward_events += 1;
-    match &seq_key {
-        Some(s) => {
-            tx.prepare_cached("UPDATE sequences SET reward_events = reward_events + 1 WHERE sequence_id = ?1")?.execute([s])?;
-        }
-        None => {
+    match (&seq_key, target_task) {
+        (Some(s), _) => count_event(tx, s, &req.source, req.value.is_some())?,
+        (None, Some(_)) => counts.task_events += 1,
+        (None, None) => {
             if let Some(t) = target_triplet {
                 pending_set.insert(t.to_string());
             }
@@ -550,4 +613,38 @@ fn append_reward(
     }
     let ev: RewardEvent = crate::read::event_by_rowid(tx, rowid)?;
     Ok(RewardAppend::Created(ev))
+}
+
+/// Append the fallback reward to every sequence that has no terminal-type reward `wait_us` after its
+/// last triplet and no fallback yet. Returns how many sequences were settled.
+pub(crate) fn settle(tx: &Transaction<'_>, value: f64, wait_us: i64, now: i64, counts: &mut Counts) -> Result<usize, StoreError> {
+    let due: Vec<(i64, String)> = tx
+        .prepare_cached(
+            "SELECT id, sequence_id FROM sequences WHERE triplet_count > 0 AND terminal_events = 0 AND settled = 0 AND last_us <= ?1",
+        )?
+        .query_map([now - wait_us], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let uniform = Strategy::Uniform;
+    for (id, sequence_id) in &due {
+        let reward_id = uuid::Uuid::new_v4().to_string();
+        insert_event(tx, &EventRow {
+            reward_id: &reward_id,
+            target_triplet: None,
+            target_sequence: Some(sequence_id),
+            strategy: Some(&uniform),
+            seq_key: Some(sequence_id),
+            value: Some(value),
+            source: "fallback",
+            reason: Some("no terminal-type reward within reward_wait"),
+            created_us: now,
+            idempotency_key: None,
+            body_hash: None,
+            metadata: None,
+            target_task: None,
+            valuation: None,
+        })?;
+        counts.reward_events += 1;
+        tx.prepare_cached("UPDATE sequences SET reward_events = reward_events + 1, settled = 1 WHERE id = ?1")?.execute([id])?;
+    }
+    Ok(due.len())
 }

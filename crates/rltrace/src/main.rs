@@ -3,6 +3,7 @@
 mod export_cmd;
 mod import;
 mod loadgen;
+mod reward_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,6 +66,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Send a bounded synthetic load to a collector and print spans/s and latency percentiles.
     Loadgen(loadgen::LoadgenArgs),
+    /// Append rewards and callbacks, apply the fallback, explain effective rewards.
+    Reward(reward_cmd::RewardArgs),
 }
 
 #[derive(clap::Args)]
@@ -111,6 +114,7 @@ fn main() -> Result<()> {
         Command::Export(args) => export_cmd::run(args),
         Command::Import(args) => import::run(args),
         Command::Loadgen(args) => loadgen::run(args),
+        Command::Reward(args) => reward_cmd::run(args),
     }
 }
 
