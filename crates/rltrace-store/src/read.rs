@@ -769,7 +769,7 @@ fn idle(info: &SeqInfo, policy: &Policy, now: i64) -> bool {
     }
 }
 
-fn compute(info: SeqInfo, mut rows: Vec<SeqRow>, mut events: Vec<RewardEvent>, policy: &Policy, now: i64) -> Computed {
+fn compute(info: SeqInfo, mut rows: Vec<SeqRow>, events: Vec<RewardEvent>, policy: &Policy, now: i64) -> Computed {
     let all_indexed = rows.iter().all(|r| r.seq_index.is_some());
     if all_indexed {
         rows.sort_by_key(|r| (r.seq_index, r.start_ns, r.span_id));
@@ -777,10 +777,6 @@ fn compute(info: SeqInfo, mut rows: Vec<SeqRow>, mut events: Vec<RewardEvent>, p
         rows.sort_by_key(|r| (r.start_ns, r.span_id));
     }
     let terminal = events.iter().any(RewardEvent::is_terminal);
-    if terminal {
-        // The fallback stands in for a terminal-type reward only until one arrives.
-        events.retain(|e| e.source != "fallback");
-    }
     let (effective, reach) = {
         let inputs: Vec<RewardInput<'_>> = rows
             .iter()
@@ -801,7 +797,15 @@ fn compute(info: SeqInfo, mut rows: Vec<SeqRow>, mut events: Vec<RewardEvent>, p
             .iter()
             .map(|e| (0..inputs.len()).filter(|&i| reaches(e, 1.0, &info.sequence_id, &inputs, i).is_some()).collect())
             .collect();
-        (effective_rewards(&info.sequence_id, &inputs, &events, policy), reach)
+        // The fallback stands in for a terminal-type reward only until one arrives: it stays in the
+        // ledger but no longer counts.
+        let effective = if terminal {
+            let counted: Vec<RewardEvent> = events.iter().filter(|e| e.source != "fallback").cloned().collect();
+            effective_rewards(&info.sequence_id, &inputs, &counted, policy)
+        } else {
+            effective_rewards(&info.sequence_id, &inputs, &events, policy)
+        };
+        (effective, reach)
     };
     let complete = info.ended || terminal || idle(&info, policy, now);
     let mut rowids = Vec::with_capacity(rows.len());
