@@ -116,8 +116,7 @@ mod tests {
 
     #[test]
     fn line_is_valid_json_with_every_field() {
-        let mut effective = Effective::default();
-        effective.reward = Some(0.5);
+        let mut effective = Effective { reward: Some(0.5), ..Effective::default() };
         effective.sources.insert("hitl".into(), SourceValue { value: 0.5, at: 1, seq_no: 1, events: 1, aggregation: crate::policy::Aggregation::Latest, weight: 1.0 });
         effective.newest_source = Some("hitl".into());
         effective.newest_at = Some(1_700_000_000_000_000);

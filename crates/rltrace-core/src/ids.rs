@@ -48,6 +48,12 @@ pub fn parse_default_triplet_id(s: &str) -> Option<([u8; 16], [u8; 8])> {
     Some((from_hex::<16>(&s[..32])?, from_hex::<8>(&s[32..])?))
 }
 
+/// `sha256` of `bytes` as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    to_hex(&sha2::Sha256::digest(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,10 +75,4 @@ mod tests {
         assert_eq!(parse_default_triplet_id(&id), Some((t, s)));
         assert_eq!(parse_default_triplet_id("abc"), None);
     }
-}
-
-/// `sha256` of `bytes` as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    to_hex(&sha2::Sha256::digest(bytes))
 }

@@ -531,9 +531,9 @@ pub fn effective_rewards(sequence_id: &str, triplets: &[RewardInput<'_>], events
                 }
             }
             _ => {
-                for i in 0..n {
+                for (i, acc) in per.iter_mut().enumerate() {
                     if let Some(v) = reaches(e, value, sequence_id, triplets, i) {
-                        merge(&mut per[i], &e.source, v, e.created_at, e.seq_no);
+                        merge(acc, &e.source, v, e.created_at, e.seq_no);
                     }
                 }
             }

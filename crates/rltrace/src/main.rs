@@ -1,5 +1,6 @@
 //! The `rltrace` command: the collector (`serve`), `export`, `import` and `loadgen`.
 
+mod demo;
 mod export_cmd;
 mod import;
 mod loadgen;
@@ -68,6 +69,8 @@ enum Command {
     Loadgen(loadgen::LoadgenArgs),
     /// Append rewards and callbacks, apply the fallback, explain effective rewards.
     Reward(reward_cmd::RewardArgs),
+    /// Run the reference seven-agent pipeline against a collector and send its delayed rewards.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(clap::Args)]
@@ -115,6 +118,7 @@ fn main() -> Result<()> {
         Command::Import(args) => import::run(args),
         Command::Loadgen(args) => loadgen::run(args),
         Command::Reward(args) => reward_cmd::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 
