@@ -1,7 +1,7 @@
 //! `rltrace import`: load OTLP JSON files as the OpenTelemetry Collector's file exporter writes them
 //! (one `ExportTraceServiceRequest` per line), or one JSON request per file.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -12,7 +12,8 @@ use rltrace_store::{Store, StoreConfig, prepare_spans};
 
 use crate::StoreArgs;
 
-/// Longest accepted line of an import file.
+/// Longest accepted line of an import file (and largest single-document file); files are read
+/// a line at a time, so memory stays bounded by this whatever the file's size.
 const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(clap::Args)]
@@ -36,6 +37,45 @@ struct Totals {
     bad_lines: u64,
 }
 
+fn import_chunk(
+    store: &Store,
+    limits: &rltrace_core::Limits,
+    file: &std::path::Path,
+    lineno: usize,
+    chunk: &[u8],
+    totals: &mut Totals,
+) -> Result<()> {
+    let req = match decode_json(chunk) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{}:{lineno}: skipped: {e}", file.display());
+            totals.bad_lines += 1;
+            return Ok(());
+        }
+    };
+    totals.requests += 1;
+    let converted = request_to_spans(req);
+    let mut rejected = converted.rejected;
+    let mut ok = Vec::with_capacity(converted.spans.len());
+    for s in converted.spans {
+        match analyze(s, limits) {
+            Ok(a) => ok.push(a),
+            Err(m) => rejected.push(m),
+        }
+    }
+    if !ok.is_empty() {
+        let outcome = store.ingest_blocking(prepare_spans(ok))?;
+        totals.stored += outcome.stored as u64;
+        totals.duplicates += outcome.duplicates as u64;
+        rejected.extend(outcome.rejected);
+    }
+    for m in &rejected {
+        eprintln!("{}:{lineno}: rejected {m}", file.display());
+    }
+    totals.rejected += rejected.len() as u64;
+    Ok(())
+}
+
 pub(crate) fn run(args: ImportArgs) -> Result<()> {
     let path = args.store.db_path()?;
     let store = Store::open(StoreConfig::new(&path)).with_context(|| format!("cannot open store {}", path.display()))?;
@@ -45,53 +85,39 @@ pub(crate) fn run(args: ImportArgs) -> Result<()> {
     let total_bytes: u64 = args.files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     let pb = crate::progress(total_bytes, "import");
     for file in &args.files {
-        let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let whole: Option<serde_json::Value> = serde_json::from_slice(&text).ok();
-        let mut chunks: Vec<(usize, Vec<u8>)> = Vec::new();
-        if whole.as_ref().is_some_and(serde_json::Value::is_object) {
-            chunks.push((1, text.clone()));
-        } else {
-            for (i, line) in BufReader::new(text.as_slice()).split(b'\n').enumerate() {
-                let line = line?;
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                if line.len() > MAX_LINE_BYTES {
-                    bail!("{}:{}: line longer than {MAX_LINE_BYTES} bytes", file.display(), i + 1);
-                }
-                chunks.push((i + 1, line));
+        let size = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
+        let mut reader = BufReader::new(std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?);
+        let mut lineno = 0usize;
+        let mut first = true;
+        loop {
+            let mut line = Vec::new();
+            let n = (&mut reader).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut line)?;
+            if n == 0 {
+                break;
             }
-        }
-        for (lineno, chunk) in chunks {
-            pb.inc(chunk.len() as u64 + 1);
-            let req = match decode_json(&chunk) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("{}:{lineno}: skipped: {e}", file.display());
-                    totals.bad_lines += 1;
-                    continue;
+            lineno += 1;
+            if line.len() > MAX_LINE_BYTES {
+                bail!("{}:{lineno}: line longer than {MAX_LINE_BYTES} bytes", file.display());
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            pb.inc(line.len() as u64);
+            // A file holding one pretty-printed request, rather than one request per line.
+            if std::mem::replace(&mut first, false)
+                && serde_json::from_slice::<serde_json::Value>(&line).is_err_and(|e| e.is_eof())
+            {
+                if size > MAX_LINE_BYTES as u64 {
+                    bail!("{}: a single JSON document larger than {MAX_LINE_BYTES} bytes", file.display());
                 }
-            };
-            totals.requests += 1;
-            let converted = request_to_spans(req);
-            let mut rejected = converted.rejected;
-            let mut ok = Vec::with_capacity(converted.spans.len());
-            for s in converted.spans {
-                match analyze(s, &limits) {
-                    Ok(a) => ok.push(a),
-                    Err(m) => rejected.push(m),
-                }
+                let mut rest = Vec::new();
+                reader.read_to_end(&mut rest)?;
+                pb.inc(rest.len() as u64);
+                line.extend_from_slice(&rest);
+                import_chunk(&store, &limits, file, lineno, &line, &mut totals)?;
+                break;
             }
-            if !ok.is_empty() {
-                let outcome = store.ingest_blocking(prepare_spans(ok))?;
-                totals.stored += outcome.stored as u64;
-                totals.duplicates += outcome.duplicates as u64;
-                rejected.extend(outcome.rejected);
-            }
-            for m in &rejected {
-                eprintln!("{}:{lineno}: rejected {m}", file.display());
-            }
-            totals.rejected += rejected.len() as u64;
+            import_chunk(&store, &limits, file, lineno, &line, &mut totals)?;
         }
     }
     pb.finish_and_clear();

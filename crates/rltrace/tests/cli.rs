@@ -185,6 +185,22 @@ fn import_loads_collector_file_exporter_output_once() {
 }
 
 #[test]
+fn import_reads_a_pretty_printed_request_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let db = dir.join("pretty.db");
+    let good = std::fs::read_to_string(fixture("cli_collector_traces.jsonl")).expect("fixture");
+    let first: serde_json::Value = serde_json::from_str(good.lines().next().expect("a line")).expect("json");
+    let file = dir.join("pretty.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&first).expect("pretty")).expect("write");
+    let (ok, stderr) = import(dir, &db, &[&file]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("imported 1 files (1 requests)") && stderr.contains("0 lines skipped"), "one request read from a multi-line document: {stderr}");
+    let s = common::Server::start_at(&db, &[]);
+    assert!(stats(&s)["spans"].as_u64().is_some_and(|n| n > 0), "spans stored");
+}
+
+#[test]
 fn import_skips_malformed_lines_with_a_message() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
