@@ -37,6 +37,9 @@ pub const DEFAULT_MAX_INFLATED_BYTES: usize = 64 * 1024 * 1024;
 /// 503 / `UNAVAILABLE`. Requests waiting for their commit no longer count: the writer queue bounds them.
 pub const DEFAULT_MAX_CONCURRENT_EXPORTS: usize = 4;
 
+/// HTTP/2 streams (gRPC requests) in flight on one connection.
+pub const GRPC_MAX_STREAMS_PER_CONNECTION: u32 = 8;
+
 /// Ingest bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct IngestLimits {
@@ -70,7 +73,10 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     /// Metrics.
     pub metrics: Arc<metrics::Metrics>,
-    /// Ingest bounds.
+    /// HTTP/2 streams (gRPC requests) in flight on one connection.
+pub const GRPC_MAX_STREAMS_PER_CONNECTION: u32 = 8;
+
+/// Ingest bounds.
     pub limits: IngestLimits,
     /// Permits for export requests being decoded and stored.
     pub ingest_permits: Arc<Semaphore>,
@@ -227,7 +233,10 @@ pub async fn serve(state: AppState, bound: Bound, shutdown: impl std::future::Fu
         let _ = http_stop.wait_for(|s| *s).await;
     });
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(bound.grpc);
+    // tonic decodes a message before the service sees it: bound the requests in flight on each
+    // connection so decoded messages cannot pile up ahead of the admission slots.
     let grpc = tonic::transport::Server::builder()
+        .max_concurrent_streams(GRPC_MAX_STREAMS_PER_CONNECTION)
         .add_service(grpc_service(state.clone()))
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = grpc_stop.wait_for(|s| *s).await;
