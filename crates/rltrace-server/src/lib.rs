@@ -73,10 +73,7 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     /// Metrics.
     pub metrics: Arc<metrics::Metrics>,
-    /// HTTP/2 streams (gRPC requests) in flight on one connection.
-pub const GRPC_MAX_STREAMS_PER_CONNECTION: u32 = 8;
-
-/// Ingest bounds.
+    /// Ingest bounds.
     pub limits: IngestLimits,
     /// Permits for export requests being decoded and stored.
     pub ingest_permits: Arc<Semaphore>,
