@@ -30,6 +30,8 @@ pub struct TripletView {
     pub span_id: String,
     /// `rl.propensity`.
     pub propensity: Option<f64>,
+    /// `rl.sampling.probability`.
+    pub sampling_probability: Option<f64>,
     /// `state.agent_role`.
     pub role: Option<String>,
     /// `rl.sequence_end`.
@@ -95,6 +97,11 @@ pub fn write_triplet_json(out: &mut Vec<u8>, t: &TripletView) {
         Some(p) => push_f64(out, p),
         None => out.extend_from_slice(b"null"),
     }
+    out.extend_from_slice(b",\"sampling_probability\":");
+    match t.sampling_probability {
+        Some(p) => push_f64(out, p),
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"trace_id\":\"");
     out.extend_from_slice(t.trace_id.as_bytes());
     out.extend_from_slice(b"\",\"span_id\":\"");
@@ -131,6 +138,7 @@ mod tests {
             trace_id: "ab".into(),
             span_id: "cd".into(),
             propensity: None,
+            sampling_probability: Some(0.25),
             role: None,
             sequence_end: false,
         };
@@ -142,6 +150,7 @@ mod tests {
         assert_eq!(v["reward_assigned_at"], "2023-11-14T22:13:20.000000Z");
         assert_eq!(v["timestamp_utc"], "1970-01-01T00:00:00.000000Z");
         assert!(v["propensity"].is_null());
+        assert_eq!(v["sampling_probability"], 0.25);
     }
 }
 

@@ -53,6 +53,8 @@ pub struct TripletData {
     pub reward_source: String,
     /// `rl.propensity`.
     pub propensity: Option<f64>,
+    /// `rl.sampling.probability`: the probability with which the SDK kept this triplet's sequence.
+    pub sampling_probability: Option<f64>,
     /// `rl.sequence_end`.
     pub sequence_end: bool,
     /// The span is an LLM call.
@@ -299,6 +301,14 @@ fn extract_triplet(ctx: &SpanCtx<'_>) -> Result<Option<TripletData>, String> {
                 .ok_or_else(|| ctx.reject("rl.propensity", "must be a number in (0, 1]"))?,
         ),
     };
+    let sampling_probability = match span.attr("rl.sampling.probability") {
+        None => None,
+        Some(v) => Some(
+            v.as_number()
+                .filter(|p| p.is_finite() && *p > 0.0 && *p <= 1.0)
+                .ok_or_else(|| ctx.reject("rl.sampling.probability", "must be a number in (0, 1]"))?,
+        ),
+    };
     let sequence_end = match span.attr("rl.sequence_end") {
         None => false,
         Some(v) => v.as_bool().ok_or_else(|| ctx.reject("rl.sequence_end", "must be a boolean"))?,
@@ -316,6 +326,7 @@ fn extract_triplet(ctx: &SpanCtx<'_>) -> Result<Option<TripletData>, String> {
         reward_components,
         reward_source,
         propensity,
+        sampling_probability,
         sequence_end,
         llm_call: llm,
     }))

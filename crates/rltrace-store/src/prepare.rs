@@ -46,6 +46,7 @@ pub(crate) struct PreparedTriplet {
     pub(crate) reward_components: Option<String>,
     pub(crate) has_immediate: bool,
     pub(crate) propensity: Option<f64>,
+    pub(crate) sampling_probability: Option<f64>,
     pub(crate) seq_end: bool,
     pub(crate) llm: bool,
 }
@@ -115,6 +116,7 @@ fn prepare_triplet(t: TripletData) -> PreparedTriplet {
         reward: t.reward,
         reward_source: t.reward_source,
         propensity: t.propensity,
+        sampling_probability: t.sampling_probability,
         seq_end: t.sequence_end,
         llm: t.llm_call,
     }

@@ -213,6 +213,7 @@ struct SeqRow {
     reward_source: Option<String>,
     components: BTreeMap<String, f64>,
     propensity: Option<f64>,
+    sampling_probability: Option<f64>,
     seq_end: bool,
 }
 
@@ -264,7 +265,7 @@ fn seq_info(r: &Row<'_>) -> rusqlite::Result<SeqInfo> {
 }
 
 const ROW_COLS: &str = "s.id, t.trace_id, s.span_id, s.triplet_id, s.seq_index, s.ts_us, s.start_ns, s.state, s.action, s.role,
-    s.reward, s.reward_source, s.reward_components, s.propensity, s.seq_end, s.task_id, s.phase";
+    s.reward, s.reward_source, s.reward_components, s.propensity, s.seq_end, s.task_id, s.phase, s.sampling_probability";
 
 fn seq_row(r: &Row<'_>, offset: usize) -> Result<SeqRow, StoreError> {
     let trace_blob: Vec<u8> = r.get(offset + 1)?;
@@ -294,6 +295,7 @@ fn seq_row(r: &Row<'_>, offset: usize) -> Result<SeqRow, StoreError> {
         seq_end: r.get::<_, Option<i64>>(offset + 14)?.unwrap_or(0) != 0,
         task_id: r.get(offset + 15)?,
         phase: r.get(offset + 16)?,
+        sampling_probability: r.get(offset + 17)?,
     })
 }
 
@@ -826,6 +828,7 @@ fn compute(info: SeqInfo, mut rows: Vec<SeqRow>, events: Vec<RewardEvent>, polic
                 action: r.action,
                 effective,
                 propensity: r.propensity,
+                sampling_probability: r.sampling_probability,
                 role: r.role,
                 sequence_end: r.seq_end,
             }

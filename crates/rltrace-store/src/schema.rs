@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS spans(
   reward_source TEXT,
   reward_components TEXT,
   propensity REAL,
+  sampling_probability REAL,
   seq_end INTEGER,
   llm INTEGER
 );

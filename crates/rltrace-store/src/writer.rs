@@ -274,8 +274,8 @@ const INSERT_SPAN: &str = "INSERT OR IGNORE INTO spans(
     trace_ref, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message,
     attributes, events, resource_ref, scope,
     seq_ref, triplet_id, seq_index, ts_us, state, action, role, task_id, phase,
-    reward, reward_source, reward_components, propensity, seq_end, llm)
-  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)";
+    reward, reward_source, reward_components, propensity, seq_end, llm, sampling_probability)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)";
 
 fn ingest(
     tx: &Transaction<'_>,
@@ -325,6 +325,7 @@ fn ingest(
             t.and_then(|t| t.propensity),
             t.map(|t| t.seq_end),
             t.map(|t| t.llm),
+            t.and_then(|t| t.sampling_probability),
         ])?;
         if changed == 0 {
             let exists: Option<i64> = tx

@@ -933,7 +933,7 @@ fn openapi_documents_every_served_route() {
 // 7. The export API
 // ---------------------------------------------------------------------------------------------
 
-const TRIPLET_FIELDS: [&str; 13] = [
+const TRIPLET_FIELDS: [&str; 14] = [
     "triplet_id",
     "sequence_id",
     "sequence_index",
@@ -947,6 +947,7 @@ const TRIPLET_FIELDS: [&str; 13] = [
     "trace_id",
     "span_id",
     "propensity",
+    "sampling_probability",
 ];
 
 fn export_data(s: &common::Server) -> Value {

@@ -64,6 +64,7 @@ fn sdk_example_pipeline_reaches_the_collector() {
         assert_eq!(x["state"]["args"]["task"]["id"], "e2e-task-1");
         assert_eq!(x["triplet_id"].as_str().map(str::len), Some(36), "a uuid: {x:#}");
         assert_eq!(x["reward_sources"]["hitl"], 1.0, "the sequence reward reaches every triplet: {x:#}");
+        assert_eq!(x["sampling_probability"], 1.0, "the SDK's rl.sampling.probability reaches the export: {x:#}");
     }
     assert_eq!(t[0]["action"]["output"], serde_json::json!(["design login page", "implement login page"]));
     assert_eq!(t[1]["state"]["phase"], "implementation");
