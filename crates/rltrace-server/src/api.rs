@@ -541,7 +541,7 @@ pub async fn healthz() -> Json<Value> {
 
 /// `GET /readyz`: ready when the store answers.
 pub async fn readyz(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    blocking(move || st.store.ping().map_err(|e: StoreError| ApiError::Internal(format!("store is not reachable: {e}")))).await?;
+    blocking(move || st.store.ping().map_err(|e: StoreError| ApiError::NotReady(format!("store is not reachable: {e}")))).await?;
     Ok(Json(json!({"status": "ready"})))
 }
 

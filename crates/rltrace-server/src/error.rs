@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The server is overloaded; retry later.
     #[error("server is overloaded, retry later")]
     Overloaded,
+    /// The server cannot serve yet (the store does not answer).
+    #[error("{0}")]
+    NotReady(String),
     /// Something failed inside.
     #[error("{0}")]
     Internal(String),
@@ -41,6 +44,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

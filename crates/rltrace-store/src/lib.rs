@@ -321,8 +321,12 @@ impl Store {
         result
     }
 
-    /// Check that the database answers a query.
+    /// Check that the database file answers a query on a new connection (read-only, never
+    /// creating the file), so a file that disappeared or became unreadable is noticed.
     pub fn ping(&self) -> Result<(), StoreError> {
-        self.read(|tx| tx.ping())
+        let conn = Connection::open_with_flags(&self.inner.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        conn.busy_timeout(std::time::Duration::from_secs(2))?;
+        conn.query_row("SELECT spans FROM counters WHERE id = 1", [], |_| Ok(()))?;
+        Ok(())
     }
 }

@@ -387,11 +387,6 @@ impl<'a> ReadTx<'a> {
         })?)
     }
 
-    /// A trivial query, for readiness.
-    pub fn ping(&self) -> Result<(), StoreError> {
-        self.tx.query_row("SELECT 1", [], |_| Ok(()))?;
-        Ok(())
-    }
 
     fn events_of(&self, sequence_id: &str) -> Result<Vec<RewardEvent>, StoreError> {
         let mut stmt = self.tx.prepare_cached(&format!("{EVENT_SQL} WHERE e.seq_key = ?1 ORDER BY e.id"))?;
