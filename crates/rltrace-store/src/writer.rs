@@ -27,6 +27,9 @@ pub(crate) enum Op {
 const GROUP_MAX_SPANS: usize = 16_384;
 /// Most operations grouped into one transaction.
 const GROUP_MAX_OPS: usize = 256;
+/// Agent Lightning reward spans that found no LLM-call triplet to reward (for rate-limited logs).
+static UNJOINED_ANNOTATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Bound of each id cache; cleared when full.
 const CACHE_MAX: usize = 200_000;
 
@@ -402,7 +405,12 @@ fn ingest(
             .query_row(params![tref, a.start_time_unix_nano as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         let Some((explicit, span_id, sequence_id)) = target else {
-            tracing::warn!(trace_id = %rltrace_core::ids::to_hex(&trace_id), "agentlightning reward span has no earlier LLM-call triplet in its trace; the span is stored, no reward event is made");
+            // Rate-limited: the first ten, then one in a thousand.
+            let n = UNJOINED_ANNOTATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n < 10 || n % 1000 == 0 {
+                tracing::warn!(trace_id = %rltrace_core::ids::to_hex(&trace_id), unjoined_total = n + 1,
+                    "agentlightning reward span has no earlier LLM-call triplet in its trace; the span is stored, no reward event is made");
+            }
             continue;
         };
         let triplet_id = explicit.unwrap_or_else(|| rltrace_core::ids::default_triplet_id(&trace_id, &span_id.to_be_bytes()));
