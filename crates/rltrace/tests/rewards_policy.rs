@@ -417,3 +417,42 @@ fn reward_commands_append_through_the_api() {
     assert_close(&t[1]["reward"], (0.2 + 1.0 + 0.9 + 0.75) / 4.0, "Design triplet");
     assert_close(&t[6]["reward"], (0.7 + 1.0 + 0.9 + 1.0) / 4.0, "last triplet");
 }
+
+#[test]
+fn agent_lightning_reward_spans_reward_the_latest_earlier_llm_call() {
+    let s = common::Server::start(&[]);
+    let trace = trace_id();
+    let llm = |start: u64, end: u64| {
+        span(&trace, &span_id(), "chat sim-large", BASE_NS + start * SEC)
+            .end(BASE_NS + end * SEC)
+            .attr("gen_ai.operation.name", json!("chat"))
+            .attr("gen_ai.request.model", json!("sim-large"))
+            .attr("gen_ai.conversation.id", json!("conv-al"))
+    };
+    let first = llm(0, 2);
+    let second = llm(3, 5);
+    let annotation = |start: u64, value: f64| {
+        span(&trace, &span_id(), "agentlightning.annotation", BASE_NS + start * SEC)
+            .attr("agentlightning.reward.0.value", json!(value))
+            .attr("agentlightning.reward.0.name", json!("task_success"))
+    };
+    // Same request: a reward span after both calls rewards the second one.
+    send(&s, &[first.clone(), second.clone(), annotation(6, 0.9)]);
+    // A later request: a reward span between the calls rewards the first one.
+    send(&s, &[annotation(2, 0.4)]);
+    let seq = sequence(&s, "conv-al");
+    let t = seq["triplets"].as_array().expect("triplets");
+    assert_eq!(t.len(), 2, "the two LLM calls are triplets; the reward spans are not: {seq}");
+    assert_eq!(t[0]["triplet_id"], first.default_triplet_id());
+    assert_close(&t[0]["reward_sources"]["agentlightning"], 0.4, "the call that ended before the second reward span");
+    assert_close(&t[1]["reward_sources"]["agentlightning"], 0.9, "the latest call before the first reward span");
+    assert!(seq["ledger"].as_array().is_some_and(|l| l.iter().all(|e| e["source"] == "agentlightning" && e["reason"] == "task_success")));
+    // A reward span with no earlier LLM call in its trace is stored as a span and rewards nothing.
+    let lonely = span(&trace_id(), &span_id(), "agentlightning.annotation", BASE_NS).attr("agentlightning.reward.0.value", json!(1.0));
+    let before = stats(&s);
+    send(&s, &[lonely.clone()]);
+    let after = stats(&s);
+    assert_eq!(after["spans"].as_u64(), before["spans"].as_u64().map(|n| n + 1));
+    assert_eq!(after["reward_events"], before["reward_events"]);
+    assert_eq!(get_ok(&s.url(&format!("/api/v1/traces/{}", lonely.trace_id())))["spans"].as_array().map(Vec::len), Some(1));
+}
