@@ -57,8 +57,14 @@ pub fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
         Some(e) => quote_spanned!(e.span()=> ::core::option::Option::Some(::core::convert::AsRef::<str>::as_ref(&(#e)))),
         None => quote!(::core::option::Option::None),
     };
+    // A string literal key is made once per call site (a `static`); any other expression is
+    // copied into a shared string per call, from its `Display` text unless it is a string.
     let key = |e: &Option<syn::Expr>| match e {
-        Some(e) => quote_spanned!(e.span()=> ::core::option::Option::Some(::std::string::ToString::to_string(&(#e)))),
+        Some(syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(lit), .. })) => quote_spanned!(lit.span()=> {
+            static __RL_KEY: __rl_p::StaticKey = __rl_p::StaticKey::new(#lit);
+            ::core::option::Option::Some(__RL_KEY.get())
+        }),
+        Some(e) => quote_spanned!(e.span()=> ::core::option::Option::Some((&__rl_p::Wrap(&(#e))).__rl_key())),
         None => quote!(::core::option::Option::None),
     };
     let (task_id, session_id, sequence_id) = (key(&args.task_id), key(&args.session_id), key(&args.sequence_id));
@@ -83,6 +89,8 @@ pub fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
 
     let record_output = match &args.action {
         Some(path) => quote_spanned!(path.span()=> __rl_a.output(&#path(&__rl_v));),
+        // A function without a return type returns `()`, whose JSON `null` records nothing.
+        None if matches!(sig.output, ReturnType::Default) => quote!(),
         None => quote! {
             if let ::core::result::Result::Ok(__rl_ok) = &__rl_split {
                 (&__rl_p::Wrap(*__rl_ok)).__rl_output(&mut __rl_a);
@@ -103,7 +111,7 @@ pub fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
 
     let prologue = quote! {
         #[allow(unused_imports)]
-        use ::rltrace_sdk::__private::{self as __rl_p, OutcomeResult as _, OutcomeAny as _, SerOutput as _, SerOutputAny as _, ErrMsg as _, ErrMsgAny as _};
+        use ::rltrace_sdk::__private::{self as __rl_p, OutcomeResult as _, OutcomeAny as _, SerOutput as _, SerOutputAny as _, ErrMsg as _, ErrMsgAny as _, KeyStr as _, KeyDisplay as _};
         static __RL_META: __rl_p::FnMeta = __rl_p::FnMeta {
             name: #span_name,
             function: #fn_name,

@@ -2,9 +2,10 @@
 //! timestamps of `rl.timestamp_utc`. The state and action objects are built as byte buffers so a
 //! call costs one serialization pass.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-
+use opentelemetry::StringValue;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -88,15 +89,104 @@ pub(crate) fn write_key(buf: &mut Vec<u8>, key: &str) {
     buf.push(b':');
 }
 
+/// Bytes that must be escaped in a JSON string (control characters, `"` and `\\`).
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 /// Append a JSON string.
 pub(crate) fn write_str(buf: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !s.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]) {
+        buf.reserve(s.len() + 2);
         buf.push(b'"');
         buf.extend_from_slice(s.as_bytes());
         buf.push(b'"');
     } else {
         // Escaping a &str cannot fail.
         let _ = serde_json::to_writer(&mut *buf, s);
+    }
+}
+
+/// Append bytes known to be valid JSON at this place (a constant `,"key":` fragment).
+#[inline]
+pub(crate) fn write_raw(buf: &mut Vec<u8>, fragment: &str) {
+    buf.extend_from_slice(fragment.as_bytes());
+}
+
+thread_local! {
+    /// Scratch buffers, reused so building a state, an action or an output's JSON allocates
+    /// nothing once warm; a buffer may end on another thread (an async call), which is fine.
+    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Recently emitted state strings: a function whose state does not change from call to
+    /// call (no arguments, or the same ones) shares one string instead of allocating one.
+    static STATES: std::cell::RefCell<[Option<Arc<str>>; STATE_SLOTS]> = const { std::cell::RefCell::new([const { None }; STATE_SLOTS]) };
+}
+
+const POOL_MAX: usize = 16;
+const POOL_MAX_CAPACITY: usize = 64 * 1024;
+const STATE_SLOTS: usize = 16;
+const STATE_CACHED_MAX: usize = 512;
+
+/// An empty scratch buffer from this thread's pool.
+pub(crate) fn take_buf() -> Vec<u8> {
+    POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten().unwrap_or_else(|| Vec::with_capacity(256))
+}
+
+/// Give a scratch buffer back to this thread's pool.
+pub(crate) fn give_buf(mut buf: Vec<u8>) {
+    if buf.capacity() > POOL_MAX_CAPACITY {
+        return;
+    }
+    buf.clear();
+    let _ = POOL.try_with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX {
+            p.push(buf);
+        }
+    });
+}
+
+/// The JSON in `buf` as an attribute value of exactly its size (one allocation).
+pub(crate) fn to_string_value(buf: &[u8]) -> StringValue {
+    match std::str::from_utf8(buf) {
+        Ok(s) => StringValue::from(String::from(s)),
+        Err(_) => StringValue::from(String::from_utf8_lossy(buf).into_owned()),
+    }
+}
+
+/// The state JSON in `buf` as an attribute value, shared with an identical recent state of this
+/// thread when there is one.
+pub(crate) fn state_value(buf: &[u8]) -> StringValue {
+    if buf.len() > STATE_CACHED_MAX || buf.len() < 8 {
+        return to_string_value(buf);
+    }
+    let mut tail = [0u8; 8];
+    tail.copy_from_slice(&buf[buf.len() - 8..]);
+    let h = (u64::from_le_bytes(tail) ^ (buf.len() as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let slot = (h >> 59) as usize % STATE_SLOTS;
+    let shared = STATES.try_with(|c| {
+        let mut c = c.borrow_mut();
+        match &c[slot] {
+            // Equal bytes to a string: valid UTF-8, no need to check again.
+            Some(a) if a.as_bytes() == buf => Some(a.clone()),
+            _ => {
+                let a: Arc<str> = Arc::from(std::str::from_utf8(buf).ok()?);
+                c[slot] = Some(a.clone());
+                Some(a)
+            }
+        }
+    });
+    match shared {
+        Ok(Some(a)) => StringValue::from(a),
+        _ => to_string_value(buf),
     }
 }
 
@@ -120,6 +210,7 @@ pub(crate) fn write_bool(buf: &mut Vec<u8>, b: bool) {
 }
 
 /// A JSON buffer into a `String`. The writers above only produce UTF-8.
+#[cfg(test)]
 pub(crate) fn into_string(buf: Vec<u8>) -> String {
     String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
@@ -129,20 +220,32 @@ pub(crate) fn rfc3339_utc(time: SystemTime) -> String {
     let d = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let (secs, micros) = (d.as_secs(), d.subsec_micros());
     // The date and time of day change once a second: keep the last ones per thread.
+    // Kept as a `String` so no call checks its UTF-8 again.
     thread_local! {
-        static LAST: std::cell::Cell<(u64, [u8; 27])> = const { std::cell::Cell::new((u64::MAX, [0; 27])) };
+        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
     }
-    let (last_secs, mut b) = LAST.get();
-    if last_secs != secs {
-        b = seconds_prefix(secs);
-        LAST.set((secs, b));
-    }
+    let mut digits = [0u8; 6];
     let mut m = micros;
-    for i in (20..26).rev() {
-        b[i] = b'0' + (m % 10) as u8;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (m % 10) as u8;
         m /= 10;
     }
-    std::str::from_utf8(&b).map(str::to_owned).unwrap_or_default()
+    let with_prefix = |prefix: &str| {
+        let mut out = String::with_capacity(27);
+        out.push_str(prefix);
+        digits.iter().for_each(|d| out.push(char::from(*d)));
+        out.push('Z');
+        out
+    };
+    LAST.try_with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != secs {
+            let b = seconds_prefix(secs);
+            *last = (secs, std::str::from_utf8(&b[..20]).map(str::to_owned).unwrap_or_default());
+        }
+        with_prefix(&last.1)
+    })
+    .unwrap_or_else(|_| with_prefix(std::str::from_utf8(&seconds_prefix(secs)[..20]).unwrap_or_default()))
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.000000Z` of a Unix time in seconds.

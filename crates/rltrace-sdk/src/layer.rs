@@ -186,7 +186,7 @@ where
                 scope: if session.is_some() { Scope::Session } else { Scope::Pipeline },
                 role: Some(&cfg.role),
                 function: None,
-                keys: Keys { task_id: task.map(str::to_string), session_id: session.map(str::to_string), sequence_id: None },
+                keys: Keys { task_id: task.map(Arc::from), session_id: session.map(Arc::from), sequence_id: None },
                 extra_attributes: vec![
                     KeyValue::new("http.request.method", method.to_string()),
                     KeyValue::new("http.route", route.to_string()),

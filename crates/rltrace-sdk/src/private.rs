@@ -11,12 +11,13 @@ use std::fmt::Display;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use opentelemetry::Context;
 use serde::Serialize;
 
-pub use crate::runtime::{Call, FnMeta, Keys, Outcome, Scope, StateWriter};
+pub use crate::runtime::{Call, FnMeta, Keys, Outcome, Scope, StateWriter, StaticKey};
 
 /// A reference wrapped for autoref specialization.
 pub struct Wrap<'a, T: ?Sized>(pub &'a T);
@@ -113,6 +114,35 @@ pub trait ErrMsgAny {
 impl<T: ?Sized> ErrMsgAny for &Wrap<'_, T> {
     fn __rl_err_msg(&self) -> Option<String> {
         None
+    }
+}
+
+/// A key that is a string: copied once into the shared string.
+pub trait KeyStr {
+    /// The shared string.
+    fn __rl_key(&self) -> Arc<str>;
+}
+
+macro_rules! key_str {
+    ($($t:ty),*) => {$(
+        impl KeyStr for Wrap<'_, $t> {
+            fn __rl_key(&self) -> Arc<str> {
+                Arc::from(AsRef::<str>::as_ref(self.0))
+            }
+        }
+    )*};
+}
+key_str!(str, &str, String, &String, Box<str>, Arc<str>, std::borrow::Cow<'_, str>);
+
+/// Any other key: its `Display` text.
+pub trait KeyDisplay {
+    /// The shared string.
+    fn __rl_key(&self) -> Arc<str>;
+}
+
+impl<T: Display + ?Sized> KeyDisplay for &Wrap<'_, T> {
+    fn __rl_key(&self) -> Arc<str> {
+        Arc::from(self.0.to_string())
     }
 }
 

@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -16,7 +16,7 @@ use rand::Rng as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::capture::{self, write_bool, write_f64, write_key, write_str, write_u64, write_value};
+use crate::capture::{self, write_bool, write_f64, write_key, write_raw, write_str, write_u64, write_value};
 use crate::config::{CaptureMode, Settings, latency_reward};
 use crate::sequence;
 
@@ -54,6 +54,15 @@ pub(crate) struct Runtime {
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static RUNTIME: RwLock<Option<Arc<Runtime>>> = RwLock::new(None);
+/// Changed on every install and uninstall: a thread's cached runtime is current while its
+/// generation is.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's copy of the installed runtime, so a call takes no lock. A stale copy is kept
+    /// (not used) until the thread next asks while an SDK is installed.
+    static CACHED: std::cell::RefCell<(u64, Option<Arc<Runtime>>)> = const { std::cell::RefCell::new((u64::MAX, None)) };
+}
 
 /// Install a runtime; fails when one is installed.
 pub(crate) fn install(rt: Runtime) -> Result<(), crate::Error> {
@@ -62,6 +71,7 @@ pub(crate) fn install(rt: Runtime) -> Result<(), crate::Error> {
         return Err(crate::Error::AlreadyInitialized);
     }
     *g = Some(Arc::new(rt));
+    GENERATION.fetch_add(1, Ordering::AcqRel);
     ACTIVE.store(true, Ordering::Release);
     Ok(())
 }
@@ -71,6 +81,7 @@ pub(crate) fn uninstall() {
     let mut g = RUNTIME.write().unwrap_or_else(|p| p.into_inner());
     ACTIVE.store(false, Ordering::Release);
     *g = None;
+    GENERATION.fetch_add(1, Ordering::AcqRel);
 }
 
 /// The installed runtime, if any.
@@ -78,7 +89,17 @@ pub(crate) fn current() -> Option<Arc<Runtime>> {
     if !ACTIVE.load(Ordering::Acquire) {
         return None;
     }
-    RUNTIME.read().ok()?.clone()
+    let generation = GENERATION.load(Ordering::Acquire);
+    let read = || RUNTIME.read().ok()?.clone();
+    CACHED
+        .try_with(|c| {
+            let mut c = c.borrow_mut();
+            if c.0 != generation {
+                *c = (generation, read());
+            }
+            c.1.clone()
+        })
+        .unwrap_or_else(|_| read())
 }
 
 thread_local! {
@@ -164,11 +185,31 @@ pub(crate) fn with_current_frame<T>(f: impl FnOnce(&Frame) -> T) -> Option<T> {
 #[derive(Debug, Default)]
 pub struct Keys {
     /// `task_id = ...`.
-    pub task_id: Option<String>,
+    pub task_id: Option<Arc<str>>,
     /// `session_id = ...`.
-    pub session_id: Option<String>,
+    pub session_id: Option<Arc<str>>,
     /// `sequence_id = ...`.
-    pub sequence_id: Option<String>,
+    pub sequence_id: Option<Arc<str>>,
+}
+
+/// A key given as a string literal (`task_id = "..."`): its shared string is made once per call
+/// site, so a call clones it instead of allocating.
+#[derive(Debug)]
+pub struct StaticKey {
+    text: &'static str,
+    shared: std::sync::OnceLock<Arc<str>>,
+}
+
+impl StaticKey {
+    /// A key for `text`.
+    pub const fn new(text: &'static str) -> StaticKey {
+        StaticKey { text, shared: std::sync::OnceLock::new() }
+    }
+
+    /// The shared string.
+    pub fn get(&self) -> Arc<str> {
+        self.shared.get_or_init(|| Arc::from(self.text)).clone()
+    }
 }
 
 /// What is known of a triplet before it starts.
@@ -251,8 +292,9 @@ impl Outcome {
     /// Record the output: its size in bytes and SHA-256 as JSON, and the value under the capture
     /// mode. A `null` output (a function returning `()`) records nothing.
     pub fn output<T: Serialize + ?Sized>(&mut self, value: &T) {
-        let mut json = Vec::new();
+        let mut json = capture::take_buf();
         if serde_json::to_writer(&mut json, value).is_err() || json == b"null" {
+            capture::give_buf(json);
             return;
         }
         write_key(&mut self.fields, "output_size");
@@ -271,6 +313,7 @@ impl Outcome {
                 Err(_) => self.fields.extend_from_slice(b"null"),
             }
         }
+        capture::give_buf(json);
     }
 
     /// Add an action field.
@@ -334,10 +377,10 @@ impl Call {
         let parent_frame = parent.get::<Frame>();
         let Keys { task_id, session_id, sequence_id } = s.keys;
         let explicit_task = task_id.is_some();
-        let task_id: Option<Arc<str>> = task_id.map(Arc::from).or_else(|| parent_frame.and_then(|f| f.task_id.clone()));
-        let session_id: Option<Arc<str>> = session_id.map(Arc::from).or_else(|| parent_frame.and_then(|f| f.session_id.clone()));
+        let task_id: Option<Arc<str>> = task_id.or_else(|| parent_frame.and_then(|f| f.task_id.clone()));
+        let session_id: Option<Arc<str>> = session_id.or_else(|| parent_frame.and_then(|f| f.session_id.clone()));
         let keyed: Option<Arc<str>> = match s.scope {
-            Scope::Custom => sequence_id.map(Arc::from),
+            Scope::Custom => sequence_id,
             Scope::Session => session_id.clone(),
             Scope::Agent => match (&task_id, s.role) {
                 (Some(t), Some(r)) => Some(Arc::from(format!("{t}:{r}"))),
@@ -379,24 +422,28 @@ impl Call {
         };
         let mode = rt.settings.capture;
 
-        let mut state = Vec::with_capacity(192);
+        // The fixed fields are written with constant key fragments; `call_depth` is never the
+        // first field, so every fragment but the first carries its comma.
+        let mut state = capture::take_buf();
         state.push(b'{');
         if let Some(r) = s.role {
-            write_key(&mut state, "agent_role");
+            write_raw(&mut state, "\"agent_role\":");
             write_str(&mut state, r);
         }
         if let Some(f) = s.function {
-            write_key(&mut state, "function");
+            let key = if state.len() > 1 { ",\"function\":" } else { "\"function\":" };
+            write_raw(&mut state, key);
             write_str(&mut state, f);
         }
-        write_key(&mut state, "call_depth");
+        let key = if state.len() > 1 { ",\"call_depth\":" } else { "\"call_depth\":" };
+        write_raw(&mut state, key);
         write_u64(&mut state, u64::from(depth));
         if let Some(t) = &task_id {
-            write_key(&mut state, "task_id");
+            write_raw(&mut state, ",\"task_id\":");
             write_str(&mut state, t);
         }
         if let Some(t) = &session_id {
-            write_key(&mut state, "session_id");
+            write_raw(&mut state, ",\"session_id\":");
             write_str(&mut state, t);
         }
         {
@@ -482,12 +529,13 @@ impl Call {
             write_value(&mut state, v, &mode);
         }
         state.push(b'}');
+        let state_value = capture::state_value(&state);
+        capture::give_buf(state);
 
-        let mut action = Vec::with_capacity(64 + outcome.fields.len());
-        action.push(b'{');
-        write_key(&mut action, "success");
+        let mut action = capture::take_buf();
+        write_raw(&mut action, "{\"success\":");
         write_bool(&mut action, outcome.success);
-        write_key(&mut action, "duration_ms");
+        write_raw(&mut action, ",\"duration_ms\":");
         write_f64(&mut action, elapsed.as_secs_f64() * 1000.0);
         // Each outcome field was written with its leading comma.
         action.extend_from_slice(&outcome.fields);
@@ -496,14 +544,16 @@ impl Call {
             write_value(&mut action, v, &mode);
         }
         action.push(b'}');
+        let action_value = capture::to_string_value(&action);
+        capture::give_buf(action);
 
         let given = |name: &str| extras.components.iter().find(|(c, _)| c == name).map(|(_, v)| *v);
         let success = given("success").unwrap_or(if outcome.success { 1.0 } else { 0.0 });
         let latency = given("latency").unwrap_or_else(|| latency_reward(elapsed, latency_budget.unwrap_or(settings.latency_budget)));
         let others = || extras.components.iter().filter(|(c, _)| c != "success" && c != "latency");
 
-        span.set_attribute(KeyValue::new("rl.state", capture::into_string(state)));
-        span.set_attribute(KeyValue::new("rl.action", capture::into_string(action)));
+        span.set_attribute(KeyValue::new("rl.state", state_value));
+        span.set_attribute(KeyValue::new("rl.action", action_value));
         if let Some(w) = &settings.reward_weights
             && let Some(r) = w.combine([("success", success), ("latency", latency)].into_iter().chain(others().map(|(c, v)| (c.as_str(), *v))))
         {

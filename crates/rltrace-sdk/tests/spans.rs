@@ -367,3 +367,28 @@ fn helpers_outside_a_triplet_do_nothing() {
     assert!(rltrace_sdk::current_triplet_id().is_none());
     assert!(matches!(rltrace_sdk::reward(0.5).emit(), Err(rltrace_sdk::Error::NoCurrentTriplet)));
 }
+
+#[rl_triplet(role = "Num\"ber", task_id = n)]
+fn numbered(n: u64) {}
+
+#[rl_triplet(role = "Lit", task_id = "t-\"quoted\"\n")]
+fn quoted() {}
+
+#[test]
+fn keys_from_numbers_and_escaped_literals_and_repeated_states() {
+    setup();
+    numbered(4242);
+    numbered(4242);
+    let spans = sequence("4242");
+    assert_eq!(spans.len(), 2);
+    for s in &spans {
+        assert_eq!(attr_json(s, "rl.state"), json!({"agent_role": "Num\"ber", "function": "numbered", "call_depth": 0, "task_id": "4242", "args": {"n": 4242}}));
+        assert_eq!(attr_json(s, "rl.action")["success"], true);
+        assert!(attr_json(s, "rl.action").get("output").is_none());
+    }
+    let idx: BTreeSet<i64> = spans.iter().filter_map(|s| attr_i64(s, "rl.sequence_index")).collect();
+    assert_eq!(idx, BTreeSet::from([0, 1]));
+    quoted();
+    let s = only("t-\"quoted\"\n");
+    assert_eq!(attr_json(&s, "rl.state"), json!({"agent_role": "Lit", "function": "quoted", "call_depth": 0, "task_id": "t-\"quoted\"\n"}));
+}
