@@ -113,6 +113,61 @@ pub fn attributes_to_json(attrs: &[(String, AttrValue)]) -> Map<String, Value> {
     attrs.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()
 }
 
+/// Attributes as JSON object text, written straight from the attributes (no copy of their values).
+/// A key given twice keeps its last value, as in [`attributes_to_json`].
+pub fn attributes_json_string(attrs: &[(String, AttrValue)]) -> String {
+    let unique = attrs.iter().enumerate().all(|(i, (k, _))| attrs[..i].iter().all(|(k2, _)| k2 != k));
+    if !unique {
+        return Value::Object(attributes_to_json(attrs)).to_string();
+    }
+    let mut out = Vec::with_capacity(attrs.iter().map(|(k, v)| k.len() + v.largest_payload() + 8).sum::<usize>() + 2);
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &AttrsJson(attrs));
+    String::from_utf8(out).unwrap_or_default()
+}
+
+struct AttrsJson<'a>(&'a [(String, AttrValue)]);
+
+impl serde::Serialize for AttrsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl serde::Serialize for AttrValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            AttrValue::Empty => s.serialize_unit(),
+            AttrValue::Str(v) => s.serialize_str(v),
+            AttrValue::Bool(b) => s.serialize_bool(*b),
+            AttrValue::Int(i) => s.serialize_i64(*i),
+            AttrValue::Double(d) if d.is_finite() => s.serialize_f64(*d),
+            AttrValue::Double(d) => s.serialize_str(&d.to_string()),
+            AttrValue::Bytes(b) => s.serialize_str(&crate::ids::to_hex(b)),
+            AttrValue::Array(a) => {
+                let mut seq = s.serialize_seq(Some(a.len()))?;
+                for v in a {
+                    seq.serialize_element(v)?;
+                }
+                seq.end()
+            }
+            AttrValue::Map(m) => {
+                let mut map = s.serialize_map(Some(m.len()))?;
+                for (k, v) in m {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
 /// Look up an attribute by key (the last occurrence wins, as in a map).
 pub fn find<'a>(attrs: &'a [(String, AttrValue)], key: &str) -> Option<&'a AttrValue> {
     attrs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
@@ -204,5 +259,27 @@ impl SpanRecord {
                 })
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_json_matches_the_value_form() {
+        let attrs: Attributes = vec![
+            ("s".into(), AttrValue::Str("a \"quoted\" é".into())),
+            ("i".into(), AttrValue::Int(-3)),
+            ("d".into(), AttrValue::Double(0.25)),
+            ("nan".into(), AttrValue::Double(f64::NAN)),
+            ("b".into(), AttrValue::Bytes(vec![0xab, 0x01])),
+            ("arr".into(), AttrValue::Array(vec![AttrValue::Bool(true), AttrValue::Empty])),
+            ("map".into(), AttrValue::Map(vec![("k".into(), AttrValue::Int(1))])),
+        ];
+        let direct: Value = serde_json::from_str(&attributes_json_string(&attrs)).expect("json");
+        assert_eq!(direct, Value::Object(attributes_to_json(&attrs)));
+        let dup: Attributes = vec![("k".into(), AttrValue::Int(1)), ("k".into(), AttrValue::Int(2))];
+        assert_eq!(attributes_json_string(&dup), r#"{"k":2}"#);
     }
 }

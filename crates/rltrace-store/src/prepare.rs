@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rltrace_core::span::attributes_to_json;
+use rltrace_core::span::attributes_json_string;
 use rltrace_core::triplet::{AnnotationReward, SpanReward};
 use rltrace_core::{AnalyzedSpan, TripletData};
 
@@ -69,7 +69,7 @@ pub fn prepare_spans(spans: Vec<AnalyzedSpan>) -> Vec<PreparedSpan> {
             let key = Arc::as_ptr(&s.origin) as usize;
             let resource = resources
                 .entry(key)
-                .or_insert_with(|| Arc::from(serde_json::Value::Object(attributes_to_json(&s.origin.resource)).to_string()))
+                .or_insert_with(|| Arc::from(attributes_json_string(&s.origin.resource)))
                 .clone();
             let events = if s.events.is_empty() { String::from("[]") } else { s.events_json().to_string() };
             PreparedSpan {
@@ -80,7 +80,7 @@ pub fn prepare_spans(spans: Vec<AnalyzedSpan>) -> Vec<PreparedSpan> {
                 start_ns: s.start_time_unix_nano as i64,
                 end_ns: s.end_time_unix_nano as i64,
                 status_code: s.status_code,
-                attributes: serde_json::Value::Object(attributes_to_json(&s.attributes)).to_string(),
+                attributes: attributes_json_string(&s.attributes),
                 events,
                 resource,
                 scope: s.origin.scope_name.clone(),

@@ -57,7 +57,11 @@ pub(crate) struct Writer {
     sequences: HashMap<String, i64>,
     resources: HashMap<Arc<str>, i64>,
     pending_triplets: HashSet<String>,
+    reclaim: Option<std::sync::mpsc::SyncSender<Vec<Vec<PreparedSpan>>>>,
 }
+
+/// Groups of freed batches waiting for the reclaimer thread.
+const RECLAIM_QUEUE: usize = 8;
 
 impl Writer {
     pub(crate) fn new(conn: Connection, inner: Arc<Inner>) -> Result<Writer, StoreError> {
@@ -68,7 +72,12 @@ impl Writer {
             sequences: HashMap::new(),
             resources: HashMap::new(),
             pending_triplets: HashSet::new(),
+            reclaim: None,
         };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<PreparedSpan>>>(RECLAIM_QUEUE);
+        if std::thread::Builder::new().name("rltrace-store-reclaim".into()).spawn(move || while rx.recv().is_ok() {}).is_ok() {
+            w.reclaim = Some(tx);
+        }
         w.load_pending()?;
         Ok(w)
     }
@@ -102,6 +111,7 @@ impl Writer {
     fn run_group(&mut self, ops: Vec<Op>) {
         let mut released = 0usize;
         let mut done = Vec::with_capacity(ops.len());
+        let mut trash: Vec<Vec<PreparedSpan>> = Vec::new();
         let outcome = (|| -> Result<(), StoreError> {
             let tx = self.conn.transaction()?;
             let mut aggs: HashMap<i64, SeqAgg> = HashMap::new();
@@ -111,7 +121,9 @@ impl Writer {
                 match op {
                     Op::Spans { spans, bytes, reply } => {
                         released += bytes;
-                        let r = ingest(&tx, &mut Caches { traces: &mut self.traces, sequences: &mut self.sequences, resources: &mut self.resources, pending: &mut self.pending_triplets }, spans, &mut aggs, &mut counts, &mut pending);
+                        let mut spans = spans;
+                        let r = ingest(&tx, &mut Caches { traces: &mut self.traces, sequences: &mut self.sequences, resources: &mut self.resources, pending: &mut self.pending_triplets }, &mut spans, &mut aggs, &mut counts, &mut pending);
+                        trash.push(spans);
                         done.push(Done::Spans(reply, r));
                     }
                     Op::Reward { req, reply } => {
@@ -142,6 +154,14 @@ impl Writer {
             tx.commit()?;
             Ok(())
         })();
+        // Freeing the batches (allocated on other threads) is left to the reclaimer, off the
+        // writer's path; when it lags behind, they are freed here.
+        if !trash.is_empty()
+            && let Some(tx) = &self.reclaim
+            && let Err(std::sync::mpsc::TrySendError::Full(t) | std::sync::mpsc::TrySendError::Disconnected(t)) = tx.try_send(trash)
+        {
+            drop(t);
+        }
         self.inner.queued_bytes.fetch_sub(released, Ordering::Relaxed);
         self.inner.queue_depth.fetch_sub(done.len(), Ordering::Relaxed);
         match outcome {
@@ -283,14 +303,14 @@ const INSERT_SPAN: &str = "INSERT OR IGNORE INTO spans(
 fn ingest(
     tx: &Transaction<'_>,
     c: &mut Caches<'_>,
-    spans: Vec<PreparedSpan>,
+    spans: &mut [PreparedSpan],
     aggs: &mut HashMap<i64, SeqAgg>,
     counts: &mut Counts,
     pending: &mut PendingWork,
 ) -> Result<IngestOutcome, StoreError> {
     let mut out = IngestOutcome::default();
     let mut insert = tx.prepare_cached(INSERT_SPAN)?;
-    for s in spans {
+    for s in spans.iter_mut() {
         let tref = trace_ref(tx, c, &s.trace_id)?;
         let rref = resource_ref(tx, c, &s.resource)?;
         let span_id = i64::from_be_bytes(s.span_id);
@@ -389,7 +409,7 @@ fn ingest(
                 count_event(tx, &t.sequence_id, &r.source, true)?;
             }
         }
-        if let Some(a) = s.annotation {
+        if let Some(a) = s.annotation.take() {
             let id = format!("span:{}{}:annotation", rltrace_core::ids::to_hex(&s.trace_id), rltrace_core::ids::to_hex(&s.span_id));
             pending.annotations.push((tref, s.trace_id, a, id));
         }

@@ -107,7 +107,7 @@ const ROLES: [&str; 7] = ["Planning", "Design", "Design Review", "Code", "Code R
 /// One batch of spans; ids derive from the run id and the span number, so they are unique per run.
 fn build_batch(run_id: u64, first_span: u64, count: usize, sequence_len: u64) -> ExportTraceServiceRequest {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    let filler = "x".repeat(300);
+    let filler = FILLER;
     let spans = (0..count as u64)
         .map(|i| {
             let n = first_span + i;
@@ -159,6 +159,60 @@ fn build_batch(run_id: u64, first_span: u64, count: usize, sequence_len: u64) ->
         }],
     }
 }
+
+/// Rewrite a batch made by [`build_batch`] in place for spans `first..first + count`, reusing its
+/// strings and vectors (the load generator shares the CPU it measures, so it allocates little).
+fn refill_batch(req: &mut ExportTraceServiceRequest, run_id: u64, first_span: u64, count: usize, sequence_len: u64) {
+    use std::fmt::Write;
+    let Some(spans) = req.resource_spans.first_mut().and_then(|r| r.scope_spans.first_mut()).map(|s| &mut s.spans) else { return };
+    spans.truncate(count);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    for (i, span) in spans.iter_mut().enumerate() {
+        let n = first_span + i as u64;
+        let seq = n / sequence_len;
+        let idx = n % sequence_len;
+        let role = ROLES[(idx % 7) as usize];
+        span.trace_id[..8].copy_from_slice(&run_id.to_be_bytes());
+        span.trace_id[8..].copy_from_slice(&seq.to_be_bytes());
+        span.span_id.copy_from_slice(&((n + 1) ^ (run_id << 40)).to_be_bytes());
+        span.name.clear();
+        let _ = write!(span.name, "agent.{role}.execute");
+        span.start_time_unix_nano = now + idx * 1000;
+        span.end_time_unix_nano = now + idx * 1000 + 500;
+        for kv in &mut span.attributes {
+            let Some(v) = kv.value.as_mut().and_then(|v| v.value.as_mut()) else { continue };
+            match (kv.key.as_str(), v) {
+                ("rl.sequence_id", any_value::Value::StringValue(s)) => {
+                    s.clear();
+                    let _ = write!(s, "task-{run_id:x}-{seq}");
+                }
+                ("rl.sequence_index", any_value::Value::IntValue(x)) => *x = idx as i64,
+                ("rl.state", any_value::Value::StringValue(s)) => {
+                    s.clear();
+                    let _ = write!(
+                        s,
+                        r#"{{"task_id":"task-{run_id:x}-{seq}","agent_role":"{role}","iteration":{idx},"budget_remaining":{},"pending_approvals":2,"prompt_summary":"{}"}}"#,
+                        1000 - idx,
+                        FILLER
+                    );
+                }
+                ("rl.action", any_value::Value::StringValue(s)) => {
+                    s.clear();
+                    let _ = write!(s, r#"{{"success":true,"duration_ms":{},"output_size":{},"output_hash":"sha256:{:064x}"}}"#, 10 + idx, 100 * idx, n);
+                }
+                ("rl.state.agent_role", any_value::Value::StringValue(s)) => {
+                    s.clear();
+                    s.push_str(role);
+                }
+                ("rl.sequence_end", any_value::Value::BoolValue(b)) => *b = idx + 1 == sequence_len,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The 300-byte filler of the state (with the other fields, a state of about 500 bytes).
+const FILLER: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
 
 fn gzip(body: &[u8]) -> Result<Vec<u8>> {
     use std::io::Write;
@@ -224,6 +278,8 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
                 grpc = Some(c);
             }
             let mut latencies = Vec::new();
+            let mut req = build_batch(shared.run_id, 0, batch, seq_len);
+            let mut body_buf: Vec<u8> = Vec::new();
             loop {
                 let b = shared.next_batch.fetch_add(1, Ordering::Relaxed);
                 if b >= shared.batches || Instant::now() >= deadline {
@@ -237,7 +293,7 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
                 let _ = conc;
                 let first = b * batch as u64;
                 let count = (total - first).min(batch as u64) as usize;
-                let req = build_batch(shared.run_id, first, count, seq_len);
+                refill_batch(&mut req, shared.run_id, first, count, seq_len);
                 let mut attempts = 0;
                 loop {
                     attempts += 1;
@@ -258,7 +314,9 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
                             let (body, ct) = if protocol == Protocol::HttpJson {
                                 (serde_json::to_vec(&req)?, "application/json")
                             } else {
-                                (req.encode_to_vec(), "application/x-protobuf")
+                                body_buf.clear();
+                                req.encode(&mut body_buf)?;
+                                (body_buf.clone(), "application/x-protobuf")
                             };
                             let mut rb = http.post(format!("{target}/v1/traces")).header("content-type", ct);
                             let body = if gz {
