@@ -33,7 +33,7 @@ use writer::{Op, Reply, Writer};
 /// Default bound of the queue in front of the writer, in operations (batches or rewards).
 pub const DEFAULT_QUEUE_OPS: usize = 64;
 /// Default bound of the queue in front of the writer, in bytes of prepared rows.
-pub const DEFAULT_QUEUE_BYTES: usize = 32 * 1024 * 1024;
+pub const DEFAULT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Reader connections kept open for reuse.
 const IDLE_READERS: usize = 8;
 

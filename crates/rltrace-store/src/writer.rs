@@ -60,8 +60,9 @@ pub(crate) struct Writer {
     reclaim: Option<std::sync::mpsc::SyncSender<Vec<Vec<PreparedSpan>>>>,
 }
 
-/// Groups of freed batches waiting for the reclaimer thread.
-const RECLAIM_QUEUE: usize = 8;
+/// Groups of consumed batches waiting for the reclaimer thread (one: it holds at most about the
+/// writer queue's byte bound more).
+const RECLAIM_QUEUE: usize = 1;
 
 impl Writer {
     pub(crate) fn new(conn: Connection, inner: Arc<Inner>) -> Result<Writer, StoreError> {
