@@ -436,12 +436,12 @@ pub fn task_reaches(task_id: &str, phase: &str, sequence_id: &str, t: &RewardInp
     in_task && in_phase(t, phase)
 }
 
-/// The task ids whose defects may reach a sequence: its id, its id before the first `:`, and the
-/// `state.task_id` of its triplets.
+/// The task ids whose defects may reach a sequence: its id, each part of its id before a `:`
+/// (a task id may itself hold colons), and the `state.task_id` of its triplets.
 pub fn candidate_tasks<'a>(sequence_id: &'a str, triplets: impl Iterator<Item = Option<&'a str>>) -> Vec<&'a str> {
     let mut out = vec![sequence_id];
-    if let Some((head, _)) = sequence_id.split_once(':') {
-        out.push(head);
+    for (i, _) in sequence_id.match_indices(':') {
+        out.push(&sequence_id[..i]);
     }
     for t in triplets.flatten() {
         if !out.contains(&t) {
@@ -730,6 +730,9 @@ mod tests {
         let e = effective_rewards("other", &t, &events, &p2);
         assert!((e[1].reward.unwrap_or(0.0) - (0.9 + 0.8) / 2.0).abs() < 1e-12);
         assert_eq!(candidate_tasks("T1:Code", [Some("T1"), Some("T2"), None].into_iter()), vec!["T1:Code", "T1", "T2"]);
+        assert_eq!(candidate_tasks("proj:42:Code", std::iter::empty()), vec!["proj:42:Code", "proj", "proj:42"]);
+        let t = RewardInput { triplet_id: "x", role: Some("Code"), task_id: None, phase: None, immediate: None };
+        assert!(task_reaches("proj:42", "Code", "proj:42:Code", &t));
     }
 
     #[test]

@@ -116,7 +116,12 @@ pub fn attributes_to_json(attrs: &[(String, AttrValue)]) -> Map<String, Value> {
 /// Attributes as JSON object text, written straight from the attributes (no copy of their values).
 /// A key given twice keeps its last value, as in [`attributes_to_json`].
 pub fn attributes_json_string(attrs: &[(String, AttrValue)]) -> String {
-    let unique = attrs.iter().enumerate().all(|(i, (k, _))| attrs[..i].iter().all(|(k2, _)| k2 != k));
+    let unique = if attrs.len() <= 16 {
+        attrs.iter().enumerate().all(|(i, (k, _))| attrs[..i].iter().all(|(k2, _)| k2 != k))
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(attrs.len());
+        attrs.iter().all(|(k, _)| seen.insert(k.as_str()))
+    };
     if !unique {
         return Value::Object(attributes_to_json(attrs)).to_string();
     }

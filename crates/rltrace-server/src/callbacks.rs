@@ -102,10 +102,11 @@ pub fn parse_tests(body: &Value, header_key: Option<String>) -> Result<NewReward
     let passed = count(obj, "passed")?.ok_or_else(|| invalid("passed is required: a non-negative integer"))?;
     let failed = count(obj, "failed")?.ok_or_else(|| invalid("failed is required: a non-negative integer"))?;
     let skipped = count(obj, "skipped")?;
-    if passed + failed == 0 {
+    let total = passed.checked_add(failed).ok_or_else(|| invalid("passed + failed is too large"))?;
+    if total == 0 {
         return Err(invalid("passed and failed are both 0: no test result to reward"));
     }
-    let value = passed as f64 / (passed + failed) as f64;
+    let value = passed as f64 / total as f64;
     let mut reason = format!("{passed} passed, {failed} failed");
     if let Some(s) = skipped {
         reason.push_str(&format!(", {s} skipped"));
@@ -208,6 +209,9 @@ mod tests {
         assert_eq!(t.value, Some(0.75));
         assert!(err(parse_tests(&json!({"sequence_id": "s", "passed": 0, "failed": 0}), None)).contains("both 0"));
         assert!(err(parse_tests(&json!({"sequence_id": "s", "passed": -1, "failed": 0}), None)).contains("non-negative"));
+        assert!(err(parse_tests(&json!({"sequence_id": "s", "passed": u64::MAX, "failed": u64::MAX}), None)).contains("too large"));
+        let big = parse_tests(&json!({"sequence_id": "s", "passed": u64::MAX / 2, "failed": u64::MAX / 2}), None).expect("large but valid");
+        assert!(big.value.is_some_and(|v| (v - 0.5).abs() < 1e-9));
         let d = json!({"task_id": "T", "defect_type": "80_Function", "severity": "High", "phase_injected": "Code", "phase_removed": "Test", "description": "off by one"});
         assert_eq!(parse_defect(&d, None, &p).expect("valid").value, Some(0.5));
         let mut same = d.clone();

@@ -202,6 +202,41 @@ pub async fn otlp_http(State(state): State<AppState>, headers: HeaderMap, body: 
     }
 }
 
+/// An ingest permit taken by [`Admission`] and handed to the handler with the request.
+#[derive(Clone)]
+struct AdmittedPermit(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+/// The gRPC interceptor that takes an ingest permit before the message is decoded, or answers
+/// `UNAVAILABLE` at once.
+#[derive(Clone)]
+pub struct Admission {
+    permits: Arc<tokio::sync::Semaphore>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Admission {
+    /// An interceptor over the collector's permits.
+    pub fn new(state: &AppState) -> Admission {
+        Admission { permits: Arc::clone(&state.ingest_permits), metrics: Arc::clone(&state.metrics) }
+    }
+}
+
+impl tonic::service::Interceptor for Admission {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(p) => {
+                request.extensions_mut().insert(AdmittedPermit(Arc::new(std::sync::Mutex::new(Some(p)))));
+                Ok(request)
+            }
+            Err(_) => {
+                self.metrics.overloaded();
+                self.metrics.observe("GRPC", "TraceService/Export", 503, std::time::Duration::ZERO);
+                Err(tonic::Status::unavailable("rltrace is overloaded, retry later"))
+            }
+        }
+    }
+}
+
 /// The gRPC `TraceService`.
 pub struct GrpcTraces {
     state: AppState,
@@ -221,7 +256,8 @@ impl TraceService for GrpcTraces {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let started = Instant::now();
-        let Ok(permit) = Arc::clone(&self.state.ingest_permits).try_acquire_owned() else {
+        let admitted = request.extensions().get::<AdmittedPermit>().and_then(|a| a.0.lock().ok().and_then(|mut p| p.take()));
+        let Some(permit) = admitted.or_else(|| Arc::clone(&self.state.ingest_permits).try_acquire_owned().ok()) else {
             self.state.metrics.overloaded();
             self.state.metrics.observe("GRPC", "TraceService/Export", 503, started.elapsed());
             return Err(tonic::Status::unavailable("rltrace is overloaded, retry later"));

@@ -127,14 +127,21 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// The gRPC service, with gzip and the message size bound.
-pub fn grpc_service(state: AppState) -> TooLargeIsFinal<TraceServiceServer<ingest::GrpcTraces>> {
+///
+/// Admission happens before tonic decodes the message (an interceptor takes one of the ingest
+/// permits), so decoded messages never pile up ahead of the bound.
+pub fn grpc_service(
+    state: AppState,
+) -> TooLargeIsFinal<tonic::service::interceptor::InterceptedService<TraceServiceServer<ingest::GrpcTraces>, ingest::Admission>> {
     let max = state.limits.max_body_bytes;
-    TooLargeIsFinal(
+    let admission = ingest::Admission::new(&state);
+    TooLargeIsFinal(tonic::service::interceptor::InterceptedService::new(
         TraceServiceServer::new(ingest::GrpcTraces::new(state))
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .send_compressed(tonic::codec::CompressionEncoding::Gzip)
             .max_decoding_message_size(max),
-    )
+        admission,
+    ))
 }
 
 /// gRPC status code `OUT_OF_RANGE`, which tonic answers for a message over the size bound.

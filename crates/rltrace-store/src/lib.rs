@@ -234,7 +234,9 @@ impl Store {
         reply: impl FnOnce(Result<RewardAppend, StoreError>) + Send + 'static,
     ) -> Result<(), StoreError> {
         let reply: Reply<RewardAppend> = Box::new(reply);
-        self.enqueue(Op::Reward { req: Box::new(req), reply }, 256)
+        // Rewards are small and count against the operation bound only: the byte bound is given
+        // back for span batches alone.
+        self.enqueue(Op::Reward { req: Box::new(req), reply }, 0)
     }
 
     /// Call `reply` once everything queued before it is committed.

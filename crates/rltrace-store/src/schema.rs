@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS spans(
 CREATE UNIQUE INDEX IF NOT EXISTS spans_identity ON spans(trace_ref, span_id);
 CREATE UNIQUE INDEX IF NOT EXISTS spans_triplet_id ON spans(triplet_id) WHERE triplet_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS spans_sequence ON spans(seq_ref) WHERE seq_ref IS NOT NULL;
+CREATE TABLE IF NOT EXISTS tasks(task_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS reward_events(
   id INTEGER PRIMARY KEY,
   reward_id TEXT NOT NULL UNIQUE,

@@ -57,6 +57,7 @@ pub(crate) struct Writer {
     sequences: HashMap<String, i64>,
     resources: HashMap<Arc<str>, i64>,
     pending_triplets: HashSet<String>,
+    tasks: HashSet<String>,
     reclaim: Option<std::sync::mpsc::SyncSender<Vec<Vec<PreparedSpan>>>>,
 }
 
@@ -73,6 +74,7 @@ impl Writer {
             sequences: HashMap::new(),
             resources: HashMap::new(),
             pending_triplets: HashSet::new(),
+            tasks: HashSet::new(),
             reclaim: None,
         };
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<PreparedSpan>>>(RECLAIM_QUEUE);
@@ -118,24 +120,49 @@ impl Writer {
             let mut aggs: HashMap<i64, SeqAgg> = HashMap::new();
             let mut counts = Counts::default();
             let mut pending = PendingWork::default();
-            for op in ops {
-                match op {
+            let mut ops = ops.into_iter();
+            while let Some(op) = ops.next() {
+                let failed = match op {
                     Op::Spans { spans, bytes, reply } => {
                         released += bytes;
                         let mut spans = spans;
-                        let r = ingest(&tx, &mut Caches { traces: &mut self.traces, sequences: &mut self.sequences, resources: &mut self.resources, pending: &mut self.pending_triplets }, &mut spans, &mut aggs, &mut counts, &mut pending);
+                        let r = ingest(&tx, &mut Caches { traces: &mut self.traces, sequences: &mut self.sequences, resources: &mut self.resources, pending: &mut self.pending_triplets, tasks: &mut self.tasks }, &mut spans, &mut aggs, &mut counts, &mut pending);
                         trash.push(spans);
+                        let failed = r.is_err();
                         done.push(Done::Spans(reply, r));
+                        failed
                     }
                     Op::Reward { req, reply } => {
                         let r = append_reward(&tx, &mut self.pending_triplets, *req, &mut counts);
+                        let failed = r.is_err();
                         done.push(Done::Reward(reply, r));
+                        failed
                     }
-                    Op::Barrier { reply } => done.push(Done::Barrier(reply)),
+                    Op::Barrier { reply } => {
+                        done.push(Done::Barrier(reply));
+                        false
+                    }
                     Op::Settle { value, wait_us, now, reply } => {
                         let r = settle(&tx, value, wait_us, now, &mut counts);
+                        let failed = r.is_err();
                         done.push(Done::Settle(reply, r));
+                        failed
                     }
+                };
+                if failed {
+                    // No partial writes: the whole group is rolled back and every caller told.
+                    for rest in ops.by_ref() {
+                        match rest {
+                            Op::Spans { bytes, reply, .. } => {
+                                released += bytes;
+                                done.push(Done::Spans(reply, Err(StoreError::Failed("rolled back".into()))));
+                            }
+                            Op::Reward { reply, .. } => done.push(Done::Reward(reply, Err(StoreError::Failed("rolled back".into())))),
+                            Op::Barrier { reply } => done.push(Done::Barrier(reply)),
+                            Op::Settle { reply, .. } => done.push(Done::Settle(reply, Err(StoreError::Failed("rolled back".into())))),
+                        }
+                    }
+                    return Err(StoreError::Failed("an operation of the transaction failed; nothing of it was stored".into()));
                 }
             }
             flush_aggs(&tx, &aggs)?;
@@ -224,6 +251,7 @@ struct Caches<'a> {
     sequences: &'a mut HashMap<String, i64>,
     resources: &'a mut HashMap<Arc<str>, i64>,
     pending: &'a mut HashSet<String>,
+    tasks: &'a mut HashSet<String>,
 }
 
 fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: V) {
@@ -231,6 +259,13 @@ fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: 
         map.clear();
     }
     map.insert(k, v);
+}
+
+fn bounded_set_insert(set: &mut HashSet<String>, k: String) {
+    if set.len() >= CACHE_MAX {
+        set.clear();
+    }
+    set.insert(k);
 }
 
 fn trace_ref(tx: &Transaction<'_>, c: &mut Caches<'_>, trace_id: &[u8; 16]) -> rusqlite::Result<i64> {
@@ -271,27 +306,28 @@ fn resource_ref(tx: &Transaction<'_>, c: &mut Caches<'_>, resource: &Arc<str>) -
     Ok(id)
 }
 
-fn sequence_ref(tx: &Transaction<'_>, c: &mut Caches<'_>, sequence_id: &str, counts: &mut Counts) -> rusqlite::Result<i64> {
+/// The rowid of a sequence, creating it if new; `true` when created now.
+fn sequence_ref(tx: &Transaction<'_>, c: &mut Caches<'_>, sequence_id: &str, counts: &mut Counts) -> rusqlite::Result<(i64, bool)> {
     if let Some(id) = c.sequences.get(sequence_id) {
-        return Ok(*id);
+        return Ok((*id, false));
     }
     let found: Option<i64> = tx
         .prepare_cached("SELECT id FROM sequences WHERE sequence_id = ?1")?
         .query_row([sequence_id], |r| r.get(0))
         .optional()?;
-    let id = match found {
-        Some(id) => id,
+    let (id, created) = match found {
+        Some(id) => (id, false),
         None => {
             // Sequence rewards appended as pending before the sequence existed are joined here.
             tx.prepare_cached("INSERT INTO sequences(sequence_id) VALUES (?1)")?.execute([sequence_id])?;
             let id = tx.last_insert_rowid();
             recount_sequence(tx, id, sequence_id)?;
             counts.sequences += 1;
-            id
+            (id, true)
         }
     };
     bounded_insert(c.sequences, sequence_id.to_string(), id);
-    Ok(id)
+    Ok((id, created))
 }
 
 const INSERT_SPAN: &str = "INSERT OR IGNORE INTO spans(
@@ -315,9 +351,12 @@ fn ingest(
         let tref = trace_ref(tx, c, &s.trace_id)?;
         let rref = resource_ref(tx, c, &s.resource)?;
         let span_id = i64::from_be_bytes(s.span_id);
-        let seq_ref = match &s.triplet {
-            Some(t) => Some(sequence_ref(tx, c, &t.sequence_id, counts)?),
-            None => None,
+        let (seq_ref, seq_created) = match &s.triplet {
+            Some(t) => {
+                let (id, created) = sequence_ref(tx, c, &t.sequence_id, counts)?;
+                (Some(id), created)
+            }
+            None => (None, false),
         };
         let t = s.triplet.as_ref();
         let changed = insert.execute(params![
@@ -359,6 +398,12 @@ fn ingest(
             if exists.is_some() {
                 out.duplicates += 1;
             } else {
+                // A sequence made for this refused span alone is not kept.
+                if let (true, Some(seq), Some(t)) = (seq_created, seq_ref, t) {
+                    tx.prepare_cached("DELETE FROM sequences WHERE id = ?1 AND triplet_count = 0")?.execute([seq])?;
+                    c.sequences.remove(&t.sequence_id);
+                    counts.sequences = counts.sequences.saturating_sub(1);
+                }
                 out.rejected.push(format!(
                     "span {}/{}: attribute rl.triplet_id: triplet id {:?} is already used by another span",
                     rltrace_core::ids::to_hex(&s.trace_id),
@@ -379,6 +424,12 @@ fn ingest(
             a.last = a.last.max(t.ts_us);
             a.ended |= t.seq_end;
             a.local += i64::from(t.has_immediate);
+            if let Some(task) = &t.task_id
+                && !c.tasks.contains(task)
+            {
+                tx.prepare_cached("INSERT OR IGNORE INTO tasks(task_id) VALUES (?1)")?.execute([task])?;
+                bounded_set_insert(c.tasks, task.clone());
+            }
             if !c.pending.is_empty() && c.pending.remove(&t.triplet_id) {
                 tx.prepare_cached("UPDATE reward_events SET seq_key = ?1 WHERE target_triplet = ?2 AND seq_key IS NULL")?
                     .execute(params![t.sequence_id, t.triplet_id])?;
@@ -532,6 +583,15 @@ fn count_event(tx: &Transaction<'_>, sequence_id: &str, source: &str, has_value:
     Ok(())
 }
 
+/// The id under which a reward for `triplet_id` is kept: a default id (`{trace_id}{span_id}` hex)
+/// in lowercase, as triplets report it, anything else as given.
+pub(crate) fn canonical_triplet_id(triplet_id: &str) -> String {
+    match rltrace_core::ids::parse_default_triplet_id(triplet_id) {
+        Some(_) => triplet_id.to_ascii_lowercase(),
+        None => triplet_id.to_string(),
+    }
+}
+
 /// Find a triplet's sequence id by triplet id (explicit, or the default `{trace_id}{span_id}`).
 pub(crate) fn triplet_sequence(conn: &Connection, triplet_id: &str) -> rusqlite::Result<Option<(i64, String)>> {
     let explicit: Option<(i64, String)> = conn
@@ -551,18 +611,18 @@ pub(crate) fn triplet_sequence(conn: &Connection, triplet_id: &str) -> rusqlite:
 }
 
 /// Whether a task id reaches any stored triplet: a sequence named after it (`T` or `T:...`), or a
-/// triplet whose `state.task_id` is `T` (a scan, for task ids no sequence is named after).
+/// triplet whose `state.task_id` is `T` (kept in `tasks`).
 pub(crate) fn task_known(conn: &Connection, task_id: &str) -> rusqlite::Result<bool> {
     let by_sequence: Option<i64> = conn
         .prepare_cached(
-            "SELECT 1 FROM sequences WHERE triplet_count > 0 AND (sequence_id = ?1 OR (sequence_id > ?1 || ':' AND sequence_id < ?1 || ';')) LIMIT 1",
+            "SELECT 1 FROM sequences WHERE triplet_count > 0 AND (sequence_id = ?1 OR (sequence_id >= ?1 || ':' AND sequence_id < ?1 || ';')) LIMIT 1",
         )?
         .query_row([task_id], |r| r.get(0))
         .optional()?;
     if by_sequence.is_some() {
         return Ok(true);
     }
-    Ok(conn.prepare_cached("SELECT 1 FROM spans WHERE task_id = ?1 LIMIT 1")?.query_row([task_id], |r| r.get::<_, i64>(0)).optional()?.is_some())
+    Ok(conn.prepare_cached("SELECT 1 FROM tasks WHERE task_id = ?1")?.query_row([task_id], |r| r.get::<_, i64>(0)).optional()?.is_some())
 }
 
 fn append_reward(
@@ -586,13 +646,21 @@ fn append_reward(
         }
     }
     let mut target_task = None;
+    let canonical: String;
     let (seq_key, target_triplet, target_sequence, strategy) = match &req.target {
         RewardTarget::Triplet { triplet_id } => {
-            let seq = triplet_sequence(tx, triplet_id)?.map(|(_, s)| s);
-            if seq.is_none() && !req.allow_pending {
+            let found = triplet_sequence(tx, triplet_id)?;
+            if found.is_none() && !req.allow_pending {
                 return Ok(RewardAppend::NotFound(format!("triplet {triplet_id:?} not found")));
             }
-            (seq, Some(triplet_id.as_str()), None, None)
+            // An explicit id as given; a default id in the lowercase the triplet reports.
+            let explicit = tx
+                .prepare_cached("SELECT 1 FROM spans WHERE triplet_id = ?1")?
+                .query_row([triplet_id], |r| r.get::<_, i64>(0))
+                .optional()?
+                .is_some();
+            canonical = if explicit { triplet_id.clone() } else { canonical_triplet_id(triplet_id) };
+            (found.map(|(_, s)| s), Some(canonical.as_str()), None, None)
         }
         RewardTarget::Sequence { sequence_id, strategy } => {
             let known: Option<i64> = tx

@@ -456,3 +456,69 @@ fn agent_lightning_reward_spans_reward_the_latest_earlier_llm_call() {
     assert_eq!(after["reward_events"], before["reward_events"]);
     assert_eq!(get_ok(&s.url(&format!("/api/v1/traces/{}", lonely.trace_id())))["spans"].as_array().map(Vec::len), Some(1));
 }
+
+#[test]
+fn rewards_do_not_use_up_the_ingest_queue() {
+    // A tiny byte bound: rewards must not count against it, or ingest would refuse after a few.
+    let s = common::Server::start(&["--queue-bytes", "4096"]);
+    send(&s, &task("T-queue", BASE_NS));
+    for i in 0..40 {
+        created(&s, "/api/v1/rewards", &json!({"target": {"sequence_id": "T-queue"}, "value": 0.5, "source": "judge", "reason": format!("r{i}")}));
+    }
+    send(&s, &task("T-queue-2", BASE_NS + 100 * SEC));
+    assert_eq!(sequence(&s, "T-queue-2")["triplet_count"], 7, "ingest still works after many rewards");
+}
+
+#[test]
+fn reward_targets_are_matched_as_triplets_and_tasks_report_them() {
+    let s = common::Server::start(&[]);
+    // A default triplet id given in upper case reaches the triplet (ids are reported lowercase).
+    let t = api_support::triplet("T-case", 0, "Code", 1);
+    send(&s, std::slice::from_ref(&t));
+    let upper = t.default_triplet_id().to_ascii_uppercase();
+    created(&s, "/api/v1/rewards", &json!({"target": {"triplet_id": upper}, "value": 0.9, "source": "judge"}));
+    let got = get_ok(&s.url(&format!("/api/v1/triplets/{}", t.default_triplet_id())));
+    assert_close(&got["reward"], 0.9, "reward by an upper-case default id");
+    assert_eq!(got["ledger"][0]["target"]["triplet_id"], t.default_triplet_id(), "kept in the reported form");
+    // The same for a pending reward sent before its triplet.
+    let later = api_support::triplet("T-case", 1, "Test", 2);
+    created(&s, "/api/v1/rewards", &json!({"target": {"triplet_id": later.default_triplet_id().to_ascii_uppercase()}, "value": 0.3, "source": "judge", "pending": true}));
+    send(&s, std::slice::from_ref(&later));
+    assert_close(&get_ok(&s.url(&format!("/api/v1/triplets/{}", later.default_triplet_id())))["reward"], 0.3, "pending upper-case id joined");
+
+    // A task id holding a colon: its defects reach the sequences named `{task}:...`.
+    let spans: Vec<api_support::SpanB> = ["Design", "Code"]
+        .iter()
+        .enumerate()
+        .map(|(i, role)| api_support::triplet("proj:42:Code", i as i64, role, 10 + i as u64))
+        .collect();
+    send(&s, &spans);
+    created(&s, "/api/v1/callbacks/defects", &json!({"task_id": "proj:42", "defect_type": "80_Function", "severity": "High",
+        "phase_injected": "Code", "phase_removed": "Test", "description": "wrong total"}));
+    let seq = sequence(&s, "proj:42:Code");
+    assert!(seq["triplets"][0]["reward_sources"].get("defect").is_none(), "Design is not the injecting phase");
+    assert_close(&seq["triplets"][1]["reward_sources"]["defect"], 0.5, "Code triplet of task proj:42");
+    // A task known only by its triplets' state.task_id is found without scanning spans.
+    let keyed = api_support::triplet("some-sequence", 0, "Code", 20).attr("rl.state.task_id", json!("TK-1"));
+    send(&s, &[keyed]);
+    created(&s, "/api/v1/callbacks/defects", &json!({"task_id": "TK-1", "defect_type": "20_Syntax", "severity": "Low",
+        "phase_injected": "Code", "phase_removed": "Code Review", "description": "typo"}));
+    assert_close(&sequence(&s, "some-sequence")["triplets"][0]["reward_sources"]["defect"], 0.9, "defect by state.task_id");
+}
+
+#[test]
+fn a_span_refused_for_a_taken_triplet_id_leaves_no_sequence_behind() {
+    let s = common::Server::start(&[]);
+    let first = api_support::triplet("S-owner", 0, "Code", 1).attr("rl.triplet_id", json!("dup-id"));
+    send(&s, &[first]);
+    let before = stats(&s);
+    let clash = api_support::triplet("S-phantom", 0, "Code", 2).attr("rl.triplet_id", json!("dup-id"));
+    let body = serde_json::to_vec(&api_support::request(&[clash])).expect("json");
+    let (status, _, resp) = common::post_raw(&s.url("/v1/traces"), "application/json", &[], body);
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_slice(&resp).expect("json");
+    assert_eq!(v["partialSuccess"]["rejectedSpans"].as_i64().or_else(|| v["partialSuccess"]["rejectedSpans"].as_str().and_then(|s| s.parse().ok())), Some(1), "{v}");
+    assert_eq!(stats(&s)["sequences"], before["sequences"], "no phantom sequence counted");
+    let (status, _) = post(&s, "/api/v1/callbacks/hitl", &json!({"sequence_id": "S-phantom", "decision": "approved", "reviewer": "a", "justification": "b"}));
+    assert_eq!(status, 404, "the refused span's sequence does not exist");
+}
