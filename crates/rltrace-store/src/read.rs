@@ -531,20 +531,27 @@ impl<'a> ReadTx<'a> {
         Ok(Some(SequenceDetail { summary, triplets: c.views, ledger: c.events }))
     }
 
-    /// A page of triplets. With a `sequence_id` filter they come in sequence order and the cursor is
-    /// a position; otherwise in arrival order and the cursor is a row position.
+    /// A page of triplets. With a `sequence_id` filter they come in sequence order, otherwise in
+    /// arrival order; either way the cursor is the row of the last triplet returned.
     pub fn triplets(&self, f: &TripletFilter, cursor: Option<i64>, limit: usize, policy: &Policy) -> Result<Page<TripletView>, StoreError> {
         if let Some(seq) = &f.sequence_id {
             let Some(info) = self.info_by_name(seq)? else { return Ok(Page { items: Vec::new(), next: None }) };
             let c = self.load(info, policy)?;
             let complete = c.complete;
-            let start = cursor.unwrap_or(0).max(0) as usize;
+            // The cursor is the row of the last triplet returned: the next page starts after it in
+            // the sequence's order as it is now, so a triplet arriving meanwhile earlier in the
+            // order does not make the page repeat one.
+            let start = match cursor {
+                None => 0,
+                Some(row) => c.rowids.iter().position(|r| *r == row).map_or(c.rowids.len(), |p| p + 1),
+            };
+            let rowids = c.rowids;
             let mut items = Vec::new();
             for (pos, v) in c.views.into_iter().enumerate().skip(start) {
                 if f.keeps(&v, complete) {
                     items.push(v);
                     if items.len() == limit {
-                        return Ok(Page { items, next: Some(pos as i64 + 1) });
+                        return Ok(Page { items, next: Some(rowids[pos]) });
                     }
                 }
             }

@@ -522,3 +522,28 @@ fn a_span_refused_for_a_taken_triplet_id_leaves_no_sequence_behind() {
     let (status, _) = post(&s, "/api/v1/callbacks/hitl", &json!({"sequence_id": "S-phantom", "decision": "approved", "reviewer": "a", "justification": "b"}));
     assert_eq!(status, 404, "the refused span's sequence does not exist");
 }
+
+#[test]
+fn paging_a_live_sequence_repeats_no_triplet() {
+    let s = common::Server::start(&[]);
+    // No explicit indexes: the order is by start time, so a late parent sorts first.
+    let trace = trace_id();
+    let child = |i: u64| span(&trace, &span_id(), &format!("step{i}"), BASE_NS + (10 + i) * SEC).attr("rl.sequence_id", json!("S-live")).attr("rl.state.agent_role", json!("Code"));
+    send(&s, &[child(0), child(1), child(2), child(3)]);
+    let page = |cursor: Option<&str>| {
+        let mut url = s.url("/api/v1/triplets?sequence_id=S-live&limit=2");
+        if let Some(c) = cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        get_ok(&url)
+    };
+    let first = page(None);
+    let names = |p: &Value| -> Vec<String> { p["items"].as_array().expect("items").iter().map(|t| t["triplet_id"].as_str().unwrap_or_default().to_string()).collect() };
+    let seen_first = names(&first);
+    // The parent span arrives between the pages and sorts before everything.
+    send(&s, &[span(&trace, &span_id(), "parent", BASE_NS).attr("rl.sequence_id", json!("S-live"))]);
+    let second = page(first["next_cursor"].as_str());
+    let seen_second = names(&second);
+    assert_eq!(seen_second.len(), 2);
+    assert!(seen_second.iter().all(|id| !seen_first.contains(id)), "no triplet twice: {seen_first:?} then {seen_second:?}");
+}
