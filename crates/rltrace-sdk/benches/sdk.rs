@@ -55,9 +55,9 @@ fn small(task: &str, n: u32) -> u32 {
 const STATE: &str = r#"{"agent_role":"Bench","function":"empty","call_depth":0,"task_id":"bench-task"}"#;
 const ACTION: &str = r#"{"success":true,"duration_ms":0.000461}"#;
 
-/// The span `#[rl_triplet]` emits for `empty()`, built directly with the same attributes.
-fn bare_span(tracer: &SdkTracer) {
-    let mut span = tracer
+/// Start the span `#[rl_triplet]` emits for `empty()`, with its start attributes as constants.
+fn start_bare(tracer: &SdkTracer) -> opentelemetry_sdk::trace::Span {
+    tracer
         .span_builder("empty")
         .with_kind(SpanKind::Internal)
         .with_attributes([
@@ -68,43 +68,36 @@ fn bare_span(tracer: &SdkTracer) {
             KeyValue::new("rl.timestamp_utc", "2026-01-01T00:00:00.000000Z"),
             KeyValue::new("rl.sampling.probability", 1.0),
         ])
-        .start_with_context(tracer, &Context::current());
-    span.set_attributes([
+        .start_with_context(tracer, &Context::current())
+}
+
+/// The end attributes of that span, as constants.
+fn end_attributes() -> [KeyValue; 4] {
+    [
         KeyValue::new("rl.state", STATE),
         KeyValue::new("rl.action", ACTION),
         KeyValue::new("rl.reward.success", 1.0),
         KeyValue::new("rl.reward.latency", 1.0),
-    ]);
+    ]
+}
+
+/// The span `#[rl_triplet]` emits for `empty()`, built directly with the same attributes.
+fn bare_span(tracer: &SdkTracer) {
+    let mut span = start_bare(tracer);
+    span.set_attributes(end_attributes());
     span.end();
 }
 
 /// The same bare span (constant attributes) made current while the function runs, as manual
 /// instrumentation does (`Tracer::in_span`), so that spans the function starts are its children.
 fn bare_span_current(tracer: &SdkTracer) {
-    let span = tracer
-        .span_builder("empty")
-        .with_kind(SpanKind::Internal)
-        .with_attributes([
-            KeyValue::new("rl.triplet_id", "1b4e28ba-2fa1-41d2-883f-0016d3cca427"),
-            KeyValue::new("rl.sequence_id", "bench-task"),
-            KeyValue::new("rl.sequence_scope", "pipeline"),
-            KeyValue::new("rl.sequence_index", 42_i64),
-            KeyValue::new("rl.timestamp_utc", "2026-01-01T00:00:00.000000Z"),
-            KeyValue::new("rl.sampling.probability", 1.0),
-        ])
-        .start_with_context(tracer, &Context::current());
-    let cx = Context::current_with_span(span);
+    let cx = Context::current_with_span(start_bare(tracer));
     {
         let _g = cx.clone().attach();
         black_box(());
     }
     let span = cx.span();
-    span.set_attributes([
-        KeyValue::new("rl.state", STATE),
-        KeyValue::new("rl.action", ACTION),
-        KeyValue::new("rl.reward.success", 1.0),
-        KeyValue::new("rl.reward.latency", 1.0),
-    ]);
+    span.set_attributes(end_attributes());
     span.end();
 }
 

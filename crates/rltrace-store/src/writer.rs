@@ -442,20 +442,10 @@ fn ingest(
                 };
                 let reward_id = format!("span:{}{}:{}", rltrace_core::ids::to_hex(&s.trace_id), rltrace_core::ids::to_hex(&s.span_id), r.ordinal);
                 insert_event(tx, &EventRow {
-                    reward_id: &reward_id,
                     target_triplet,
                     target_sequence,
                     strategy,
-                    seq_key: Some(&t.sequence_id),
-                    value: Some(r.value),
-                    source: &r.source,
-                    reason: r.reason.as_deref(),
-                    created_us: r.at,
-                    idempotency_key: None,
-                    body_hash: None,
-                    metadata: None,
-                    target_task: None,
-                    valuation: None,
+                    ..EventRow::carried(&reward_id, &t.sequence_id, r.value, &r.source, r.reason.as_deref(), r.at)
                 })?;
                 counts.reward_events += 1;
                 count_event(tx, &t.sequence_id, &r.source, true)?;
@@ -486,21 +476,10 @@ fn ingest(
             continue;
         };
         let triplet_id = explicit.unwrap_or_else(|| rltrace_core::ids::default_triplet_id(&trace_id, &span_id.to_be_bytes()));
+        let at = rltrace_core::time::nanos_to_micros(a.start_time_unix_nano);
         insert_event(tx, &EventRow {
-            reward_id: &reward_id,
             target_triplet: Some(&triplet_id),
-            target_sequence: None,
-            strategy: None,
-            seq_key: Some(&sequence_id),
-            value: Some(a.value),
-            source: "agentlightning",
-            reason: a.name.as_deref(),
-            created_us: rltrace_core::time::nanos_to_micros(a.start_time_unix_nano),
-            idempotency_key: None,
-            body_hash: None,
-            metadata: None,
-            target_task: None,
-            valuation: None,
+            ..EventRow::carried(&reward_id, &sequence_id, a.value, "agentlightning", a.name.as_deref(), at)
         })?;
         counts.reward_events += 1;
         count_event(tx, &sequence_id, "agentlightning", true)?;
@@ -547,6 +526,29 @@ pub(crate) struct EventRow<'a> {
     pub(crate) metadata: Option<&'a str>,
     pub(crate) target_task: Option<&'a str>,
     pub(crate) valuation: Option<String>,
+}
+
+impl<'a> EventRow<'a> {
+    /// An event the collector makes itself (carried by a span, or the fallback): a fixed value
+    /// reaching `seq_key`, no request fields; the caller sets the target.
+    fn carried(reward_id: &'a str, seq_key: &'a str, value: f64, source: &'a str, reason: Option<&'a str>, created_us: i64) -> EventRow<'a> {
+        EventRow {
+            reward_id,
+            target_triplet: None,
+            target_sequence: None,
+            strategy: None,
+            seq_key: Some(seq_key),
+            value: Some(value),
+            source,
+            reason,
+            created_us,
+            idempotency_key: None,
+            body_hash: None,
+            metadata: None,
+            target_task: None,
+            valuation: None,
+        }
+    }
 }
 
 fn insert_event(tx: &Transaction<'_>, e: &EventRow<'_>) -> rusqlite::Result<usize> {
@@ -726,20 +728,9 @@ pub(crate) fn settle(tx: &Transaction<'_>, value: f64, wait_us: i64, now: i64, c
     for (id, sequence_id) in &due {
         let reward_id = uuid::Uuid::new_v4().to_string();
         insert_event(tx, &EventRow {
-            reward_id: &reward_id,
-            target_triplet: None,
             target_sequence: Some(sequence_id),
             strategy: Some(&uniform),
-            seq_key: Some(sequence_id),
-            value: Some(value),
-            source: "fallback",
-            reason: Some("no terminal-type reward within reward_wait"),
-            created_us: now,
-            idempotency_key: None,
-            body_hash: None,
-            metadata: None,
-            target_task: None,
-            valuation: None,
+            ..EventRow::carried(&reward_id, sequence_id, value, "fallback", Some("no terminal-type reward within reward_wait"), now)
         })?;
         counts.reward_events += 1;
         tx.prepare_cached("UPDATE sequences SET reward_events = reward_events + 1, settled = 1 WHERE id = ?1")?.execute([id])?;
