@@ -193,13 +193,18 @@ impl Store {
     }
 
     fn enqueue(&self, op: Op, bytes: usize) -> Result<(), StoreError> {
+        self.try_enqueue(op, bytes).map_err(|(e, _)| e)
+    }
+
+    /// Queue an operation; when it cannot be queued, the error and the operation back.
+    fn try_enqueue(&self, op: Op, bytes: usize) -> Result<(), (StoreError, Op)> {
         if self.inner.closed.load(Ordering::Relaxed) {
-            return Err(StoreError::Closed);
+            return Err((StoreError::Closed, op));
         }
         let before = self.inner.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         if before > 0 && before + bytes > self.inner.queue_bytes {
             self.inner.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            return Err(StoreError::Overloaded);
+            return Err((StoreError::Overloaded, op));
         }
         self.inner.queue_depth.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(op) {
@@ -208,8 +213,8 @@ impl Store {
                 self.inner.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 self.inner.queue_depth.fetch_sub(1, Ordering::Relaxed);
                 Err(match e {
-                    TrySendError::Full(_) => StoreError::Overloaded,
-                    TrySendError::Disconnected(_) => StoreError::Closed,
+                    TrySendError::Full(op) => (StoreError::Overloaded, op),
+                    TrySendError::Disconnected(op) => (StoreError::Closed, op),
                 })
             }
         }
@@ -265,18 +270,23 @@ impl Store {
     /// Store spans and wait for the commit (for the CLI and tests; servers use [`Store::submit_spans`]).
     /// Waits while the queue is full.
     pub fn ingest_blocking(&self, spans: Vec<PreparedSpan>) -> Result<IngestOutcome, StoreError> {
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let bytes: usize = spans.iter().map(PreparedSpan::approx_bytes).sum();
+        let reply: Reply<IngestOutcome> = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        let mut op = Op::Spans { spans, bytes, reply };
+        // A full queue hands the batch back: wait and queue the same batch again.
         loop {
-            let tx2 = tx.clone();
-            match self.submit_spans(spans.clone(), move |r| {
-                let _ = tx2.send(r);
-            }) {
+            match self.try_enqueue(op, bytes) {
                 Ok(()) => break,
-                Err(StoreError::Overloaded) => std::thread::sleep(std::time::Duration::from_millis(5)),
-                Err(e) => return Err(e),
+                Err((StoreError::Overloaded, back)) => {
+                    op = back;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e),
             }
         }
-        drop(tx);
         rx.recv().map_err(|_| StoreError::Closed)?
     }
 

@@ -223,7 +223,7 @@ struct Computed {
     rowids: Vec<i64>,
     views: Vec<TripletView>,
     events: Vec<RewardEvent>,
-    /// For each event, the positions of the triplets it reaches.
+    /// For each event, the positions of the triplets it reaches (when loaded with reach).
     reach: Vec<Vec<usize>>,
     complete: bool,
 }
@@ -443,9 +443,15 @@ impl<'a> ReadTx<'a> {
     }
 
     fn load(&self, info: SeqInfo, policy: &Policy) -> Result<Computed, StoreError> {
+        self.load_with(info, policy, false)
+    }
+
+    /// Load and compute a sequence; `with_reach` also records which triplets each event reaches
+    /// (only a triplet's own ledger needs it).
+    fn load_with(&self, info: SeqInfo, policy: &Policy, with_reach: bool) -> Result<Computed, StoreError> {
         let rows = self.rows_of(info.id)?;
         let events = self.events_for(&info, &rows)?;
-        Ok(compute(info, rows, events, policy, self.now))
+        Ok(compute(info, rows, events, policy, self.now, with_reach))
     }
 
     /// Store-wide counts; `rewarded_triplets` is computed under `policy`: exactly, sequence by
@@ -610,9 +616,11 @@ impl<'a> ReadTx<'a> {
 
     /// One triplet and the ledger events that reach it.
     pub fn triplet(&self, triplet_id: &str, policy: &Policy) -> Result<Option<TripletDetail>, StoreError> {
-        let Some((rowid, sequence_id)) = crate::writer::triplet_sequence(self.tx, triplet_id)? else { return Ok(None) };
+        let Some(crate::writer::FoundTriplet { rowid, sequence_id, .. }) = crate::writer::triplet_sequence(self.tx, triplet_id)? else {
+            return Ok(None);
+        };
         let Some(info) = self.info_by_name(&sequence_id)? else { return Ok(None) };
-        let c = self.load(info, policy)?;
+        let c = self.load_with(info, policy, true)?;
         let Some(pos) = c.rowids.iter().position(|r| *r == rowid) else { return Ok(None) };
         let view = c.views[pos].clone();
         let ledger = c.events.into_iter().zip(c.reach).filter(|(_, r)| r.contains(&pos)).map(|(e, _)| e).collect();
@@ -730,7 +738,7 @@ impl<'a> ReadTx<'a> {
         let mut flush = |seq_ref: i64, group: Vec<SeqRow>, counts: &mut ExportCounts| -> Result<bool, StoreError> {
             let Some(info) = self.info_by_id(seq_ref)? else { return Ok(true) };
             let events = self.events_for(&info, &group)?;
-            let c = compute(info, group, events, policy, self.now);
+            let c = compute(info, group, events, policy, self.now, false);
             let mut any = false;
             for v in &c.views {
                 if f.keeps(v, c.complete) {
@@ -773,7 +781,7 @@ fn idle(info: &SeqInfo, policy: &Policy, now: i64) -> bool {
     }
 }
 
-fn compute(info: SeqInfo, mut rows: Vec<SeqRow>, events: Vec<RewardEvent>, policy: &Policy, now: i64) -> Computed {
+fn compute(info: SeqInfo, mut rows: Vec<SeqRow>, events: Vec<RewardEvent>, policy: &Policy, now: i64, with_reach: bool) -> Computed {
     let all_indexed = rows.iter().all(|r| r.seq_index.is_some());
     if all_indexed {
         rows.sort_by_key(|r| (r.seq_index, r.start_ns, r.span_id));
@@ -797,10 +805,14 @@ fn compute(info: SeqInfo, mut rows: Vec<SeqRow>, events: Vec<RewardEvent>, polic
                 }),
             })
             .collect();
-        let reach: Vec<Vec<usize>> = events
-            .iter()
-            .map(|e| (0..inputs.len()).filter(|&i| reaches(e, 1.0, &info.sequence_id, &inputs, i).is_some()).collect())
-            .collect();
+        let reach: Vec<Vec<usize>> = if !with_reach {
+            Vec::new()
+        } else {
+            events
+                .iter()
+                .map(|e| (0..inputs.len()).filter(|&i| reaches(e, 1.0, &info.sequence_id, &inputs, i).is_some()).collect())
+                .collect()
+        };
         // The fallback stands in for a terminal-type reward only until one arrives: it stays in the
         // ledger but no longer counts.
         let effective = if terminal {

@@ -594,11 +594,19 @@ pub(crate) fn canonical_triplet_id(triplet_id: &str) -> String {
     }
 }
 
-/// Find a triplet's sequence id by triplet id (explicit, or the default `{trace_id}{span_id}`).
-pub(crate) fn triplet_sequence(conn: &Connection, triplet_id: &str) -> rusqlite::Result<Option<(i64, String)>> {
-    let explicit: Option<(i64, String)> = conn
+/// A triplet found by id: its span row, its sequence id, and whether the id was its explicit
+/// `rl.triplet_id` (rather than the default `{trace_id}{span_id}`).
+pub(crate) struct FoundTriplet {
+    pub(crate) rowid: i64,
+    pub(crate) sequence_id: String,
+    pub(crate) explicit: bool,
+}
+
+/// Find a triplet by triplet id (explicit, or the default `{trace_id}{span_id}` in either case).
+pub(crate) fn triplet_sequence(conn: &Connection, triplet_id: &str) -> rusqlite::Result<Option<FoundTriplet>> {
+    let explicit = conn
         .prepare_cached("SELECT s.id, q.sequence_id FROM spans s JOIN sequences q ON q.id = s.seq_ref WHERE s.triplet_id = ?1")?
-        .query_row([triplet_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([triplet_id], |r| Ok(FoundTriplet { rowid: r.get(0)?, sequence_id: r.get(1)?, explicit: true }))
         .optional()?;
     if explicit.is_some() {
         return Ok(explicit);
@@ -608,7 +616,9 @@ pub(crate) fn triplet_sequence(conn: &Connection, triplet_id: &str) -> rusqlite:
         "SELECT s.id, q.sequence_id FROM traces t JOIN spans s ON s.trace_ref = t.id JOIN sequences q ON q.id = s.seq_ref
          WHERE t.trace_id = ?1 AND s.span_id = ?2 AND s.triplet_id IS NULL",
     )?
-    .query_row(params![&trace_id[..], i64::from_be_bytes(span_id)], |r| Ok((r.get(0)?, r.get(1)?)))
+    .query_row(params![&trace_id[..], i64::from_be_bytes(span_id)], |r| {
+        Ok(FoundTriplet { rowid: r.get(0)?, sequence_id: r.get(1)?, explicit: false })
+    })
     .optional()
 }
 
@@ -656,13 +666,8 @@ fn append_reward(
                 return Ok(RewardAppend::NotFound(format!("triplet {triplet_id:?} not found")));
             }
             // An explicit id as given; a default id in the lowercase the triplet reports.
-            let explicit = tx
-                .prepare_cached("SELECT 1 FROM spans WHERE triplet_id = ?1")?
-                .query_row([triplet_id], |r| r.get::<_, i64>(0))
-                .optional()?
-                .is_some();
-            canonical = if explicit { triplet_id.clone() } else { canonical_triplet_id(triplet_id) };
-            (found.map(|(_, s)| s), Some(canonical.as_str()), None, None)
+            canonical = if found.as_ref().is_some_and(|f| f.explicit) { triplet_id.clone() } else { canonical_triplet_id(triplet_id) };
+            (found.map(|f| f.sequence_id), Some(canonical.as_str()), None, None)
         }
         RewardTarget::Sequence { sequence_id, strategy } => {
             let known: Option<i64> = tx

@@ -450,7 +450,7 @@ fn agent_lightning_reward_spans_reward_the_latest_earlier_llm_call() {
     // A reward span with no earlier LLM call in its trace is stored as a span and rewards nothing.
     let lonely = span(&trace_id(), &span_id(), "agentlightning.annotation", BASE_NS).attr("agentlightning.reward.0.value", json!(1.0));
     let before = stats(&s);
-    send(&s, &[lonely.clone()]);
+    send(&s, std::slice::from_ref(&lonely));
     let after = stats(&s);
     assert_eq!(after["spans"].as_u64(), before["spans"].as_u64().map(|n| n + 1));
     assert_eq!(after["reward_events"], before["reward_events"]);
