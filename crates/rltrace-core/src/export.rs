@@ -1,5 +1,5 @@
-//! The triplet JSON object of export format v1 (DESIGN section 7), written without re-parsing the
-//! stored state and action.
+//! The triplet JSON object of export format v1 (DESIGN section 7), serialised with serde; the
+//! stored state and action are written as raw JSON, never turned into a value tree.
 
 use crate::reward::Effective;
 use crate::time::{Micros, format_micros};
@@ -38,82 +38,83 @@ pub struct TripletView {
     pub sequence_end: bool,
 }
 
-fn push_str(out: &mut Vec<u8>, s: &str) {
-    // Serialising a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+/// The export line of one triplet (format v1): borrowed fields, the stored state and action
+/// written as they are (`RawValue`), never parsed into a value tree.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    triplet_id: &'a str,
+    sequence_id: &'a str,
+    sequence_index: i64,
+    #[serde(serialize_with = "time_utc")]
+    timestamp_utc: Micros,
+    #[serde(serialize_with = "raw_json")]
+    state: &'a str,
+    #[serde(serialize_with = "raw_json")]
+    action: &'a str,
+    reward: Option<f64>,
+    #[serde(serialize_with = "source_values")]
+    reward_sources: &'a std::collections::BTreeMap<String, crate::reward::SourceValue>,
+    reward_source: Option<&'a str>,
+    #[serde(serialize_with = "opt_time_utc")]
+    reward_assigned_at: Option<Micros>,
+    propensity: Option<f64>,
+    sampling_probability: Option<f64>,
+    trace_id: &'a str,
+    span_id: &'a str,
 }
 
-fn push_f64(out: &mut Vec<u8>, v: f64) {
-    match serde_json::Number::from_f64(v) {
-        Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        None => out.extend_from_slice(b"null"),
+fn raw_json<S: serde::Serializer>(text: &&str, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    let raw: &serde_json::value::RawValue =
+        serde_json::from_str(text).map_err(|e| serde::ser::Error::custom(format!("stored JSON is not valid: {e}")))?;
+    raw.serialize(s)
+}
+
+fn time_utc<S: serde::Serializer>(at: &Micros, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_micros(*at))
+}
+
+fn opt_time_utc<S: serde::Serializer>(at: &Option<Micros>, s: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => s.serialize_str(&format_micros(*at)),
+        None => s.serialize_none(),
     }
 }
 
-/// Append the triplet's JSON object (no newline) to `out`.
-pub fn write_triplet_json(out: &mut Vec<u8>, t: &TripletView) {
-    out.extend_from_slice(b"{\"triplet_id\":");
-    push_str(out, &t.triplet_id);
-    out.extend_from_slice(b",\"sequence_id\":");
-    push_str(out, &t.sequence_id);
-    out.extend_from_slice(b",\"sequence_index\":");
-    out.extend_from_slice(t.sequence_index.to_string().as_bytes());
-    out.extend_from_slice(b",\"timestamp_utc\":\"");
-    out.extend_from_slice(format_micros(t.timestamp).as_bytes());
-    out.extend_from_slice(b"\",\"state\":");
-    out.extend_from_slice(t.state.as_bytes());
-    out.extend_from_slice(b",\"action\":");
-    out.extend_from_slice(t.action.as_bytes());
-    out.extend_from_slice(b",\"reward\":");
-    match t.effective.reward {
-        Some(r) => push_f64(out, r),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"reward_sources\":{");
-    for (i, (name, sv)) in t.effective.sources.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+fn source_values<S: serde::Serializer>(m: &&std::collections::BTreeMap<String, crate::reward::SourceValue>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(m.iter().map(|(k, v)| (k, v.value)))
+}
+
+impl<'a> From<&'a TripletView> for Line<'a> {
+    fn from(t: &'a TripletView) -> Line<'a> {
+        Line {
+            triplet_id: &t.triplet_id,
+            sequence_id: &t.sequence_id,
+            sequence_index: t.sequence_index,
+            timestamp_utc: t.timestamp,
+            state: &t.state,
+            action: &t.action,
+            reward: t.effective.reward,
+            reward_sources: &t.effective.sources,
+            reward_source: t.effective.newest_source.as_deref(),
+            reward_assigned_at: t.effective.newest_at,
+            propensity: t.propensity,
+            sampling_probability: t.sampling_probability,
+            trace_id: &t.trace_id,
+            span_id: &t.span_id,
         }
-        push_str(out, name);
-        out.push(b':');
-        push_f64(out, sv.value);
     }
-    out.extend_from_slice(b"},\"reward_source\":");
-    match &t.effective.newest_source {
-        Some(s) => push_str(out, s),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"reward_assigned_at\":");
-    match t.effective.newest_at {
-        Some(at) => {
-            out.push(b'"');
-            out.extend_from_slice(format_micros(at).as_bytes());
-            out.push(b'"');
-        }
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"propensity\":");
-    match t.propensity {
-        Some(p) => push_f64(out, p),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"sampling_probability\":");
-    match t.sampling_probability {
-        Some(p) => push_f64(out, p),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"trace_id\":\"");
-    out.extend_from_slice(t.trace_id.as_bytes());
-    out.extend_from_slice(b"\",\"span_id\":\"");
-    out.extend_from_slice(t.span_id.as_bytes());
-    out.extend_from_slice(b"\"}");
+}
+
+/// Write the triplet's JSON object (no newline) to `out`. Fails only when a stored state or
+/// action is not valid JSON.
+pub fn write_triplet_json(out: &mut Vec<u8>, t: &TripletView) -> Result<(), serde_json::Error> {
+    serde_json::to_writer(out, &Line::from(t))
 }
 
 /// The triplet as a `serde_json::Value` (for API bodies that embed it).
-pub fn triplet_value(t: &TripletView) -> serde_json::Value {
-    let mut buf = Vec::with_capacity(t.state.len() + t.action.len() + 256);
-    write_triplet_json(&mut buf, t);
-    serde_json::from_slice(&buf).unwrap_or(serde_json::Value::Null)
+pub fn triplet_value(t: &TripletView) -> Result<serde_json::Value, serde_json::Error> {
+    serde_json::to_value(Line::from(t))
 }
 
 #[cfg(test)]
@@ -142,7 +143,14 @@ mod tests {
             role: None,
             sequence_end: false,
         };
-        let v = triplet_value(&t);
+        let v = triplet_value(&t).expect("valid");
+        let mut line = Vec::new();
+        write_triplet_json(&mut line, &t).expect("valid");
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&line).expect("json"), v);
+        // The stored text is written as it is.
+        assert!(String::from_utf8(line).expect("utf8").contains(r#""state":{"agent_role":"Code"}"#));
+        let broken = TripletView { state: "{not json".into(), ..t.clone() };
+        assert!(write_triplet_json(&mut Vec::new(), &broken).is_err());
         assert_eq!(v["triplet_id"], "t\"1");
         assert_eq!(v["state"]["agent_role"], "Code");
         assert_eq!(v["reward"], 0.5);

@@ -48,6 +48,18 @@ pub fn parse_default_triplet_id(s: &str) -> Option<([u8; 16], [u8; 8])> {
     Some((from_hex::<16>(&s[..32])?, from_hex::<8>(&s[32..])?))
 }
 
+/// The form under which a triplet id is compared: a default id (`{trace_id}{span_id}`, 48 hex
+/// digits) in lowercase, as triplets report it; any other id as given. So a reward for an
+/// upper-case default id, or for an explicit `rl.triplet_id` that happens to look like one, finds
+/// its triplet whatever the case either side used.
+pub fn canonical_triplet_id(triplet_id: &str) -> std::borrow::Cow<'_, str> {
+    if parse_default_triplet_id(triplet_id).is_some() && triplet_id.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(triplet_id.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(triplet_id)
+    }
+}
+
 /// `sha256` of `bytes` as lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;

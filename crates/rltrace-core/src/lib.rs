@@ -11,6 +11,7 @@ pub mod export;
 pub mod ids;
 pub mod policy;
 pub mod reward;
+pub mod sequence;
 pub mod span;
 pub mod time;
 pub mod triplet;

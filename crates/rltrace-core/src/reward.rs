@@ -339,10 +339,35 @@ impl RewardEvent {
         self.valuation.value(self.value, policy)
     }
 
-    /// Whether this is a terminal-type reward with a value (it completes its sequence).
+    /// Whether this is a terminal-type reward with a value for a whole sequence: it completes
+    /// its sequence (a terminal-type reward for one triplet does not).
     pub fn is_terminal(&self) -> bool {
-        self.value.is_some() && TERMINAL_SOURCES.contains(&self.source.as_str())
+        is_terminal(&self.source, self.value.is_some(), matches!(self.target, RewardTarget::Sequence { .. }))
     }
+
+    /// The event's position in ledger order (see [`ledger_order`]).
+    pub fn order(&self) -> i64 {
+        ledger_order(self.seq_no)
+    }
+}
+
+/// Whether an event of `source`, with or without a value, for a sequence or not, is a
+/// terminal-type reward that completes its sequence (section 5).
+pub fn is_terminal(source: &str, has_value: bool, targets_sequence: bool) -> bool {
+    has_value && targets_sequence && TERMINAL_SOURCES.contains(&source)
+}
+
+/// The position of ledger event `seq_no` in ledger order. Immediate rewards are placed between
+/// events: one that arrived after event `n` and before event `n + 1` sorts at
+/// [`immediate_order`]`(n)`, so "latest" never depends on a time a client wrote.
+pub fn ledger_order(seq_no: i64) -> i64 {
+    seq_no.saturating_mul(2)
+}
+
+/// The ledger-order position of an immediate reward whose triplet arrived when `last_event` was
+/// the newest ledger event (0 when there was none).
+pub fn immediate_order(last_event: i64) -> i64 {
+    last_event.saturating_mul(2).saturating_add(1)
 }
 
 /// A triplet as the reward computation needs it, given in sequence order.
@@ -371,6 +396,8 @@ pub struct Immediate<'a> {
     pub source: &'a str,
     /// When the triplet was recorded.
     pub at: Micros,
+    /// Its position in ledger order ([`immediate_order`] of the newest event when it arrived).
+    pub order: i64,
 }
 
 impl Immediate<'_> {
@@ -390,7 +417,7 @@ pub struct SourceValue {
     pub value: f64,
     /// Time of the newest event of this source that reaches the triplet.
     pub at: Micros,
-    /// Ledger order of that event (immediate rewards sort first).
+    /// Ledger-order position of that event ([`ledger_order`], [`immediate_order`]).
     pub seq_no: i64,
     /// How many events of this source reach the triplet.
     pub events: usize,
@@ -455,7 +482,9 @@ pub fn candidate_tasks<'a>(sequence_id: &'a str, triplets: impl Iterator<Item = 
 pub fn reaches(e: &RewardEvent, value: f64, sequence_id: &str, triplets: &[RewardInput<'_>], i: usize) -> Option<f64> {
     let t = &triplets[i];
     match &e.target {
-        RewardTarget::Triplet { triplet_id } => (t.triplet_id == triplet_id).then_some(value),
+        RewardTarget::Triplet { triplet_id } => {
+            (crate::ids::canonical_triplet_id(t.triplet_id) == crate::ids::canonical_triplet_id(triplet_id)).then_some(value)
+        }
         RewardTarget::Sequence { strategy, .. } => sequence_share(strategy, value, i, triplets.len(), t),
         RewardTarget::Task { task_id, phase } => task_reaches(task_id, phase, sequence_id, t).then_some(value),
     }
@@ -468,26 +497,28 @@ struct Acc {
     min: f64,
     max: f64,
     prod: f64,
-    latest: (Micros, i64, f64),
-    earliest: (Micros, i64, f64),
+    /// (ledger order, time, value) of the latest and earliest event.
+    latest: (i64, Micros, f64),
+    earliest: (i64, Micros, f64),
 }
 
 impl Acc {
-    fn new(v: f64, at: Micros, seq_no: i64) -> Acc {
-        Acc { n: 1, sum: v, min: v, max: v, prod: v, latest: (at, seq_no, v), earliest: (at, seq_no, v) }
+    fn new(v: f64, at: Micros, order: i64) -> Acc {
+        Acc { n: 1, sum: v, min: v, max: v, prod: v, latest: (order, at, v), earliest: (order, at, v) }
     }
 
-    fn add(&mut self, v: f64, at: Micros, seq_no: i64) {
+    /// Add an event; "latest" and "earliest" are by ledger order alone, never by a client's time.
+    fn add(&mut self, v: f64, at: Micros, order: i64) {
         self.n += 1;
         self.sum += v;
         self.min = self.min.min(v);
         self.max = self.max.max(v);
         self.prod *= v;
-        if (at, seq_no) > (self.latest.0, self.latest.1) {
-            self.latest = (at, seq_no, v);
+        if order > self.latest.0 {
+            self.latest = (order, at, v);
         }
-        if (at, seq_no) < (self.earliest.0, self.earliest.1) {
-            self.earliest = (at, seq_no, v);
+        if order < self.earliest.0 {
+            self.earliest = (order, at, v);
         }
     }
 
@@ -517,23 +548,25 @@ pub fn effective_rewards(sequence_id: &str, triplets: &[RewardInput<'_>], events
         if let Some(imm) = &t.immediate
             && let Some(v) = imm.resolve(policy)
         {
-            merge(&mut per[i], imm.source, v, imm.at, i64::MIN);
+            merge(&mut per[i], imm.source, v, imm.at, imm.order);
         }
     }
-    let mut index: Option<HashMap<&str, usize>> = None;
+    let mut index: Option<HashMap<std::borrow::Cow<'_, str>, usize>> = None;
     for e in events {
         let Some(value) = e.value_under(policy) else { continue };
         match &e.target {
             RewardTarget::Triplet { triplet_id } => {
-                let idx = index.get_or_insert_with(|| triplets.iter().enumerate().map(|(i, t)| (t.triplet_id, i)).collect());
-                if let Some(&i) = idx.get(triplet_id.as_str()) {
-                    merge(&mut per[i], &e.source, value, e.created_at, e.seq_no);
+                let idx = index.get_or_insert_with(|| {
+                    triplets.iter().enumerate().map(|(i, t)| (crate::ids::canonical_triplet_id(t.triplet_id), i)).collect()
+                });
+                if let Some(&i) = idx.get(&crate::ids::canonical_triplet_id(triplet_id)) {
+                    merge(&mut per[i], &e.source, value, e.created_at, e.order());
                 }
             }
             _ => {
                 for (i, acc) in per.iter_mut().enumerate() {
                     if let Some(v) = reaches(e, value, sequence_id, triplets, i) {
-                        merge(acc, &e.source, v, e.created_at, e.seq_no);
+                        merge(acc, &e.source, v, e.created_at, e.order());
                     }
                 }
             }
@@ -542,12 +575,12 @@ pub fn effective_rewards(sequence_id: &str, triplets: &[RewardInput<'_>], events
     per.into_iter().map(|sources| finish(sources, policy)).collect()
 }
 
-fn merge<'a>(map: &mut BTreeMap<&'a str, Acc>, source: &'a str, value: f64, at: Micros, seq_no: i64) {
+fn merge<'a>(map: &mut BTreeMap<&'a str, Acc>, source: &'a str, value: f64, at: Micros, order: i64) {
     match map.get_mut(source) {
         None => {
-            map.insert(source, Acc::new(value, at, seq_no));
+            map.insert(source, Acc::new(value, at, order));
         }
-        Some(acc) => acc.add(value, at, seq_no),
+        Some(acc) => acc.add(value, at, order),
     }
 }
 
@@ -558,21 +591,22 @@ fn finish(sources: BTreeMap<&str, Acc>, policy: &Policy) -> Effective {
     let mut num = 0.0;
     let mut den = 0.0;
     let mut out = BTreeMap::new();
-    let mut newest: Option<(&str, Micros, i64)> = None;
+    // (source, order, time) of the newest event reaching the triplet, by ledger order.
+    let mut newest: Option<(&str, i64, Micros)> = None;
     for (name, acc) in &sources {
         let agg = policy.aggregation(name);
         let weight = policy.source_weight(name);
         let value = acc.value(agg);
         num += weight * value;
         den += weight;
-        let (at, seq_no, _) = acc.latest;
-        if newest.is_none_or(|(_, a, s)| (at, seq_no) > (a, s)) {
-            newest = Some((name, at, seq_no));
+        let (seq_no, at, _) = acc.latest;
+        if newest.is_none_or(|(_, o, _)| seq_no > o) {
+            newest = Some((name, seq_no, at));
         }
         out.insert(name.to_string(), SourceValue { value, at, seq_no, events: acc.n, aggregation: agg, weight });
     }
     let reward = if den > 0.0 { Some((num / den).clamp(0.0, 1.0)) } else { None };
-    Effective { reward, sources: out, newest_source: newest.map(|(n, _, _)| n.to_string()), newest_at: newest.map(|(_, a, _)| a) }
+    Effective { reward, sources: out, newest_source: newest.map(|(n, _, _)| n.to_string()), newest_at: newest.map(|(_, _, a)| a) }
 }
 
 #[cfg(test)]
@@ -659,11 +693,60 @@ mod tests {
         let e = &effective_rewards("s", &t, &events, &p)[0];
         assert_eq!(e.reward, Some(0.75));
         assert_eq!(e.sources["hitl"].value, 1.0);
-        assert_eq!(e.newest_source.as_deref(), Some("hitl"));
-        assert_eq!(e.newest_at, Some(20));
+        // The newest event is the last appended (tests, seq 3), whatever time it carries.
+        assert_eq!(e.newest_source.as_deref(), Some("tests"));
+        assert_eq!(e.newest_at, Some(15));
         p.sources.insert("hitl".into(), crate::policy::SourcePolicy { weight: 3.0, aggregation: None });
         let e = &effective_rewards("s", &t, &events, &p)[0];
         assert!((e.reward.unwrap_or(0.0) - (3.0 * 1.0 + 0.5) / 4.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn latest_is_ledger_order_not_client_time() {
+        let ids = ["a"];
+        let roles = [None];
+        let trip = || RewardTarget::Triplet { triplet_id: "a".into() };
+        // A client with a clock far in the future cannot pin its value: the event appended later wins.
+        let events = vec![ev(1, trip(), Some(0.1), "judge", i64::MAX / 2), ev(2, trip(), Some(0.9), "judge", 0)];
+        let e = &effective_rewards("s", &inputs(&ids, &roles), &events, &Policy::default())[0];
+        assert_eq!(e.reward, Some(0.9));
+        // An immediate reward counts as appended when its triplet arrived: after event 1, before event 2.
+        let none = BTreeMap::new();
+        let t = vec![RewardInput {
+            triplet_id: "a",
+            role: None,
+            task_id: None,
+            phase: None,
+            immediate: Some(Immediate { value: Some(0.4), components: &none, source: "judge", at: 0, order: immediate_order(1) }),
+        }];
+        assert_eq!(effective_rewards("s", &t, &events[..1], &Policy::default())[0].reward, Some(0.4));
+        assert_eq!(effective_rewards("s", &t, &events, &Policy::default())[0].reward, Some(0.9));
+        assert!(ledger_order(1) < immediate_order(1) && immediate_order(1) < ledger_order(2));
+    }
+
+    #[test]
+    fn triplet_targets_match_default_ids_in_any_case() {
+        let lower = "5b8efff798038103d269b633813fc60ceee19b7ec3c1b174";
+        let upper = lower.to_ascii_uppercase();
+        let ids = [upper.as_str()];
+        let roles = [None];
+        let events = vec![ev(1, RewardTarget::Triplet { triplet_id: lower.into() }, Some(0.3), "hitl", 1)];
+        assert_eq!(effective_rewards("s", &inputs(&ids, &roles), &events, &Policy::default())[0].reward, Some(0.3));
+        let ids = [lower];
+        let events = vec![ev(1, RewardTarget::Triplet { triplet_id: upper.clone() }, Some(0.3), "hitl", 1)];
+        assert_eq!(effective_rewards("s", &inputs(&ids, &roles), &events, &Policy::default())[0].reward, Some(0.3));
+    }
+
+    #[test]
+    fn only_sequence_targeted_terminal_rewards_are_terminal() {
+        let t = ev(1, RewardTarget::Triplet { triplet_id: "a".into() }, Some(1.0), "hitl", 1);
+        assert!(!t.is_terminal());
+        let s = ev(2, seq(Strategy::Uniform), Some(1.0), "hitl", 1);
+        assert!(s.is_terminal());
+        let deferred = ev(3, seq(Strategy::Uniform), None, "hitl", 1);
+        assert!(!deferred.is_terminal());
+        let local = ev(4, seq(Strategy::Uniform), Some(1.0), "local", 1);
+        assert!(!local.is_terminal());
     }
 
     #[test]
@@ -690,8 +773,10 @@ mod tests {
             effective_rewards("s", &t, &events, &p)[0].reward.expect("reward")
         };
         let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
-        assert!(close(with("latest"), 0.8));
-        assert!(close(with("earliest"), 0.5));
+        // Latest and earliest follow ledger order (0.2, 0.8, 0.5 were appended in that order),
+        // not the times the events carry.
+        assert!(close(with("latest"), 0.5));
+        assert!(close(with("earliest"), 0.2));
         assert!(close(with("mean"), 0.5));
         assert!(close(with("min"), 0.2));
         assert!(close(with("max"), 0.8));
@@ -738,7 +823,7 @@ mod tests {
     #[test]
     fn immediate_components_use_policy_weights() {
         let comps: BTreeMap<String, f64> = [("success".to_string(), 1.0), ("latency".to_string(), 0.0)].into();
-        let imm = Immediate { value: None, components: &comps, source: "local", at: 5 };
+        let imm = Immediate { value: None, components: &comps, source: "local", at: 5, order: immediate_order(0) };
         let mut p = Policy::default();
         assert_eq!(imm.resolve(&p), Some(0.5));
         p.components.insert("success".into(), 3.0);

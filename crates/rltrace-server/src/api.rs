@@ -72,9 +72,16 @@ impl Query {
     fn limit(&self) -> Result<usize, ApiError> {
         match self.params.get("limit") {
             None => Ok(DEFAULT_LIMIT),
+            Some(_) => self.limit_up_to(MAX_LIMIT),
+        }
+    }
+
+    fn limit_up_to(&self, max: usize) -> Result<usize, ApiError> {
+        match self.params.get("limit") {
+            None => Ok(max.min(DEFAULT_LIMIT)),
             Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-                _ => Err(ApiError::BadRequest(format!("limit must be an integer in [1, {MAX_LIMIT}], got {v:?}"))),
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::BadRequest(format!("limit must be an integer in [1, {max}], got {v:?}"))),
             },
         }
     }
@@ -125,6 +132,8 @@ fn sequence_json(s: &SequenceSummary) -> Value {
         "last_at": opt_time(s.last_at),
         "rewarded": s.rewarded,
         "complete": s.complete,
+        "reward_mean": s.reward_mean,
+        "roles": s.roles,
     })
 }
 
@@ -202,7 +211,7 @@ fn span_json(s: &SpanOut) -> Value {
     })
 }
 
-const SEQUENCE_PARAMS: &[&str] = &["role", "since", "until", "rewarded", "complete", "limit", "cursor"];
+const SEQUENCE_PARAMS: &[&str] = &["role", "since", "until", "rewarded", "complete", "review", "limit", "cursor"];
 const TRIPLET_PARAMS: &[&str] = &["sequence_id", "role", "rewarded", "since", "until", "complete", "limit", "cursor"];
 const EXPORT_PARAMS: &[&str] = &["format", "sequence_id", "role", "rewarded", "since", "until", "complete", "manifest"];
 
@@ -232,7 +241,19 @@ pub fn filter_json(f: &TripletFilter) -> Value {
 /// `GET /api/v1/sequences`.
 pub async fn list_sequences(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw, SEQUENCE_PARAMS)?;
-    let f = SequenceFilter { role: q.str("role"), since: q.time("since")?, until: q.time("until")?, rewarded: q.bool("rewarded")?, complete: q.bool("complete")? };
+    let review_pending = match q.str("review").as_deref() {
+        None => false,
+        Some("pending") => true,
+        Some(other) => return Err(ApiError::BadRequest(format!("review must be pending, got {other:?}"))),
+    };
+    let f = SequenceFilter {
+        role: q.str("role"),
+        since: q.time("since")?,
+        until: q.time("until")?,
+        rewarded: q.bool("rewarded")?,
+        complete: q.bool("complete")?,
+        review_pending,
+    };
     let (limit, cursor) = (q.limit()?, q.cursor("s")?);
     let page = blocking(move || Ok(st.store.read(|tx| tx.sequences(&f, cursor, limit, &st.policy))?)).await?;
     Ok(Json(page_json(page, "s", sequence_json)))
@@ -244,13 +265,35 @@ fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
 }
 
 /// `GET /api/v1/sequences/{sequence_id}`.
-pub async fn get_sequence(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn get_sequence(State(st): State<AppState>, id: Result<Path<String>, PathRejection>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     let id = path_id(id)?;
-    let detail = blocking(move || st.store.read(|tx| tx.sequence(&id, &st.policy))?.ok_or_else(|| ApiError::NotFound(format!("sequence {id:?} not found")))).await?;
+    let q = Query::parse(raw, &["limit", "cursor"])?;
+    let limit = match q.str("limit") {
+        None => DEFAULT_SEQUENCE_TRIPLETS,
+        Some(_) => q.limit_up_to(MAX_SEQUENCE_TRIPLETS)?,
+    };
+    let cursor = q.cursor("q")?;
+    let detail = blocking(move || {
+        st.store.read(|tx| tx.sequence(&id, cursor, limit, &st.policy))?.ok_or_else(|| ApiError::NotFound(format!("sequence {id:?} not found")))
+    })
+    .await?;
     let mut v = sequence_json(&detail.summary);
-    v["triplets"] = Value::Array(detail.triplets.iter().map(triplet_value).collect());
+    v["triplets"] = Value::Array(detail.triplets.iter().map(triplet_json).collect::<Result<_, _>>()?);
     v["ledger"] = Value::Array(detail.ledger.iter().map(event_json).collect());
+    v["next_cursor"] = match detail.next {
+        Some(n) => Value::String(format!("q{n}")),
+        None => Value::Null,
+    };
     Ok(Json(v))
+}
+
+/// Triplets of one sequence returned by default in `GET /api/v1/sequences/{id}`.
+pub const DEFAULT_SEQUENCE_TRIPLETS: usize = 1000;
+/// Most triplets of one sequence returned in one page.
+pub const MAX_SEQUENCE_TRIPLETS: usize = 10_000;
+
+fn triplet_json(t: &TripletView) -> Result<Value, ApiError> {
+    triplet_value(t).map_err(|e| ApiError::Internal(format!("triplet {}: {e}", t.triplet_id)))
 }
 
 /// `GET /api/v1/triplets`.
@@ -259,14 +302,14 @@ pub async fn list_triplets(State(st): State<AppState>, RawQuery(raw): RawQuery) 
     let f = triplet_filter(&q)?;
     let (limit, cursor) = (q.limit()?, q.cursor("t")?);
     let page = blocking(move || Ok(st.store.read(|tx| tx.triplets(&f, cursor, limit, &st.policy))?)).await?;
-    Ok(Json(page_json(page, "t", triplet_value)))
+    Ok(Json(page_json(page, "t", |t| triplet_json(t).unwrap_or_else(|e| json!({"triplet_id": t.triplet_id, "error": e.to_string()})))))
 }
 
 /// `GET /api/v1/triplets/{triplet_id}`.
 pub async fn get_triplet(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> Result<Json<Value>, ApiError> {
     let id = path_id(id)?;
     let d = blocking(move || st.store.read(|tx| tx.triplet(&id, &st.policy))?.ok_or_else(|| ApiError::NotFound(format!("triplet {id:?} not found")))).await?;
-    let mut v = triplet_value(&d.triplet);
+    let mut v = triplet_json(&d.triplet)?;
     v["ledger"] = Value::Array(d.ledger.iter().map(event_json).collect());
     Ok(Json(v))
 }
@@ -441,6 +484,11 @@ async fn append(st: &AppState, req: NewReward) -> Result<Response, ApiError> {
             )));
         }
         RewardAppend::NotFound(m) => return Err(ApiError::NotFound(format!("{m}; send \"pending\": true to record it until the target arrives"))),
+        RewardAppend::PendingLimit(n) => {
+            return Err(ApiError::Conflict(format!(
+                "{n} triplet ids already wait for pending rewards (the bound, --max-pending): this reward is refused until some of them arrive"
+            )));
+        }
     })
 }
 
@@ -489,9 +537,9 @@ pub async fn export(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Resu
     tokio::task::spawn_blocking(move || {
         let policy = st.policy.clone();
         let mut buf: Vec<u8> = Vec::with_capacity(128 * 1024);
-        let result = st.store.read(|rtx| {
-            rtx.export(&f, &policy, &mut |t: &TripletView| {
-                write_triplet_json(&mut buf, t);
+        let result = {
+            st.store.export(&f, &policy, None, &mut |t: &TripletView| {
+                write_triplet_json(&mut buf, t).map_err(|e| StoreError::Corrupt(format!("triplet {}: {e}", t.triplet_id)))?;
                 buf.push(b'\n');
                 if buf.len() >= 64 * 1024 {
                     let chunk = bytes::Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(128 * 1024)));
@@ -501,7 +549,7 @@ pub async fn export(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Resu
                 }
                 Ok(true)
             })
-        });
+        };
         match result {
             Ok(counts) => {
                 if with_manifest {
@@ -541,7 +589,11 @@ pub async fn healthz() -> Json<Value> {
 
 /// `GET /readyz`: ready when the store answers.
 pub async fn readyz(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    blocking(move || st.store.ping().map_err(|e: StoreError| ApiError::NotReady(format!("store is not reachable: {e}")))).await?;
+    blocking(move || {
+        st.store.health().map_err(|why| ApiError::NotReady(format!("store is failing: {why}")))?;
+        st.store.ping().map_err(|e: StoreError| ApiError::NotReady(format!("store is not reachable: {e}")))
+    })
+    .await?;
     Ok(Json(json!({"status": "ready"})))
 }
 

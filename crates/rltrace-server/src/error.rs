@@ -53,7 +53,10 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Overloaded | StoreError::Closed => ApiError::Overloaded,
+            // Only a full queue is overload (503 with Retry-After); a store that failed (its
+            // writer gone, the disk full, the database unreachable) is an internal error, so
+            // clients do not retry forever against a broken store.
+            StoreError::Overloaded => ApiError::Overloaded,
             other => ApiError::Internal(other.to_string()),
         }
     }

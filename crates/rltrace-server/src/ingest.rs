@@ -76,7 +76,7 @@ pub async fn ingest(state: &AppState, req: ExportTraceServiceRequest, permit: Ow
     drop(permit);
     match submitted {
         Ok(()) => {}
-        Err(StoreError::Overloaded | StoreError::Closed) => {
+        Err(StoreError::Overloaded) => {
             state.metrics.overloaded();
             return Err(IngestError::Overloaded);
         }

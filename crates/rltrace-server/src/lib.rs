@@ -211,8 +211,9 @@ pub async fn serve(state: AppState, bound: Bound, shutdown: impl std::future::Fu
     let mut http_stop = stop_rx.clone();
     let mut settle_stop = stop_rx.clone();
     let mut grpc_stop = stop_rx;
-    if let (Some(value), Some(wait)) = (state.policy.default_reward, state.policy.reward_wait) {
+    if let (Some(_), Some(wait)) = (state.policy.default_reward, state.policy.reward_wait) {
         let store = state.store.clone();
+        let policy = state.policy.clone();
         let every = std::time::Duration::from_secs((wait / 4).clamp(1, 60));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -221,14 +222,27 @@ pub async fn serve(state: AppState, bound: Bound, shutdown: impl std::future::Fu
                     _ = tick.tick() => {}
                     _ = settle_stop.wait_for(|s| *s) => break,
                 }
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                if store.submit_settle(value, wait, move |r| { let _ = tx.send(r); }).is_err() {
-                    continue;
-                }
-                match rx.await {
-                    Ok(Ok(n)) if n > 0 => tracing::info!(sequences = n, "fallback reward applied"),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "fallback settle failed"),
-                    _ => {}
+                // Small batches, one transaction each, so settling never holds ingest up.
+                loop {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    if store.submit_settle(&policy, move |r| { let _ = tx.send(r); }).is_err() {
+                        break;
+                    }
+                    match rx.await {
+                        Ok(Ok(n)) => {
+                            if n > 0 {
+                                tracing::info!(sequences = n, "fallback reward applied");
+                            }
+                            if n < rltrace_store::SETTLE_BATCH {
+                                break;
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "fallback settle failed");
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
             }
         });

@@ -17,11 +17,17 @@ pub struct RawBaseline {
 }
 
 impl RawBaseline {
-    /// Create the scratch database at `path` (which must not exist).
+    /// Create the scratch database at `path` (which must not exist), synced as the store is by
+    /// default (`synchronous = FULL`).
     pub fn create(path: &Path) -> Result<RawBaseline, StoreError> {
+        RawBaseline::create_with(path, true)
+    }
+
+    /// [`RawBaseline::create`] with `synchronous = FULL` or `NORMAL`.
+    pub fn create_with(path: &Path, synchronous_full: bool) -> Result<RawBaseline, StoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "synchronous", if synchronous_full { "FULL" } else { "NORMAL" })?;
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.execute_batch(
             "CREATE TABLE raw(id INTEGER PRIMARY KEY, trace_id BLOB, span_id INTEGER, parent_span_id INTEGER, name TEXT,

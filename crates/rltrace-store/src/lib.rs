@@ -8,9 +8,17 @@
 //! pending triplet reward joined.
 
 pub mod bench;
+mod export;
+mod ingest;
+mod ledger;
+mod migrate;
 mod prepare;
 mod read;
+mod rewarded;
+mod rows;
 mod schema;
+mod sequences;
+mod spans;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -22,11 +30,10 @@ use rltrace_core::reward::{RewardEvent, RewardTarget};
 use rusqlite::Connection;
 
 pub use prepare::{PreparedSpan, prepare_spans};
-pub use read::{
-    Counts, ExportCounts, Page, ReadTx, SequenceDetail, SequenceFilter, SequenceSummary, SpanOut, Stats, TripletDetail,
-    TripletFilter,
-};
-pub use schema::SCHEMA_VERSION;
+pub use export::{AsOf, ExportCounts, SEQUENCES_PER_READ};
+pub use read::{Counts, Page, ReadTx, SequenceDetail, SequenceFilter, SequenceSummary, Stats, TripletDetail, TripletFilter};
+pub use schema::{Migration, SCHEMA_VERSION};
+pub use spans::SpanOut;
 
 use writer::{Op, Reply, Writer};
 
@@ -36,6 +43,25 @@ pub const DEFAULT_QUEUE_OPS: usize = 64;
 pub const DEFAULT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Reader connections kept open for reuse.
 const IDLE_READERS: usize = 8;
+/// Default bound of the triplet ids that pending rewards may wait for at once.
+pub const DEFAULT_MAX_PENDING: usize = 100_000;
+/// Sequences settled (given the fallback) in one transaction at most.
+pub const SETTLE_BATCH: usize = 500;
+
+/// The newest span row and ledger event an export reads: the rows at or below them are a
+/// consistent snapshot however much arrives later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Watermarks {
+    /// Newest span row.
+    pub span: i64,
+    /// Newest ledger event.
+    pub event: i64,
+}
+
+impl Watermarks {
+    /// Everything.
+    pub const ALL: Watermarks = Watermarks { span: i64::MAX, event: i64::MAX };
+}
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +69,15 @@ pub enum StoreError {
     /// The writer's queue is full; retry later.
     #[error("store queue is full")]
     Overloaded,
-    /// The writer is gone (shutting down).
+    /// The writer is gone (shut down, or stopped by a failure).
     #[error("store writer is not running")]
     Closed,
+    /// The store was opened read-only.
+    #[error("the store is open read-only")]
+    ReadOnly,
+    /// The database's schema version cannot be used by this binary.
+    #[error("{0}")]
+    Version(String),
     /// A transaction failed; nothing of it was stored.
     #[error("store transaction failed: {0}")]
     Failed(String),
@@ -66,14 +98,26 @@ pub struct StoreConfig {
     pub queue_ops: usize,
     /// Bound of the writer queue in bytes.
     pub queue_bytes: usize,
-    /// `PRAGMA synchronous = FULL` (durable against power loss) instead of `NORMAL`.
+    /// `PRAGMA synchronous = FULL` (the default: acknowledged means synced to disk) instead of
+    /// `NORMAL` (durable against a crash of the process, not against power loss).
     pub synchronous_full: bool,
+    /// Triplet ids that pending rewards may wait for at once.
+    pub max_pending: usize,
+    /// Largest size of the database file in bytes (writes beyond fail as on a full disk).
+    pub max_db_bytes: Option<u64>,
 }
 
 impl StoreConfig {
     /// Defaults for a database at `path`.
     pub fn new(path: impl Into<PathBuf>) -> StoreConfig {
-        StoreConfig { path: path.into(), queue_ops: DEFAULT_QUEUE_OPS, queue_bytes: DEFAULT_QUEUE_BYTES, synchronous_full: false }
+        StoreConfig {
+            path: path.into(),
+            queue_ops: DEFAULT_QUEUE_OPS,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            synchronous_full: true,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_db_bytes: None,
+        }
     }
 }
 
@@ -122,6 +166,9 @@ pub enum RewardAppend {
     Conflict(RewardEvent),
     /// The target is unknown and pending was not allowed.
     NotFound(String),
+    /// The target is unknown and as many triplet ids as the bound allows already wait for
+    /// pending rewards.
+    PendingLimit(usize),
 }
 
 pub(crate) struct Inner {
@@ -132,13 +179,36 @@ pub(crate) struct Inner {
     queue_depth: AtomicUsize,
     readers: Mutex<Vec<Connection>>,
     closed: AtomicBool,
+    read_only: bool,
+    pub(crate) max_pending: usize,
+    pub(crate) writer_alive: AtomicBool,
+    /// Why the store is failing (the last transaction failed for a reason of the store's own),
+    /// `None` while it works.
+    failure: Mutex<Option<String>>,
+}
+
+impl Inner {
+    pub(crate) fn set_failure(&self, why: String) {
+        if let Ok(mut f) = self.failure.lock() {
+            *f = Some(why);
+        }
+    }
+
+    pub(crate) fn clear_failure(&self) {
+        if let Ok(mut f) = self.failure.lock()
+            && f.is_some()
+        {
+            tracing::info!("the store works again");
+            *f = None;
+        }
+    }
 }
 
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
-    tx: SyncSender<Op>,
+    tx: Option<SyncSender<Op>>,
 }
 
 pub(crate) fn now_micros() -> i64 {
@@ -158,23 +228,57 @@ impl Store {
             return Err(StoreError::Failed(format!("directory {} does not exist", dir.display())));
         }
         let conn = Connection::open(&config.path)?;
-        schema::configure_writer(&conn, config.synchronous_full)?;
-        let inner = Arc::new(Inner {
-            path: config.path.clone(),
-            queue_ops: config.queue_ops.max(1),
-            queue_bytes: config.queue_bytes.max(1),
-            queued_bytes: AtomicUsize::new(0),
-            queue_depth: AtomicUsize::new(0),
-            readers: Mutex::new(Vec::new()),
-            closed: AtomicBool::new(false),
-        });
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let max_pages = config.max_db_bytes.map(|b| (b / page_size.max(512) as u64).max(1));
+        schema::configure_writer(&conn, config.synchronous_full, max_pages)?;
+        let inner = Arc::new(Inner::new(&config.path, config.queue_ops, config.queue_bytes, config.max_pending, false));
         let writer = Writer::new(conn, Arc::clone(&inner))?;
         let (tx, rx) = sync_channel(inner.queue_ops);
+        inner.writer_alive.store(true, Ordering::SeqCst);
         std::thread::Builder::new()
             .name("rltrace-store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Failed(format!("cannot start writer thread: {e}")))?;
-        Ok(Store { inner, tx })
+        Ok(Store { inner, tx: Some(tx) })
+    }
+
+    /// Open an existing store for reading only (exports, explanations), beside a live collector
+    /// if need be: no writer, no schema change, every connection read-only.
+    pub fn open_read_only(path: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let path = path.into();
+        if !path.exists() {
+            return Err(StoreError::Failed(format!("database {} does not exist", path.display())));
+        }
+        let conn = open_reader(&path)?;
+        schema::check_readable(&conn)?;
+        let inner = Arc::new(Inner::new(&path, 1, 1, 0, true));
+        if let Ok(mut idle) = inner.readers.lock() {
+            idle.push(conn);
+        }
+        Ok(Store { inner, tx: None })
+    }
+
+    /// Whether the store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// Whether the store can take writes now: its writer runs and its last transaction did not
+    /// fail for a reason of the store's own (disk full, I/O error, database gone). `Err` says why.
+    pub fn health(&self) -> Result<(), String> {
+        if self.inner.read_only {
+            return Err("the store is open read-only".into());
+        }
+        if !self.inner.writer_alive.load(Ordering::SeqCst) {
+            return Err("the store writer is not running".into());
+        }
+        match self.inner.failure.lock() {
+            Ok(f) => match &*f {
+                Some(why) => Err(why.clone()),
+                None => Ok(()),
+            },
+            Err(_) => Err("store state poisoned".into()),
+        }
     }
 
     /// Path of the database file.
@@ -198,7 +302,8 @@ impl Store {
 
     /// Queue an operation; when it cannot be queued, the error and the operation back.
     fn try_enqueue(&self, op: Op, bytes: usize) -> Result<(), (StoreError, Op)> {
-        if self.inner.closed.load(Ordering::Relaxed) {
+        let Some(tx) = &self.tx else { return Err((StoreError::ReadOnly, op)) };
+        if self.inner.closed.load(Ordering::Relaxed) || !self.inner.writer_alive.load(Ordering::SeqCst) {
             return Err((StoreError::Closed, op));
         }
         let before = self.inner.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -207,7 +312,7 @@ impl Store {
             return Err((StoreError::Overloaded, op));
         }
         self.inner.queue_depth.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(op) {
+        match tx.try_send(op) {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.inner.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -250,21 +355,35 @@ impl Store {
         self.enqueue(Op::Barrier { reply }, 0)
     }
 
-    /// Append the policy's fallback reward (`value`, source `fallback`) to every sequence with no
-    /// terminal-type reward `wait_secs` after its last triplet; `reply` gets how many were settled.
-    pub fn submit_settle(&self, value: f64, wait_secs: u64, reply: impl FnOnce(Result<usize, StoreError>) + Send + 'static) -> Result<(), StoreError> {
+    /// Append the policy's fallback reward (source `fallback`) to at most [`SETTLE_BATCH`]
+    /// sequences that are due under `policy` (no terminal-type reward `reward_wait` after their
+    /// last triplet); `reply` gets how many were settled (fewer than the batch: none is left).
+    /// A policy without a fallback settles nothing.
+    pub fn submit_settle(&self, policy: &rltrace_core::Policy, reply: impl FnOnce(Result<usize, StoreError>) + Send + 'static) -> Result<(), StoreError> {
+        let now = now_micros();
+        let Some((value, due_before)) = rltrace_core::sequence::fallback_due_before(policy, now) else {
+            reply(Ok(0));
+            return Ok(());
+        };
         let reply: Reply<usize> = Box::new(reply);
-        let wait_us = i64::try_from(wait_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
-        self.enqueue(Op::Settle { value, wait_us, now: now_micros(), reply }, 0)
+        self.enqueue(Op::Settle { value, due_before, now, batch: SETTLE_BATCH, reply }, 0)
     }
 
-    /// [`Store::submit_settle`], waiting for the commit.
-    pub fn settle_blocking(&self, value: f64, wait_secs: u64) -> Result<usize, StoreError> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.submit_settle(value, wait_secs, move |r| {
-            let _ = tx.send(r);
-        })?;
-        rx.recv().map_err(|_| StoreError::Closed)?
+    /// Settle every due sequence, one batch per transaction, waiting for each commit; returns how
+    /// many were settled.
+    pub fn settle_blocking(&self, policy: &rltrace_core::Policy) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let (tx, rx) = std::sync::mpsc::channel();
+            self.submit_settle(policy, move |r| {
+                let _ = tx.send(r);
+            })?;
+            let n = rx.recv().map_err(|_| StoreError::Closed)??;
+            total += n;
+            if n < SETTLE_BATCH {
+                return Ok(total);
+            }
+        }
     }
 
     /// Store spans and wait for the commit (for the CLI and tests; servers use [`Store::submit_spans`]).
@@ -301,7 +420,7 @@ impl Store {
 
     /// Stop accepting work; the writer ends after finishing what was queued.
     pub fn close(&self) {
-        self.inner.closed.store(true, Ordering::Relaxed);
+        self.inner.closed.store(true, Ordering::SeqCst);
     }
 
     /// Run `f` on a reader connection inside one read transaction (a consistent snapshot).
@@ -313,11 +432,7 @@ impl Store {
         };
         let mut conn = match conn {
             Some(c) => c,
-            None => {
-                let c = Connection::open(&self.inner.path)?;
-                schema::configure_reader(&c)?;
-                c
-            }
+            None => open_reader(&self.inner.path)?,
         };
         let result = {
             let tx = conn.transaction()?;
@@ -333,6 +448,18 @@ impl Store {
         result
     }
 
+    /// Queue an operation that fails inside its transaction (tests).
+    #[cfg(test)]
+    pub(crate) fn submit_failing(&self, reply: impl FnOnce(Result<(), StoreError>) + Send + 'static) -> Result<(), StoreError> {
+        self.enqueue(Op::Fail { reply: Box::new(reply) }, 0)
+    }
+
+    /// End the writer thread as a crash would (tests).
+    #[cfg(test)]
+    pub(crate) fn crash_writer(&self) -> Result<(), StoreError> {
+        self.enqueue(Op::Crash, 0)
+    }
+
     /// Check that the database file answers a query on a new connection (read-only, never
     /// creating the file), so a file that disappeared or became unreadable is noticed.
     pub fn ping(&self) -> Result<(), StoreError> {
@@ -341,4 +468,29 @@ impl Store {
         conn.query_row("SELECT spans FROM counters WHERE id = 1", [], |_| Ok(()))?;
         Ok(())
     }
+}
+
+impl Inner {
+    fn new(path: &Path, queue_ops: usize, queue_bytes: usize, max_pending: usize, read_only: bool) -> Inner {
+        Inner {
+            path: path.to_path_buf(),
+            queue_ops: queue_ops.max(1),
+            queue_bytes: queue_bytes.max(1),
+            queued_bytes: AtomicUsize::new(0),
+            queue_depth: AtomicUsize::new(0),
+            readers: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+            read_only,
+            max_pending,
+            writer_alive: AtomicBool::new(false),
+            failure: Mutex::new(None),
+        }
+    }
+}
+
+/// A read-only connection: it never creates the file and never writes.
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let c = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    schema::configure_reader(&c)?;
+    Ok(c)
 }

@@ -1,13 +1,16 @@
-//! The SQLite schema and connection settings.
+//! The SQLite schema, its versions and migrations, and connection settings.
 //!
 //! Ingest speed comes from monotonic keys: a trace gets a rowid on first sight (`traces`), and a
 //! span's identity index is `(trace_ref, span_id)`, so inserts land near the end of the index
 //! instead of at random pages. Triplet columns live on the span row (no second row per triplet).
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
-/// Schema version written to `meta`.
-pub const SCHEMA_VERSION: i64 = 1;
+use crate::StoreError;
+
+/// Schema version written to `meta`. A database of an older version is migrated forward at
+/// start; a newer one is refused.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The tables and indexes.
 pub const SCHEMA: &str = r#"
@@ -18,7 +21,8 @@ CREATE TABLE IF NOT EXISTS counters(
   triplets INTEGER NOT NULL,
   sequences INTEGER NOT NULL,
   reward_events INTEGER NOT NULL,
-  task_events INTEGER NOT NULL
+  task_events INTEGER NOT NULL,
+  rewarded_triplets INTEGER NOT NULL DEFAULT 0
 );
 INSERT OR IGNORE INTO counters(id, spans, triplets, sequences, reward_events, task_events) VALUES (1, 0, 0, 0, 0, 0);
 CREATE TABLE IF NOT EXISTS traces(id INTEGER PRIMARY KEY, trace_id BLOB NOT NULL UNIQUE);
@@ -34,7 +38,11 @@ CREATE TABLE IF NOT EXISTS sequences(
   local_rewards INTEGER NOT NULL DEFAULT 0,
   reward_events INTEGER NOT NULL DEFAULT 0,
   terminal_events INTEGER NOT NULL DEFAULT 0,
-  settled INTEGER NOT NULL DEFAULT 0
+  settled INTEGER NOT NULL DEFAULT 0,
+  covering_events INTEGER NOT NULL DEFAULT 0,
+  hitl_events INTEGER NOT NULL DEFAULT 0,
+  task_events INTEGER NOT NULL DEFAULT 0,
+  rewarded_count INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS spans(
   id INTEGER PRIMARY KEY,
@@ -66,12 +74,16 @@ CREATE TABLE IF NOT EXISTS spans(
   propensity REAL,
   sampling_probability REAL,
   seq_end INTEGER,
-  llm INTEGER
+  llm INTEGER,
+  ledger_after INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS spans_identity ON spans(trace_ref, span_id);
 CREATE UNIQUE INDEX IF NOT EXISTS spans_triplet_id ON spans(triplet_id) WHERE triplet_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS spans_sequence ON spans(seq_ref) WHERE seq_ref IS NOT NULL;
-CREATE TABLE IF NOT EXISTS tasks(task_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS spans_role ON spans(role, id) WHERE seq_ref IS NOT NULL AND role IS NOT NULL;
+CREATE TABLE IF NOT EXISTS sequence_roles(role TEXT NOT NULL, seq_ref INTEGER NOT NULL, PRIMARY KEY(role, seq_ref)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS task_sequences(task_id TEXT NOT NULL, seq_ref INTEGER NOT NULL, PRIMARY KEY(task_id, seq_ref)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sequences_due ON sequences(last_us) WHERE terminal_events = 0 AND settled = 0;
 CREATE TABLE IF NOT EXISTS reward_events(
   id INTEGER PRIMARY KEY,
   reward_id TEXT NOT NULL UNIQUE,
@@ -98,19 +110,78 @@ CREATE INDEX IF NOT EXISTS reward_events_task ON reward_events(target_task) WHER
 
 /// Settings of the writer connection. `synchronous_full` trades speed for durability against
 /// power loss; WAL with `NORMAL` is durable against a crash of the process.
-pub fn configure_writer(conn: &Connection, synchronous_full: bool) -> rusqlite::Result<()> {
+pub fn configure_writer(conn: &Connection, synchronous_full: bool, max_pages: Option<u64>) -> Result<Migration, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", if synchronous_full { "FULL" } else { "NORMAL" })?;
     conn.pragma_update(None, "cache_size", -32768)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.execute_batch(SCHEMA)?;
-    conn.execute(
-        "INSERT INTO meta(key, value) VALUES('schema_version', ?1) ON CONFLICT(key) DO NOTHING",
-        [SCHEMA_VERSION.to_string()],
-    )?;
-    Ok(())
+    if let Some(pages) = max_pages {
+        conn.pragma_update(None, "max_page_count", i64::try_from(pages).unwrap_or(i64::MAX))?;
+    }
+    let found = stored_version(conn)?;
+    match found {
+        Some(v) if v > SCHEMA_VERSION => Err(StoreError::Version(format!(
+            "the database has schema version {v}, newer than this rltrace's {SCHEMA_VERSION}: use a newer rltrace (nothing was changed)"
+        ))),
+        Some(1) => {
+            crate::migrate::v1_to_v2(conn)?;
+            Ok(Migration::From(1))
+        }
+        Some(_) => {
+            conn.execute_batch(SCHEMA)?;
+            Ok(Migration::None)
+        }
+        None => {
+            conn.execute_batch(SCHEMA)?;
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES('schema_version', ?1) ON CONFLICT(key) DO NOTHING",
+                [SCHEMA_VERSION.to_string()],
+            )?;
+            Ok(Migration::Created)
+        }
+    }
+}
+
+/// What opening the store did to the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migration {
+    /// A new database.
+    Created,
+    /// Already at this version.
+    None,
+    /// Migrated forward from the given version.
+    From(i64),
+}
+
+/// The schema version recorded in the database, `None` for a new database.
+pub fn stored_version(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    let has_meta: bool = conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| r.get::<_, i64>(0))? > 0;
+    if !has_meta {
+        return Ok(None);
+    }
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .optional()?;
+    match v {
+        None => Ok(None),
+        Some(t) => t.parse::<i64>().map(Some).map_err(|_| StoreError::Corrupt(format!("schema version {t:?}"))),
+    }
+}
+
+/// Refuse a database this binary cannot read (read-only users; the writer migrates instead).
+pub fn check_readable(conn: &Connection) -> Result<(), StoreError> {
+    match stored_version(conn)? {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(v) if v > SCHEMA_VERSION => Err(StoreError::Version(format!(
+            "the database has schema version {v}, newer than this rltrace's {SCHEMA_VERSION}: use a newer rltrace"
+        ))),
+        Some(v) => Err(StoreError::Version(format!(
+            "the database has schema version {v}; open it once with `rltrace serve` (or any writing command) to migrate it to {SCHEMA_VERSION}"
+        ))),
+        None => Err(StoreError::Version("not an rltrace database (no schema version)".into())),
+    }
 }
 
 /// Settings of a reader connection.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use rltrace_core::export::{ManifestCounts, manifest, write_triplet_json};
-use rltrace_store::{Store, StoreConfig, TripletFilter};
+use rltrace_store::{Store, TripletFilter};
 
 use crate::StoreArgs;
 
@@ -59,7 +59,8 @@ pub(crate) fn run(args: ExportArgs) -> Result<()> {
     if !path.exists() {
         bail!("store {} does not exist", path.display());
     }
-    let store = Store::open(StoreConfig::new(&path)).with_context(|| format!("cannot open store {}", path.display()))?;
+    // Read-only: an export may run beside a live collector and never writes.
+    let store = Store::open_read_only(&path).with_context(|| format!("cannot open store {}", path.display()))?;
     let filter = TripletFilter {
         sequence_id: args.sequence_id.clone(),
         role: args.role.clone(),
@@ -80,18 +81,16 @@ pub(crate) fn run(args: ExportArgs) -> Result<()> {
     let pb = crate::progress(total, "export");
     let mut line = Vec::with_capacity(4096);
     let mut io_err: Option<std::io::Error> = None;
-    let counts = store.read(|tx| {
-        tx.export(&filter, &policy, &mut |t| {
-            line.clear();
-            write_triplet_json(&mut line, t);
-            line.push(b'\n');
-            pb.inc(1);
-            if let Err(e) = out.write_all(&line) {
-                io_err = Some(e);
-                return Ok(false);
-            }
-            Ok(true)
-        })
+    let counts = store.export(&filter, &policy, None, &mut |t| {
+        line.clear();
+        write_triplet_json(&mut line, t).map_err(|e| rltrace_store::StoreError::Corrupt(format!("triplet {}: {e}", t.triplet_id)))?;
+        line.push(b'\n');
+        pb.inc(1);
+        if let Err(e) = out.write_all(&line) {
+            io_err = Some(e);
+            return Ok(false);
+        }
+        Ok(true)
     })?;
     if let Some(e) = io_err {
         return Err(e).context("cannot write export");

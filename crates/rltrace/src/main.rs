@@ -101,9 +101,26 @@ struct ServeArgs {
     /// Bytes waiting for the store writer (503 / UNAVAILABLE beyond).
     #[arg(long, default_value_t = rltrace_store::DEFAULT_QUEUE_BYTES)]
     queue_bytes: usize,
-    /// Commit with `synchronous = FULL` (durable against power loss, slower).
+    /// How commits reach the disk before an acknowledgement: `full` (synced, durable against
+    /// power loss; group commit keeps it cheap) or `normal` (durable against a crash of the
+    /// process, not of the machine).
+    #[arg(long, value_enum, default_value = "full")]
+    sync: SyncMode,
+    /// Triplet ids that pending rewards may wait for at once (a pending reward beyond is 409).
+    #[arg(long, default_value_t = rltrace_store::DEFAULT_MAX_PENDING)]
+    max_pending: usize,
+    /// Largest size of the database file in bytes; writes beyond fail as on a full disk (500,
+    /// /readyz 503) instead of filling the disk.
     #[arg(long)]
-    sync_full: bool,
+    max_db_bytes: Option<u64>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SyncMode {
+    /// `synchronous = FULL`.
+    Full,
+    /// `synchronous = NORMAL`.
+    Normal,
 }
 
 fn main() -> Result<()> {
@@ -129,7 +146,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         path: path.clone(),
         queue_ops: args.queue_ops,
         queue_bytes: args.queue_bytes,
-        synchronous_full: args.sync_full,
+        synchronous_full: args.sync == SyncMode::Full,
+        max_pending: args.max_pending,
+        max_db_bytes: args.max_db_bytes,
     })
     .with_context(|| format!("cannot open store {}", path.display()))?;
     let limits = IngestLimits {

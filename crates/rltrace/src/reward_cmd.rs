@@ -218,7 +218,7 @@ fn settle(args: &StoreArgs) -> Result<()> {
         bail!("the policy sets no fallback: give default_reward and reward_wait in the policy file (--policy)");
     };
     let store = open(args)?;
-    let n = store.settle_blocking(value, wait)?;
+    let n = store.settle_blocking(&policy)?;
     eprintln!("fallback reward {value} applied to {n} sequences with no terminal-type reward after {wait} s");
     Ok(())
 }
@@ -243,7 +243,9 @@ fn target_text(e: &RewardEvent) -> String {
 
 fn explain(args: &StoreArgs, triplet_id: &str) -> Result<()> {
     let policy = args.policy()?;
-    let store = open(args)?;
+    // Read-only: explaining never writes, and may run beside a live collector.
+    let path = args.db_path()?;
+    let store = Store::open_read_only(&path).with_context(|| format!("cannot open store {}", path.display()))?;
     let Some(detail) = store.read(|tx| tx.triplet(triplet_id, &policy))? else {
         bail!("triplet {triplet_id:?} not found");
     };

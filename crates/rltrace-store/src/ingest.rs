@@ -1,0 +1,334 @@
+//! Span rows: a batch of prepared spans becomes span rows (triplet columns on the span row), the
+//! traces, resources and sequences they refer to, the per-sequence aggregates, the role and task
+//! links, the rewards the spans carry, and the joins of pending rewards their triplets complete.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use rltrace_core::ids::{canonical_triplet_id, to_hex};
+use rltrace_core::triplet::SpanRewardTarget;
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::ledger::{self, EventRow};
+use crate::prepare::PreparedSpan;
+use crate::writer::Group;
+use crate::{IngestOutcome, StoreError};
+
+/// Agent Lightning reward spans that found no LLM-call triplet to reward (for rate-limited logs).
+static UNJOINED_ANNOTATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bound of each id cache of the writer; a full cache is cleared.
+const CACHE_MAX: usize = 200_000;
+
+/// What the writer remembers between transactions. Every cache is bounded, and all of it is
+/// dropped or reloaded when a transaction rolls back, so nothing refers to rows that were never
+/// committed.
+#[derive(Default)]
+pub(crate) struct Caches {
+    pub(crate) traces: HashMap<[u8; 16], i64>,
+    pub(crate) sequences: HashMap<String, i64>,
+    pub(crate) resources: HashMap<Arc<str>, i64>,
+    /// (task id, sequence row) links known to be stored.
+    pub(crate) task_links: HashSet<(String, i64)>,
+    /// (role, sequence row) links known to be stored.
+    pub(crate) role_links: HashSet<(String, i64)>,
+    /// Canonical triplet ids that pending rewards wait for (bounded by the store's pending limit).
+    pub(crate) pending: HashSet<String>,
+    /// Rowid of the newest ledger event.
+    pub(crate) last_event: i64,
+    /// Ledger events that target a task (defects by task id).
+    pub(crate) task_events: i64,
+}
+
+impl Caches {
+    /// Drop what may refer to rolled-back rows and reload what the database says.
+    pub(crate) fn reload(&mut self, conn: &rusqlite::Connection) -> Result<(), StoreError> {
+        self.traces.clear();
+        self.sequences.clear();
+        self.resources.clear();
+        self.task_links.clear();
+        self.role_links.clear();
+        let mut stmt = conn.prepare("SELECT target_triplet FROM reward_events WHERE seq_key IS NULL AND target_triplet IS NOT NULL")?;
+        self.pending = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<HashSet<_>, _>>()?;
+        self.last_event = conn.query_row("SELECT coalesce(max(id), 0) FROM reward_events", [], |r| r.get(0))?;
+        self.task_events = conn.query_row("SELECT task_events FROM counters WHERE id = 1", [], |r| r.get(0))?;
+        Ok(())
+    }
+}
+
+fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: V) {
+    if map.len() >= CACHE_MAX {
+        map.clear();
+    }
+    map.insert(k, v);
+}
+
+fn bounded_set_insert<K: std::hash::Hash + Eq>(set: &mut HashSet<K>, k: K) {
+    if set.len() >= CACHE_MAX {
+        set.clear();
+    }
+    set.insert(k);
+}
+
+fn trace_ref(tx: &Transaction<'_>, c: &mut Caches, trace_id: &[u8; 16]) -> rusqlite::Result<i64> {
+    if let Some(id) = c.traces.get(trace_id) {
+        return Ok(*id);
+    }
+    let found: Option<i64> =
+        tx.prepare_cached("SELECT id FROM traces WHERE trace_id = ?1")?.query_row([&trace_id[..]], |r| r.get(0)).optional()?;
+    let id = match found {
+        Some(id) => id,
+        None => {
+            tx.prepare_cached("INSERT INTO traces(trace_id) VALUES (?1)")?.execute([&trace_id[..]])?;
+            tx.last_insert_rowid()
+        }
+    };
+    bounded_insert(&mut c.traces, *trace_id, id);
+    Ok(id)
+}
+
+fn resource_ref(tx: &Transaction<'_>, c: &mut Caches, resource: &Arc<str>) -> rusqlite::Result<i64> {
+    if let Some(id) = c.resources.get(resource) {
+        return Ok(*id);
+    }
+    let found: Option<i64> =
+        tx.prepare_cached("SELECT id FROM resources WHERE attributes = ?1")?.query_row([&**resource], |r| r.get(0)).optional()?;
+    let id = match found {
+        Some(id) => id,
+        None => {
+            tx.prepare_cached("INSERT INTO resources(attributes) VALUES (?1)")?.execute([&**resource])?;
+            tx.last_insert_rowid()
+        }
+    };
+    bounded_insert(&mut c.resources, Arc::clone(resource), id);
+    Ok(id)
+}
+
+/// The rowid of a sequence, creating it if new; `true` when created now. A new sequence joins the
+/// sequence rewards appended as pending before it existed, and defects by task id that reach it
+/// by its id.
+fn sequence_ref(tx: &Transaction<'_>, c: &mut Caches, sequence_id: &str, g: &mut Group) -> Result<(i64, bool), StoreError> {
+    if let Some(id) = c.sequences.get(sequence_id) {
+        return Ok((*id, false));
+    }
+    let found: Option<i64> =
+        tx.prepare_cached("SELECT id FROM sequences WHERE sequence_id = ?1")?.query_row([sequence_id], |r| r.get(0)).optional()?;
+    let (id, created) = match found {
+        Some(id) => (id, false),
+        None => {
+            tx.prepare_cached("INSERT INTO sequences(sequence_id) VALUES (?1)")?.execute([sequence_id])?;
+            let id = tx.last_insert_rowid();
+            ledger::recount_sequence_events(tx, id)?;
+            if c.task_events > 0 {
+                let candidates = rltrace_core::reward::candidate_tasks(sequence_id, std::iter::empty());
+                for task in candidates {
+                    if ledger::task_has_events(tx, task)? {
+                        tx.prepare_cached("UPDATE sequences SET task_events = 1 WHERE id = ?1")?.execute([id])?;
+                        break;
+                    }
+                }
+            }
+            g.counts.sequences += 1;
+            (id, true)
+        }
+    };
+    bounded_insert(&mut c.sequences, sequence_id.to_string(), id);
+    Ok((id, created))
+}
+
+const INSERT_SPAN: &str = "INSERT OR IGNORE INTO spans(
+    trace_ref, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message,
+    attributes, events, resource_ref, scope,
+    seq_ref, triplet_id, seq_index, ts_us, state, action, role, task_id, phase,
+    reward, reward_source, reward_components, propensity, seq_end, llm, sampling_probability, ledger_after)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)";
+
+/// Aggregates of the triplets a transaction adds to one sequence.
+pub(crate) struct SeqAgg {
+    pub(crate) count: i64,
+    pub(crate) indexed: i64,
+    pub(crate) first: i64,
+    pub(crate) last: i64,
+    pub(crate) ended: bool,
+    pub(crate) local: i64,
+}
+
+impl Default for SeqAgg {
+    fn default() -> SeqAgg {
+        SeqAgg { count: 0, indexed: 0, first: i64::MAX, last: i64::MIN, ended: false, local: 0 }
+    }
+}
+
+/// Store one batch of spans inside the group's transaction.
+pub(crate) fn ingest(tx: &Transaction<'_>, c: &mut Caches, spans: &mut [PreparedSpan], g: &mut Group) -> Result<IngestOutcome, StoreError> {
+    let mut out = IngestOutcome::default();
+    let mut annotations = Vec::new();
+    let mut insert = tx.prepare_cached(INSERT_SPAN)?;
+    for s in spans.iter_mut() {
+        let tref = trace_ref(tx, c, &s.trace_id)?;
+        let rref = resource_ref(tx, c, &s.resource)?;
+        let span_id = i64::from_be_bytes(s.span_id);
+        let (seq_ref, seq_created) = match &s.triplet {
+            Some(t) => {
+                let (id, created) = sequence_ref(tx, c, &t.sequence_id, g)?;
+                (Some(id), created)
+            }
+            None => (None, false),
+        };
+        let t = s.triplet.as_ref();
+        let changed = insert.execute(params![
+            tref,
+            span_id,
+            s.parent_span_id,
+            s.name,
+            s.kind,
+            s.start_ns,
+            s.end_ns,
+            s.status_code,
+            s.status_message,
+            s.attributes,
+            s.events,
+            rref,
+            s.scope,
+            seq_ref,
+            t.filter(|t| t.explicit_id).map(|t| t.triplet_id.as_str()),
+            t.and_then(|t| t.seq_index),
+            t.map(|t| t.ts_us),
+            t.map(|t| t.state.as_str()),
+            t.map(|t| t.action.as_str()),
+            t.and_then(|t| t.role.as_deref()),
+            t.and_then(|t| t.task_id.as_deref()),
+            t.and_then(|t| t.phase.as_deref()),
+            t.and_then(|t| t.reward),
+            t.filter(|t| t.has_immediate).map(|t| t.reward_source.as_str()),
+            t.and_then(|t| t.reward_components.as_deref()),
+            t.and_then(|t| t.propensity),
+            t.map(|t| t.seq_end),
+            t.map(|t| t.llm),
+            t.and_then(|t| t.sampling_probability),
+            t.filter(|t| t.has_immediate).map(|_| c.last_event),
+        ])?;
+        if changed == 0 {
+            let exists: Option<i64> = tx
+                .prepare_cached("SELECT 1 FROM spans WHERE trace_ref = ?1 AND span_id = ?2")?
+                .query_row(params![tref, span_id], |r| r.get(0))
+                .optional()?;
+            if exists.is_some() {
+                out.duplicates += 1;
+            } else {
+                // A sequence made for this refused span alone is not kept.
+                if let (true, Some(seq), Some(t)) = (seq_created, seq_ref, t) {
+                    tx.prepare_cached("DELETE FROM sequences WHERE id = ?1 AND triplet_count = 0")?.execute([seq])?;
+                    c.sequences.remove(&t.sequence_id);
+                    g.counts.sequences = g.counts.sequences.saturating_sub(1);
+                }
+                out.rejected.push(format!(
+                    "span {}/{}: attribute rl.triplet_id: triplet id {:?} is already used by another span",
+                    to_hex(&s.trace_id),
+                    to_hex(&s.span_id),
+                    t.map(|t| t.triplet_id.as_str()).unwrap_or_default()
+                ));
+            }
+            continue;
+        }
+        out.stored += 1;
+        g.counts.spans += 1;
+        if let (Some(t), Some(seq)) = (t, seq_ref) {
+            g.counts.triplets += 1;
+            g.dirty.insert(seq);
+            let a = g.aggs.entry(seq).or_default();
+            a.count += 1;
+            a.indexed += i64::from(t.seq_index.is_some());
+            a.first = a.first.min(t.ts_us);
+            a.last = a.last.max(t.ts_us);
+            a.ended |= t.seq_end;
+            a.local += i64::from(t.has_immediate);
+            if let Some(role) = &t.role {
+                let key = (role.clone(), seq);
+                if !c.role_links.contains(&key) {
+                    tx.prepare_cached("INSERT OR IGNORE INTO sequence_roles(role, seq_ref) VALUES (?1, ?2)")?.execute(params![role, seq])?;
+                    bounded_set_insert(&mut c.role_links, key);
+                }
+            }
+            if let Some(task) = &t.task_id {
+                let key = (task.clone(), seq);
+                if !c.task_links.contains(&key) {
+                    let added = tx
+                        .prepare_cached("INSERT OR IGNORE INTO task_sequences(task_id, seq_ref) VALUES (?1, ?2)")?
+                        .execute(params![task, seq])?;
+                    if added > 0 && c.task_events > 0 && ledger::task_has_events(tx, task)? {
+                        tx.prepare_cached("UPDATE sequences SET task_events = 1 WHERE id = ?1")?.execute([seq])?;
+                    }
+                    bounded_set_insert(&mut c.task_links, key);
+                }
+            }
+            if !c.pending.is_empty() {
+                let key = canonical_triplet_id(&t.triplet_id);
+                if c.pending.remove(key.as_ref()) {
+                    tx.prepare_cached("UPDATE reward_events SET seq_key = ?1 WHERE target_triplet = ?2 AND seq_key IS NULL")?
+                        .execute(params![t.sequence_id, key.as_ref()])?;
+                    ledger::recount_sequence_events(tx, seq)?;
+                }
+            }
+            for r in &s.rewards {
+                let (target_triplet, target_sequence, strategy) = match &r.target {
+                    SpanRewardTarget::Triplet => (Some(t.triplet_id.as_str()), None, None),
+                    SpanRewardTarget::Sequence(st) => (None, Some(t.sequence_id.as_str()), Some(st)),
+                };
+                let reward_id = format!("span:{}{}:{}", to_hex(&s.trace_id), to_hex(&s.span_id), r.ordinal);
+                let row = EventRow {
+                    target_triplet,
+                    target_sequence,
+                    strategy,
+                    ..EventRow::carried(&reward_id, &t.sequence_id, r.value, &r.source, r.reason.as_deref(), r.at)
+                };
+                ledger::append_event(tx, c, g, &row)?;
+            }
+        }
+        if let Some(a) = s.annotation.take() {
+            let id = format!("span:{}{}:annotation", to_hex(&s.trace_id), to_hex(&s.span_id));
+            annotations.push((tref, s.trace_id, a, id));
+        }
+    }
+    drop(insert);
+    for (tref, trace_id, a, reward_id) in annotations {
+        // The latest LLM-call triplet of the trace that ended at or before the reward span started.
+        let target: Option<(Option<String>, i64, String)> = tx
+            .prepare_cached(
+                "SELECT s.triplet_id, s.span_id, q.sequence_id FROM spans s JOIN sequences q ON q.id = s.seq_ref
+                 WHERE s.trace_ref = ?1 AND s.llm = 1 AND s.end_ns <= ?2 ORDER BY s.end_ns DESC, s.id DESC LIMIT 1",
+            )?
+            .query_row(params![tref, a.start_time_unix_nano as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let Some((explicit, span_id, sequence_id)) = target else {
+            // Rate-limited: the first ten, then one in a thousand.
+            let n = UNJOINED_ANNOTATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n < 10 || n % 1000 == 0 {
+                tracing::warn!(trace_id = %to_hex(&trace_id), unjoined_total = n + 1,
+                    "agentlightning reward span has no earlier LLM-call triplet in its trace; the span is stored, no reward event is made");
+            }
+            continue;
+        };
+        let triplet_id = explicit.unwrap_or_else(|| rltrace_core::ids::default_triplet_id(&trace_id, &span_id.to_be_bytes()));
+        let at = rltrace_core::time::nanos_to_micros(a.start_time_unix_nano);
+        let row = EventRow {
+            target_triplet: Some(&triplet_id),
+            ..EventRow::carried(&reward_id, &sequence_id, a.value, "agentlightning", a.name.as_deref(), at)
+        };
+        ledger::append_event(tx, c, g, &row)?;
+    }
+    Ok(out)
+}
+
+/// Write the group's per-sequence aggregates.
+pub(crate) fn flush_aggs(tx: &Transaction<'_>, aggs: &HashMap<i64, SeqAgg>) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE sequences SET triplet_count = triplet_count + ?1, indexed_count = indexed_count + ?2,
+           first_us = min(coalesce(first_us, ?3), ?3), last_us = max(coalesce(last_us, ?4), ?4),
+           ended = max(ended, ?5), local_rewards = local_rewards + ?6 WHERE id = ?7",
+    )?;
+    for (id, a) in aggs {
+        stmt.execute(params![a.count, a.indexed, a.first, a.last, a.ended, a.local, id])?;
+    }
+    Ok(())
+}

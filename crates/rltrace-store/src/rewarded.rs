@@ -1,0 +1,39 @@
+//! The rewarded count of each sequence and of the store, kept in the same transactions as the
+//! rows that change it, so `rewarded` filters and the statistics need no pass over the store.
+//! Counted under default weights (see `rltrace_core::sequence::counts_are_exact_under`): from the
+//! sequence's counts when they tell it, otherwise by evaluating the sequence in the core.
+
+use rltrace_core::Policy;
+use rltrace_core::sequence::{evaluate, rewarded_from_counts};
+use rusqlite::{Connection, params};
+
+use crate::StoreError;
+use crate::rows::{COUNT_COLS, SEQ_COLS, events_for, rows_of, seq_counts, seq_info};
+
+/// Recount the rewarded triplets of sequence `seq`; returns the change of the store's total.
+pub(crate) fn recount(conn: &Connection, seq: i64) -> Result<i64, StoreError> {
+    let (counts, stored) = conn.prepare_cached(&format!("SELECT {COUNT_COLS} FROM sequences WHERE id = ?1"))?.query_row([seq], |r| seq_counts(r, 0))?;
+    let now = match rewarded_from_counts(&counts) {
+        Some(n) => n,
+        None => {
+            let info = conn.prepare_cached(&format!("SELECT {SEQ_COLS} FROM sequences WHERE id = ?1"))?.query_row([seq], seq_info)?;
+            let rows = rows_of(conn, seq, false, i64::MAX)?;
+            let events = events_for(conn, &info, &rows, i64::MAX)?;
+            evaluate(&info.sequence_id, rows, &events, &Policy::default(), 0).rewarded_count() as i64
+        }
+    };
+    if now != stored {
+        conn.prepare_cached("UPDATE sequences SET rewarded_count = ?1 WHERE id = ?2")?.execute(params![now, seq])?;
+    }
+    Ok(now - stored)
+}
+
+/// Recount every sequence and the store's total (migrations).
+pub(crate) fn recount_all(conn: &Connection) -> Result<(), StoreError> {
+    let ids: Vec<i64> = conn.prepare("SELECT id FROM sequences")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for id in ids {
+        recount(conn, id)?;
+    }
+    conn.execute("UPDATE counters SET rewarded_triplets = (SELECT coalesce(sum(rewarded_count), 0) FROM sequences) WHERE id = 1", [])?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! Reads of sequences and triplets: the sequence list with its filters, one sequence with a page
+//! of its triplets, triplet pages, one triplet with its ledger, and the statistics. Lists walk
+//! indexes in id order (the role index, the rewarded count kept per sequence) and evaluate only
+//! the sequences they return.
+
+use std::collections::HashMap;
+
+use rltrace_core::Policy;
+use rltrace_core::export::TripletView;
+use rltrace_core::sequence::{counts_are_exact_under, events_reaching, sort_in_sequence_order};
+use rusqlite::params;
+
+use crate::read::{Loaded, Page, ReadTx, SCAN_BUDGET, SequenceDetail, SequenceFilter, SequenceSummary, Stats, TripletDetail, TripletFilter};
+use crate::rows::{SEQ_COLS, events_for, rows_of, seq_info};
+use crate::{StoreError, Watermarks};
+
+impl ReadTx<'_> {
+    /// Store-wide counts; `rewarded_triplets` under `policy`: the count the writer keeps, exact
+    /// unless the policy gives a source or component a zero weight; then the sequences with a
+    /// rewarded triplet are evaluated under it.
+    pub fn stats(&self, policy: &Policy) -> Result<Stats, StoreError> {
+        let c = self.counts()?;
+        let rewarded = if counts_are_exact_under(policy) {
+            c.rewarded_triplets
+        } else {
+            let mut stmt = self.tx.prepare(&format!("SELECT {SEQ_COLS} FROM sequences WHERE rewarded_count > 0"))?;
+            let infos = stmt.query_map([], seq_info)?.collect::<Result<Vec<_>, _>>()?;
+            let mut n = 0u64;
+            for info in infos {
+                n += self.load(info, policy, false, Watermarks::ALL, self.now)?.eval.rewarded_count() as u64;
+            }
+            n
+        };
+        Ok(Stats { spans: c.spans, triplets: c.triplets, sequences: c.sequences, rewarded_triplets: rewarded, reward_events: c.reward_events })
+    }
+
+    /// A page of sequences in creation order, after `cursor`.
+    pub fn sequences(&self, f: &SequenceFilter, cursor: Option<i64>, limit: usize, policy: &Policy) -> Result<Page<SequenceSummary>, StoreError> {
+        let exact = counts_are_exact_under(policy);
+        let cols = SEQ_COLS.split(", ").map(|c| format!("q.{c}")).collect::<Vec<_>>().join(", ");
+        let mut sql = match f.role {
+            Some(_) => format!("SELECT {cols} FROM sequence_roles r JOIN sequences q ON q.id = r.seq_ref WHERE r.role = ?4 AND r.seq_ref > ?1"),
+            None => format!("SELECT {cols} FROM sequences q WHERE q.id > ?1 AND ?4 IS NULL"),
+        };
+        sql.push_str(" AND q.triplet_count > 0");
+        if f.since.is_some() {
+            sql.push_str(" AND q.last_us >= ?2");
+        }
+        if f.until.is_some() {
+            sql.push_str(" AND q.first_us <= ?3");
+        }
+        match f.rewarded {
+            Some(true) => sql.push_str(" AND q.rewarded_count > 0"),
+            Some(false) if exact => sql.push_str(" AND q.rewarded_count = 0"),
+            _ => {}
+        }
+        if f.review_pending {
+            sql.push_str(" AND q.hitl_events = 0");
+        }
+        sql.push_str(if f.role.is_some() { " ORDER BY r.seq_ref LIMIT ?5" } else { " ORDER BY q.id LIMIT ?5" });
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let mut items = Vec::new();
+        let mut after = cursor.unwrap_or(0);
+        let mut scanned = 0usize;
+        let batch = (limit + 1).max(64);
+        loop {
+            let infos = stmt.query_map(params![after, f.since, f.until, f.role, batch as i64], seq_info)?.collect::<Result<Vec<_>, _>>()?;
+            let exhausted = infos.len() < batch;
+            for info in infos {
+                after = info.id;
+                scanned += 1;
+                let complete = self.complete_from_info(&info, policy);
+                if f.complete.is_some_and(|c| c != complete) || (f.review_pending && !complete) {
+                    continue;
+                }
+                let s = self.load_now(info, policy)?.summary();
+                if f.rewarded.is_none_or(|r| r == s.rewarded) {
+                    items.push(s);
+                    if items.len() == limit {
+                        return Ok(Page { items, next: Some(after) });
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(Page { items, next: None });
+            }
+            if scanned >= SCAN_BUDGET {
+                return Ok(Page { items, next: Some(after) });
+            }
+        }
+    }
+
+    /// One sequence with a page of its triplets in order (after the row `cursor`, at most
+    /// `limit`) and its ledger.
+    pub fn sequence(&self, sequence_id: &str, cursor: Option<i64>, limit: usize, policy: &Policy) -> Result<Option<SequenceDetail>, StoreError> {
+        let Some(info) = self.info_by_name(sequence_id)? else { return Ok(None) };
+        let loaded = self.load_now(info, policy)?;
+        let summary = loaded.summary();
+        let Loaded { eval, events, .. } = loaded;
+        let (triplets, next) = page_after(eval.triplets, &eval.rows, cursor, limit, |_| true);
+        Ok(Some(SequenceDetail { summary, triplets, ledger: events, next }))
+    }
+
+    /// A page of triplets. With a `sequence_id` filter they come in sequence order, otherwise in
+    /// arrival order; either way the cursor is the row of the last triplet returned.
+    pub fn triplets(&self, f: &TripletFilter, cursor: Option<i64>, limit: usize, policy: &Policy) -> Result<Page<TripletView>, StoreError> {
+        if let Some(seq) = &f.sequence_id {
+            let Some(info) = self.info_by_name(seq)? else { return Ok(Page { items: Vec::new(), next: None }) };
+            let Loaded { eval, .. } = self.load_now(info, policy)?;
+            let complete = eval.complete;
+            // The next page starts after the cursor's triplet in the sequence's order as it is
+            // now, so a triplet arriving meanwhile earlier in the order does not repeat one.
+            let (items, next) = page_after(eval.triplets, &eval.rows, cursor, limit, |v| f.keeps(v, complete));
+            return Ok(Page { items, next });
+        }
+        let mut sql = String::from("SELECT id, seq_ref FROM spans WHERE seq_ref IS NOT NULL AND id > ?1");
+        if f.role.is_some() {
+            sql.push_str(" AND role = ?2");
+        } else {
+            sql.push_str(" AND ?2 IS NULL");
+        }
+        if f.since.is_some() {
+            sql.push_str(" AND ts_us >= ?3");
+        }
+        if f.until.is_some() {
+            sql.push_str(" AND ts_us <= ?4");
+        }
+        if f.rewarded == Some(true) {
+            sql.push_str(" AND EXISTS (SELECT 1 FROM sequences q WHERE q.id = spans.seq_ref AND q.rewarded_count > 0)");
+        }
+        sql.push_str(" ORDER BY id LIMIT ?5");
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        // Sequences evaluated for this page, with each row's position.
+        let mut cache: HashMap<i64, (Loaded, HashMap<i64, usize>)> = HashMap::new();
+        let mut items = Vec::new();
+        let mut after = cursor.unwrap_or(0);
+        let mut scanned = 0usize;
+        let batch = (limit + 1).max(64);
+        loop {
+            let ids = stmt
+                .query_map(params![after, f.role, f.since, f.until, batch as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let exhausted = ids.len() < batch;
+            for (rowid, seq_ref) in ids {
+                after = rowid;
+                scanned += 1;
+                if !cache.contains_key(&seq_ref) {
+                    if cache.len() >= 256 {
+                        cache.clear();
+                    }
+                    let Some(info) = self.info_by_id(seq_ref)? else { continue };
+                    let loaded = self.load_now(info, policy)?;
+                    let positions = loaded.eval.rows.iter().enumerate().map(|(i, r)| (*r, i)).collect();
+                    cache.insert(seq_ref, (loaded, positions));
+                }
+                let Some((loaded, positions)) = cache.get(&seq_ref) else { continue };
+                let Some(&pos) = positions.get(&rowid) else { continue };
+                let v = &loaded.eval.triplets[pos];
+                if f.keeps(v, loaded.eval.complete) {
+                    items.push(v.clone());
+                    if items.len() == limit {
+                        return Ok(Page { items, next: Some(after) });
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(Page { items, next: None });
+            }
+            if scanned >= SCAN_BUDGET {
+                return Ok(Page { items, next: Some(after) });
+            }
+        }
+    }
+
+    /// One triplet and the ledger events that reach it.
+    pub fn triplet(&self, triplet_id: &str, policy: &Policy) -> Result<Option<TripletDetail>, StoreError> {
+        let Some(found) = crate::ledger::triplet_sequence(self.tx, triplet_id)? else { return Ok(None) };
+        let Some(info) = self.info_by_name(&found.sequence_id)? else { return Ok(None) };
+        let mut lean = rows_of(self.tx, info.id, false, i64::MAX)?;
+        let events = if info.has_events() { events_for(self.tx, &info, &lean, i64::MAX)? } else { Vec::new() };
+        sort_in_sequence_order(&mut lean);
+        let Some(pos) = lean.iter().position(|r| r.row == found.rowid) else { return Ok(None) };
+        let ledger = events_reaching(&info.sequence_id, &lean, &events, pos).into_iter().cloned().collect();
+        let loaded = self.load_now(info, policy)?;
+        let Some(pos) = loaded.eval.position_of_row(found.rowid) else { return Ok(None) };
+        let triplet = loaded.eval.triplets.into_iter().nth(pos).ok_or_else(|| StoreError::Corrupt("triplet position".into()))?;
+        Ok(Some(TripletDetail { triplet, ledger }))
+    }
+}
+
+/// The triplets after the one stored under row `cursor` (from the start without one) that `keep`
+/// accepts, at most `limit`, and the row to continue after when there may be more.
+fn page_after(
+    triplets: Vec<TripletView>,
+    rows: &[i64],
+    cursor: Option<i64>,
+    limit: usize,
+    keep: impl Fn(&TripletView) -> bool,
+) -> (Vec<TripletView>, Option<i64>) {
+    let start = match cursor {
+        None => 0,
+        Some(row) => rows.iter().position(|r| *r == row).map_or(rows.len(), |p| p + 1),
+    };
+    let mut items = Vec::new();
+    let mut last = None;
+    for (pos, v) in triplets.into_iter().enumerate().skip(start) {
+        if items.len() == limit {
+            // There is at least one more triplet: continue after the last one returned.
+            return (items, last.map(|p: usize| rows[p]));
+        }
+        if keep(&v) {
+            items.push(v);
+            last = Some(pos);
+        }
+    }
+    (items, None)
+}
