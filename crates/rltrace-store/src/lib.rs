@@ -27,6 +27,8 @@ use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use rltrace_core::reward::{RewardEvent, RewardTarget};
+#[cfg(test)]
+use rltrace_core::Policy;
 use rusqlite::Connection;
 
 pub use prepare::{PreparedSpan, prepare_spans};
@@ -448,10 +450,20 @@ impl Store {
         result
     }
 
-    /// Queue an operation that fails inside its transaction (tests).
+    /// Store `spans` in a transaction that then fails, and wait for the answer (tests).
     #[cfg(test)]
-    pub(crate) fn submit_failing(&self, reply: impl FnOnce(Result<(), StoreError>) + Send + 'static) -> Result<(), StoreError> {
-        self.enqueue(Op::Fail { reply: Box::new(reply) }, 0)
+    pub(crate) fn ingest_then_fail(&self, spans: Vec<PreparedSpan>) -> Result<(), StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.enqueue(
+            Op::Fail {
+                spans,
+                reply: Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            },
+            0,
+        )?;
+        rx.recv().map_err(|_| StoreError::Closed)?
     }
 
     /// End the writer thread as a crash would (tests).
@@ -493,4 +505,54 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let c = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     schema::configure_reader(&c)?;
     Ok(c)
+}
+
+#[cfg(test)]
+extern crate self as rltrace_store;
+
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+#[cfg(test)]
+mod tests {
+    use super::common::*;
+    use super::*;
+
+    /// A task id learnt in a transaction that rolled back is forgotten: a defect by that task id
+    /// after the span is stored again finds it (it answered 404 when the writer kept the id).
+    #[test]
+    fn task_ids_learnt_in_a_rolled_back_group_are_forgotten() {
+        let (_dir, store) = temp_store();
+        let span = || prepare(vec![triplet_span(1, 1, "seq-x", &[("rl.state.task_id", s("task-9")), ("rl.state.agent_role", s("Code"))])]);
+        assert!(store.ingest_then_fail(span()).is_err());
+        // Nothing of the failed group is stored.
+        assert_eq!(store.read(|tx| tx.counts()).expect("counts").spans, 0);
+        let out = store.ingest_blocking(span()).expect("stored");
+        assert_eq!(out.stored, 1);
+        let r = store.append_reward_blocking(defect("task-9", "Code")).expect("append");
+        assert!(matches!(r, RewardAppend::Created(_)), "{r:?}");
+        let t = store.read(|tx| tx.triplets(&TripletFilter::default(), None, 10, &Policy::default())).expect("read");
+        assert_eq!(t.items[0].effective.reward, Some(0.5));
+    }
+
+    /// A writer that is gone is a failure, not overload: submissions answer `Closed` and the
+    /// health check says why.
+    #[test]
+    fn a_dead_writer_is_not_overload() {
+        let (_dir, store) = temp_store();
+        assert!(store.health().is_ok());
+        store.crash_writer().expect("queued");
+        for _ in 0..200 {
+            if store.health().is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(store.health().expect_err("dead").contains("not running"));
+        let err = store.ingest_blocking(prepare(vec![triplet_span(1, 1, "s", &[])])).expect_err("refused");
+        assert!(matches!(err, StoreError::Closed), "{err:?}");
+        // Reads still work.
+        assert_eq!(store.read(|tx| tx.counts()).expect("counts").spans, 0);
+    }
 }

@@ -22,9 +22,10 @@ pub(crate) enum Op {
     Reward { req: Box<NewReward>, reply: Reply<RewardAppend> },
     Barrier { reply: Reply<()> },
     Settle { value: f64, due_before: i64, now: i64, batch: usize, reply: Reply<usize> },
-    /// Fails inside its transaction (tests of the all-or-nothing group).
+    /// Stores its spans, then fails inside the same transaction (tests of the all-or-nothing
+    /// group).
     #[cfg(test)]
-    Fail { reply: Reply<()> },
+    Fail { spans: Vec<PreparedSpan>, reply: Reply<()> },
     /// Ends the writer thread as a crash would (tests of a dead writer).
     #[cfg(test)]
     Crash,
@@ -173,7 +174,8 @@ impl Writer {
                         failed
                     }
                     #[cfg(test)]
-                    Op::Fail { reply } => {
+                    Op::Fail { mut spans, reply } => {
+                        let _ = ingest(&tx, &mut self.caches, &mut spans, &mut g);
                         done.push(Done::Barrier(reply));
                         true
                     }
@@ -192,7 +194,7 @@ impl Writer {
                             Op::Barrier { reply } => done.push(Done::Barrier(reply)),
                             Op::Settle { reply, .. } => done.push(Done::Settle(reply, Err(StoreError::Failed("rolled back".into())))),
                             #[cfg(test)]
-                            Op::Fail { reply } => done.push(Done::Barrier(reply)),
+                            Op::Fail { reply, .. } => done.push(Done::Barrier(reply)),
                             #[cfg(test)]
                             Op::Crash => {}
                         }

@@ -1,0 +1,377 @@
+//! The store's conformance suite: what every backend must answer the same way (DESIGN sections 4,
+//! 5 and 9), run here against the embedded SQLite store; each test names the rule it holds.
+
+mod common;
+
+use common::*;
+use rltrace_core::Policy;
+use rltrace_core::reward::Strategy;
+use rltrace_store::{RewardAppend, SequenceFilter, Store, StoreConfig, StoreError, TripletFilter};
+
+fn created(r: Result<RewardAppend, StoreError>) {
+    match r {
+        Ok(RewardAppend::Created(_)) => {}
+        other => panic!("expected a created event, got {other:?}"),
+    }
+}
+
+fn all_triplets(store: &Store, policy: &Policy) -> Vec<rltrace_core::export::TripletView> {
+    let mut out = Vec::new();
+    store
+        .export(&TripletFilter::default(), policy, None, &mut |t| {
+            out.push(t.clone());
+            Ok(true)
+        })
+        .expect("export");
+    out
+}
+
+#[test]
+fn a_span_sent_twice_is_stored_once() {
+    let (_d, store) = temp_store();
+    let batch = || prepare((0..5).map(|n| triplet_span(1, n, "s", &[])).collect());
+    assert_eq!(store.ingest_blocking(batch()).expect("first").stored, 5);
+    let again = store.ingest_blocking(batch()).expect("again");
+    assert_eq!((again.stored, again.duplicates), (0, 5));
+    let c = store.read(|tx| tx.counts()).expect("counts");
+    assert_eq!((c.spans, c.triplets, c.sequences), (5, 5, 1));
+}
+
+/// A small deterministic generator (no dependency, same mix every run).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// The rewarded counts the store keeps (for `rewarded` filters and the statistics) agree with an
+/// evaluation of every triplet, whatever mix of rewards reached them.
+#[test]
+fn kept_rewarded_counts_agree_with_evaluation() {
+    let (_d, store) = temp_store();
+    let mut rng = Lcg(7);
+    let roles = ["Planning", "Code", "Test"];
+    for seq in 0..60u32 {
+        let name = format!("task-{seq}");
+        let n = 1 + rng.next(5) as u32;
+        let spans: Vec<_> = (0..n)
+            .map(|k| {
+                let mut attrs = vec![("rl.state.agent_role", s(roles[rng.next(3) as usize])), ("rl.state.task_id", s(&name))];
+                if rng.next(3) == 0 {
+                    attrs.push(("rl.reward.success", f(1.0)));
+                }
+                let mut sp = triplet_span(seq, seq * 10 + k, &name, &attrs);
+                if rng.next(8) == 0 {
+                    sp.events.push(reward_event(0.4, "judge", "sequence", if rng.next(2) == 0 { "last" } else { "uniform" }, sp.start_time_unix_nano));
+                }
+                sp
+            })
+            .collect();
+        store.ingest_blocking(prepare(spans)).expect("ingest");
+        match rng.next(7) {
+            0 => created(store.append_reward_blocking(on_sequence(&name, Strategy::Uniform, Some(1.0), "hitl"))),
+            1 => created(store.append_reward_blocking(on_sequence(&name, Strategy::Role { role: "Code".into() }, Some(0.7), "tests"))),
+            2 => created(store.append_reward_blocking(on_sequence(&name, Strategy::Last, Some(0.2), "terminal"))),
+            3 => created(store.append_reward_blocking(on_sequence(&name, Strategy::Uniform, None, "hitl"))),
+            4 => created(store.append_reward_blocking(defect(&name, "Test"))),
+            _ => {}
+        }
+    }
+    // A defect by a task id reaching a sequence that arrives later.
+    created(store.append_reward_blocking(NewRewardPending::defect("late-task", "Code")));
+    store.ingest_blocking(prepare(vec![triplet_span(900, 9000, "late-task:Code", &[("rl.state.agent_role", s("Code"))])])).expect("late");
+    let evaluated = all_triplets(&store, &policy());
+    let rewarded = evaluated.iter().filter(|t| t.effective.reward.is_some()).count() as u64;
+    assert!(rewarded > 0 && rewarded < evaluated.len() as u64, "the mix must have both: {rewarded} of {}", evaluated.len());
+    assert!(evaluated.iter().any(|t| t.sequence_id == "late-task:Code" && t.effective.reward == Some(0.5)));
+    let stats = store.read(|tx| tx.stats(&policy())).expect("stats");
+    assert_eq!(stats.rewarded_triplets, rewarded, "kept count");
+    // A policy with a zero weight takes the evaluating path; an unused source changes nothing.
+    let zero = Policy::from_toml("[sources.unused]\nweight = 0.0\n").expect("policy");
+    assert_eq!(store.read(|tx| tx.stats(&zero)).expect("stats").rewarded_triplets, rewarded, "evaluated count");
+    // The rewarded filter of the sequence list agrees with the triplets.
+    let mut by_seq: std::collections::BTreeMap<String, bool> = Default::default();
+    for t in &evaluated {
+        *by_seq.entry(t.sequence_id.clone()).or_default() |= t.effective.reward.is_some();
+    }
+    for want in [true, false] {
+        let page = store
+            .read(|tx| tx.sequences(&SequenceFilter { rewarded: Some(want), ..SequenceFilter::default() }, None, 1000, &policy()))
+            .expect("list");
+        let got: std::collections::BTreeSet<String> = page.items.iter().map(|s| s.sequence_id.clone()).collect();
+        let expected: std::collections::BTreeSet<String> = by_seq.iter().filter(|(_, r)| **r == want).map(|(k, _)| k.clone()).collect();
+        assert_eq!(got, expected, "rewarded={want}");
+    }
+}
+
+/// Pending requests as the API makes them (`"pending": true`).
+struct NewRewardPending;
+impl NewRewardPending {
+    fn on_triplet(id: &str, value: f64) -> rltrace_store::NewReward {
+        rltrace_store::NewReward { allow_pending: true, ..on_triplet(id, value, "hitl") }
+    }
+    fn defect(task: &str, phase: &str) -> rltrace_store::NewReward {
+        rltrace_store::NewReward { allow_pending: true, ..common::defect(task, phase) }
+    }
+}
+
+/// A pending reward for an explicit `rl.triplet_id` of 48 upper-case hex digits joins its triplet.
+#[test]
+fn a_pending_reward_for_an_upper_case_hex_explicit_id_joins() {
+    let (_d, store) = temp_store();
+    let id = "5B8EFFF798038103D269B633813FC60CEEE19B7EC3C1B174";
+    created(store.append_reward_blocking(NewRewardPending::on_triplet(id, 0.8)));
+    store.ingest_blocking(prepare(vec![triplet_span(3, 1, "s", &[("rl.triplet_id", s(id))])])).expect("ingest");
+    let d = store.read(|tx| tx.triplet(id, &policy())).expect("read").expect("found");
+    assert_eq!(d.triplet.effective.reward, Some(0.8));
+    assert_eq!(d.ledger.len(), 1);
+    assert!(!d.ledger[0].pending);
+}
+
+/// A terminal-type reward for one triplet does not complete its sequence; for the sequence it does.
+#[test]
+fn only_a_sequence_targeted_terminal_reward_completes() {
+    let (_d, store) = temp_store();
+    store.ingest_blocking(prepare(vec![triplet_span(1, 1, "s", &[]), triplet_span(1, 2, "s", &[])])).expect("ingest");
+    let first = all_triplets(&store, &policy())[0].triplet_id.clone();
+    created(store.append_reward_blocking(on_triplet(&first, 1.0, "tests")));
+    let complete = |store: &Store| store.read(|tx| tx.sequence("s", None, 10, &policy())).expect("read").expect("found").summary.complete;
+    assert!(!complete(&store));
+    let listed = store.read(|tx| tx.sequences(&SequenceFilter { complete: Some(false), ..Default::default() }, None, 10, &policy())).expect("list");
+    assert_eq!(listed.items.len(), 1);
+    created(store.append_reward_blocking(on_sequence("s", Strategy::Last, Some(1.0), "tests")));
+    assert!(complete(&store));
+    let listed = store.read(|tx| tx.sequences(&SequenceFilter { complete: Some(true), ..Default::default() }, None, 10, &policy())).expect("list");
+    assert_eq!(listed.items.len(), 1);
+}
+
+/// "Latest" is ledger order: a reward carried by a span with a clock far in the future does not
+/// outlast a reward appended after it.
+#[test]
+fn latest_is_the_last_appended_whatever_time_a_client_wrote() {
+    let (_d, store) = temp_store();
+    let mut sp = triplet_span(1, 1, "s", &[("rl.triplet_id", s("t-1"))]);
+    sp.events.push(reward_event(0.1, "judge", "triplet", "uniform", u64::MAX / 2));
+    store.ingest_blocking(prepare(vec![sp])).expect("ingest");
+    assert_eq!(all_triplets(&store, &policy())[0].effective.reward, Some(0.1));
+    created(store.append_reward_blocking(on_triplet("t-1", 0.9, "judge")));
+    let t = &all_triplets(&store, &policy())[0];
+    assert_eq!(t.effective.reward, Some(0.9));
+    assert_eq!(t.effective.newest_source.as_deref(), Some("judge"));
+}
+
+/// The triplet ids pending rewards wait for are bounded; past the bound a clear refusal, and
+/// room again once a target arrives.
+#[test]
+fn pending_triplet_ids_are_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(StoreConfig { max_pending: 3, ..StoreConfig::new(dir.path().join("db")) }).expect("open");
+    for n in 0..3 {
+        created(store.append_reward_blocking(NewRewardPending::on_triplet(&format!("p{n}"), 0.5)));
+    }
+    // The same id again is no new id.
+    created(store.append_reward_blocking(NewRewardPending::on_triplet("p0", 0.6)));
+    match store.append_reward_blocking(NewRewardPending::on_triplet("p3", 0.5)).expect("answer") {
+        RewardAppend::PendingLimit(3) => {}
+        other => panic!("expected the pending limit, got {other:?}"),
+    }
+    store.ingest_blocking(prepare(vec![triplet_span(1, 1, "s", &[("rl.triplet_id", s("p1"))])])).expect("ingest");
+    created(store.append_reward_blocking(NewRewardPending::on_triplet("p3", 0.5)));
+    // Sequence and task targets wait in the ledger, not in memory: not bounded by it.
+    created(store.append_reward_blocking(rltrace_store::NewReward {
+        allow_pending: true,
+        ..on_sequence("later", Strategy::Uniform, Some(1.0), "hitl")
+    }));
+    // The bound holds across a restart (the pending ids are reloaded).
+    drop(store);
+    let store = Store::open(StoreConfig { max_pending: 3, ..StoreConfig::new(dir.path().join("db")) }).expect("reopen");
+    assert!(matches!(store.append_reward_blocking(NewRewardPending::on_triplet("p9", 0.5)), Ok(RewardAppend::PendingLimit(3))));
+}
+
+/// A read-only store reads beside a live writer and never writes, never creates a file.
+#[test]
+fn read_only_beside_a_live_writer() {
+    let (dir, store) = temp_store();
+    store.ingest_blocking(prepare(vec![triplet_span(1, 1, "s", &[("rl.reward", f(0.5))])])).expect("ingest");
+    let ro = Store::open_read_only(dir.path().join("rltrace.db")).expect("read-only");
+    assert!(ro.is_read_only());
+    assert_eq!(all_triplets(&ro, &policy()).len(), 1);
+    assert!(matches!(ro.append_reward_blocking(on_triplet("x", 0.1, "hitl")), Err(StoreError::ReadOnly)));
+    store.ingest_blocking(prepare(vec![triplet_span(1, 2, "s", &[])])).expect("ingest beside");
+    assert_eq!(all_triplets(&ro, &policy()).len(), 2);
+    let missing = dir.path().join("missing.db");
+    assert!(Store::open_read_only(&missing).is_err());
+    assert!(!missing.exists());
+}
+
+/// A full disk is a failure of the store (health says why), not overload; reads go on.
+#[test]
+fn a_full_database_fails_and_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(StoreConfig { max_db_bytes: Some(400 * 1024), ..StoreConfig::new(dir.path().join("db")) }).expect("open");
+    let mut failed = None;
+    for b in 0..200u32 {
+        let spans = (0..50).map(|n| triplet_span(b, b * 100 + n, &format!("s{b}"), &[("rl.state.pad", s(&"x".repeat(400)))])).collect();
+        match store.ingest_blocking(prepare(spans)) {
+            Ok(_) => {}
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let e = failed.expect("the bound is reached");
+    assert!(matches!(e, StoreError::Failed(_)), "{e:?}");
+    assert!(e.to_string().contains("full"), "{e}");
+    assert!(store.health().expect_err("failing").contains("full"));
+    assert!(store.read(|tx| tx.counts()).expect("reads go on").spans > 0);
+}
+
+/// An export reads up to the watermarks taken when it starts, in runs of sequences each in its
+/// own read transaction; the same watermarks give the same lines again.
+#[test]
+fn export_reads_to_its_watermarks_in_runs() {
+    let (_d, store) = temp_store();
+    let n = rltrace_store::SEQUENCES_PER_READ as u32 * 2 + 10;
+    let spans = (0..n).map(|k| triplet_span(k, k, &format!("s{k:04}"), &[("rl.reward", f(0.25))])).collect();
+    store.ingest_blocking(prepare(spans)).expect("ingest");
+    let mut first = Vec::new();
+    let mut injected = false;
+    let counts = store
+        .export(&TripletFilter::default(), &policy(), None, &mut |t| {
+            first.push(t.triplet_id.clone());
+            if !injected {
+                // Ingest and a reward land while the export runs; it does not see them.
+                injected = true;
+                store.ingest_blocking(prepare(vec![triplet_span(9999, 99_999, "s0000", &[]), triplet_span(9998, 99_998, "zzz", &[])])).expect("ingest");
+                created(store.append_reward_blocking(on_sequence("s0001", Strategy::Uniform, Some(1.0), "hitl")));
+            }
+            Ok(true)
+        })
+        .expect("export");
+    assert_eq!(first.len(), n as usize);
+    assert_eq!(counts.triplets, u64::from(n));
+    let as_of = rltrace_store::AsOf { watermarks: counts.watermarks, now: 0 };
+    let mut again = Vec::new();
+    let mut rewards = Vec::new();
+    store
+        .export(&TripletFilter::default(), &policy(), Some(as_of), &mut |t| {
+            again.push(t.triplet_id.clone());
+            rewards.push(t.effective.reward);
+            Ok(true)
+        })
+        .expect("export");
+    assert_eq!(again, first);
+    assert!(rewards.iter().all(|r| *r == Some(0.25)), "the later reward is past the watermark");
+    assert_eq!(all_triplets(&store, &policy()).len(), n as usize + 2);
+}
+
+/// The fallback is applied in small batches until no sequence is due.
+#[test]
+fn settling_runs_in_batches_until_none_is_due() {
+    let (_d, store) = temp_store();
+    let n = rltrace_store::SETTLE_BATCH as u32 + 20;
+    store.ingest_blocking(prepare((0..n).map(|k| triplet_span(k, k, &format!("s{k}"), &[])).collect())).expect("ingest");
+    created(store.append_reward_blocking(on_sequence("s0", Strategy::Uniform, Some(1.0), "tests")));
+    let p = Policy::from_toml("reward_wait = \"1s\"\ndefault_reward = 0.3\n").expect("policy");
+    assert_eq!(store.settle_blocking(&p).expect("settle"), n as usize - 1);
+    assert_eq!(store.settle_blocking(&p).expect("again"), 0);
+    let t = all_triplets(&store, &p);
+    assert!(t.iter().filter(|t| t.sequence_id != "s0").all(|t| t.effective.reward == Some(0.3)));
+    assert_eq!(store.read(|tx| tx.stats(&p)).expect("stats").rewarded_triplets, u64::from(n));
+}
+
+/// A sequence's triplets come in pages, in sequence order, continuing after the last one.
+#[test]
+fn sequence_triplets_are_paged_in_order() {
+    let (_d, store) = temp_store();
+    store
+        .ingest_blocking(prepare((0..7).rev().map(|k| triplet_span(1, k, "s", &[("rl.sequence_index", i(i64::from(k)))])).collect()))
+        .expect("ingest");
+    let mut cursor = None;
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let d = store.read(|tx| tx.sequence("s", cursor, 3, &policy())).expect("read").expect("found");
+        assert_eq!(d.summary.triplet_count, 7);
+        seen.extend(d.triplets.iter().map(|t| t.sequence_index));
+        match d.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..7).collect::<Vec<i64>>());
+}
+
+/// A newer binary migrates a version 1 database forward; the rewards read the same.
+#[test]
+fn a_version_1_database_is_migrated_forward() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v1.db");
+    {
+        let c = rusqlite::Connection::open(&path).expect("open");
+        c.execute_batch(include_str!("fixtures/schema_v1.sql")).expect("v1 schema");
+        c.execute_batch(
+            "INSERT INTO meta(key, value) VALUES ('schema_version', '1');
+             INSERT INTO traces(id, trace_id) VALUES (1, x'0000000000000000000000000000000a');
+             INSERT INTO sequences(id, sequence_id, triplet_count, first_us, last_us, local_rewards, reward_events, terminal_events)
+               VALUES (1, 'task-1', 2, 10, 20, 1, 1, 1);
+             INSERT INTO spans(id, trace_ref, span_id, name, kind, start_ns, end_ns, status_code, status_message, attributes, events, scope,
+               seq_ref, ts_us, state, action, role, task_id, reward, reward_source)
+               VALUES (1, 1, 1, 'a', 1, 10000, 11000, 0, '', '{}', '[]', '', 1, 10, '{}', '{}', 'Code', 'task-1', 0.5, 'local'),
+                      (2, 1, 2, 'b', 1, 20000, 21000, 0, '', '{}', '[]', '', 1, 20, '{}', '{}', 'Test', 'task-1', NULL, NULL);
+             INSERT INTO tasks(task_id) VALUES ('task-1');
+             INSERT INTO reward_events(id, reward_id, target_sequence, strategy, seq_key, value, source, created_us)
+               VALUES (1, 'r1', 'task-1', 'last', 'task-1', 1.0, 'tests', 30);
+             UPDATE counters SET spans = 2, triplets = 2, sequences = 1, reward_events = 1;",
+        )
+        .expect("v1 rows");
+    }
+    let store = Store::open(StoreConfig::new(&path)).expect("migrates");
+    let t = all_triplets(&store, &policy());
+    assert_eq!(t.iter().map(|t| t.effective.reward).collect::<Vec<_>>(), vec![Some(0.5), Some(1.0)]);
+    assert_eq!(store.read(|tx| tx.stats(&policy())).expect("stats").rewarded_triplets, 2);
+    let code = store.read(|tx| tx.sequences(&SequenceFilter { role: Some("Test".into()), ..Default::default() }, None, 10, &policy())).expect("list");
+    assert_eq!(code.items.len(), 1);
+    // Defects by task id find the task after the migration.
+    created(store.append_reward_blocking(defect("task-1", "Code")));
+    drop(store);
+    let c = rusqlite::Connection::open(&path).expect("open");
+    let v: String = c.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).expect("version");
+    assert_eq!(v, rltrace_store::SCHEMA_VERSION.to_string());
+}
+
+/// An older binary refuses a newer database with a clear message and changes nothing.
+#[test]
+fn a_newer_database_is_refused() {
+    let (dir, store) = temp_store();
+    drop(store);
+    let path = dir.path().join("rltrace.db");
+    rusqlite::Connection::open(&path).expect("open").execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", []).expect("bump");
+    let e = Store::open(StoreConfig::new(&path)).err().expect("refused");
+    assert!(e.to_string().contains("newer"), "{e}");
+    let e = Store::open_read_only(&path).err().expect("refused");
+    assert!(e.to_string().contains("newer"), "{e}");
+}
+
+/// A defect by task id reaches the triplets of its phase: by sequence name and by `state.task_id`.
+#[test]
+fn defects_by_task_id_reach_by_name_and_by_state() {
+    let (_d, store) = temp_store();
+    store
+        .ingest_blocking(prepare(vec![
+            triplet_span(1, 1, "T7:Code", &[("rl.state.agent_role", s("Code"))]),
+            triplet_span(2, 2, "other", &[("rl.state.agent_role", s("Code")), ("rl.state.task_id", s("T7"))]),
+            triplet_span(3, 3, "other", &[("rl.state.agent_role", s("Test")), ("rl.state.task_id", s("T7"))]),
+        ]))
+        .expect("ingest");
+    created(store.append_reward_blocking(defect("T7", "Code")));
+    let t = all_triplets(&store, &policy());
+    let by_role: Vec<_> = t.iter().map(|t| (t.sequence_id.as_str(), t.role.as_deref(), t.effective.reward)).collect();
+    assert!(by_role.contains(&("T7:Code", Some("Code"), Some(0.5))));
+    assert!(by_role.contains(&("other", Some("Code"), Some(0.5))));
+    assert!(by_role.contains(&("other", Some("Test"), None)));
+    assert_eq!(store.read(|tx| tx.stats(&policy())).expect("stats").rewarded_triplets, 2);
+    assert!(matches!(store.append_reward_blocking(defect("nope", "Code")), Ok(RewardAppend::NotFound(_))));
+}
