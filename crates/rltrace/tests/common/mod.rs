@@ -38,18 +38,40 @@ impl Server {
         s
     }
 
+    /// Start on a new database in a new temporary directory, its log (at `RLTRACE_LOG=info`)
+    /// written to `serve.log` there.
+    pub fn start_logged(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Server::start_at_with(&dir.join("rltrace.db"), extra, Some(&dir.join("serve.log")));
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// The log written by a server started with [`Server::start_logged`].
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
     /// Start on the database at `db` (kept after the server stops).
     pub fn start_at(db: &Path, extra: &[&str]) -> Server {
+        Server::start_at_with(db, extra, None)
+    }
+
+    fn start_at_with(db: &Path, extra: &[&str], log: Option<&Path>) -> Server {
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .arg("--db")
             .arg(db)
             .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
             .args(extra)
-            .env("RLTRACE_LOG", "warn")
+            .env("RLTRACE_LOG", if log.is_some() { "info" } else { "warn" })
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(match log {
+                Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
+                None => Stdio::inherit(),
+            });
         let mut child = cmd.spawn().expect("spawn rltrace serve");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
