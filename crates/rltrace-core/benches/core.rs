@@ -61,7 +61,7 @@ fn bench_effective(c: &mut Criterion) {
             role: Some(if i % 2 == 0 { "Code" } else { "Test" }),
             task_id: Some("task-1"),
             phase: None,
-            immediate: Some(Immediate { value: None, components: &comps, source: "local", at: i as i64 }),
+            immediate: Some(Immediate { value: None, components: &comps, source: "local", at: i as i64, order: rltrace_core::reward::immediate_order(0) }),
         })
         .collect();
     let mut events: Vec<RewardEvent> = vec![RewardEvent {
