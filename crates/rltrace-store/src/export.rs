@@ -2,7 +2,8 @@
 //! order, with one sequence in memory at a time. It reads at most up to the watermarks taken when
 //! it starts (the newest span row and ledger event), so it is one logical snapshot, yet each run
 //! of [`SEQUENCES_PER_READ`] sequences is its own short read transaction: a long export never
-//! pins the WAL (SQLite checkpoints between them), and ingest goes on meanwhile.
+//! pins the WAL (it checkpoints between them, so the writer can start the WAL over), and ingest
+//! goes on meanwhile.
 
 use rltrace_core::Policy;
 use rltrace_core::export::TripletView;
@@ -55,6 +56,9 @@ impl Store {
         let mut after = 0i64;
         loop {
             let (last, more) = self.read(|tx| export_chunk(tx, f, policy, as_of, after, &mut counts, sink))?;
+            // Between runs no snapshot is held: let the WAL be checkpointed so that the writer
+            // can start it over instead of growing it while the export goes on.
+            self.checkpoint();
             match (last, more) {
                 (Some(l), true) => after = l,
                 _ => return Ok(counts),

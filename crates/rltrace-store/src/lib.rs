@@ -472,6 +472,22 @@ impl Store {
         self.enqueue(Op::Crash, 0)
     }
 
+    /// Copy what the WAL holds into the database file as far as no reader needs it (a passive
+    /// checkpoint: it waits for nobody), so the WAL can start over. Long readers call it between
+    /// their read transactions.
+    pub(crate) fn checkpoint(&self) {
+        let conn = self.inner.readers.lock().ok().and_then(|mut idle| idle.pop());
+        let Some(conn) = conn.or_else(|| open_reader(&self.inner.path).ok()) else { return };
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(error = %e, "passive checkpoint failed");
+        }
+        if let Ok(mut idle) = self.inner.readers.lock()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(conn);
+        }
+    }
+
     /// Check that the database file answers a query on a new connection (read-only, never
     /// creating the file), so a file that disappeared or became unreadable is noticed.
     pub fn ping(&self) -> Result<(), StoreError> {
@@ -500,9 +516,10 @@ impl Inner {
     }
 }
 
-/// A read-only connection: it never creates the file and never writes.
+/// A reader connection: it never creates the file and never changes a row (`query_only`); it may
+/// checkpoint the WAL, which changes no content.
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
-    let c = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    let c = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     schema::configure_reader(&c)?;
     Ok(c)
 }
