@@ -735,7 +735,10 @@ pub async fn readyz(State(st): State<AppState>) -> Result<Json<Health>, ApiError
     Ok(Json(Health { status: "ready".into() }))
 }
 
-/// Prometheus text metrics.
+/// Prometheus / OpenMetrics text metrics.
+///
+/// OpenMetrics text; the content type is `application/openmetrics-text` when the scraper's
+/// `Accept` asks for it, `text/plain; version=0.0.4` otherwise (the text parses as both).
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -745,9 +748,15 @@ pub async fn readyz(State(st): State<AppState>) -> Result<Json<Health>, ApiError
         (status = 200, description = "The metrics.", content_type = "text/plain", body = String),
     )
 )]
-pub async fn metrics(State(st): State<AppState>) -> Response {
+pub async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let text = st.metrics.render(st.store.queue_depth(), st.store.queued_bytes());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = if accept.contains("application/openmetrics-text") {
+        crate::metrics::OPENMETRICS_CONTENT_TYPE
+    } else {
+        crate::metrics::TEXT_CONTENT_TYPE
+    };
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 /// This document.

@@ -91,12 +91,14 @@ impl AppState {
     }
 }
 
+/// Time every request; its labels are bounded (see [`metrics`]): the method's label, and the
+/// matched route template or `unmatched`.
 async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
-    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = metrics::MethodLabel::from_http(req.method());
+    let route = req.extensions().get::<MatchedPath>().and_then(|p| routes::template(p.as_str())).unwrap_or(metrics::UNMATCHED_ROUTE);
     let resp = next.run(req).await;
-    st.metrics.observe(&method, &route, resp.status().as_u16(), started.elapsed());
+    st.metrics.observe(method, route, resp.status().as_u16(), started.elapsed());
     resp
 }
 

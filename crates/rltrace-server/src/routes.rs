@@ -1,6 +1,8 @@
-//! The one list of the HTTP routes. [`crate::app`] builds the router from it, and a test checks
-//! it against the OpenAPI document: every route but OTLP's own must be documented with its
-//! method, and the document names no other.
+//! The one list of the HTTP routes. [`crate::app`] builds the router from it, the metrics take
+//! their route label from it, and a test checks it against the OpenAPI document: every route but
+//! OTLP's own must be documented with its method, and the document names no other.
+
+use std::sync::OnceLock;
 
 use axum::handler::Handler;
 use axum::http::Method;
@@ -59,4 +61,11 @@ pub fn table() -> Vec<Route> {
         Route::get("/metrics", api::metrics),
         Route::get("/openapi.json", api::openapi),
     ]
+}
+
+/// The route template equal to `matched` (a request's `MatchedPath`), as a `'static` label; `None`
+/// for anything else.
+pub fn template(matched: &str) -> Option<&'static str> {
+    static PATHS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    PATHS.get_or_init(|| table().iter().map(|r| r.path).collect()).iter().copied().find(|p| *p == matched)
 }

@@ -1,7 +1,11 @@
 //! Router tests of the collector's HTTP application over a real store in a temporary directory:
 //! request bodies of the wrong shape (unknown fields, wrong types, missing fields: 422 with the
-//! field's path), bodies that are not JSON (400), out-of-range values (422), query parameters
-//! and the route table.
+//! field's path), bodies that are not JSON (400), out-of-range values (422), query parameters,
+//! the route table, and the bound on the latency histogram's label sets.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -234,4 +238,50 @@ async fn the_router_serves_exactly_the_route_table() {
     assert_eq!(status, StatusCode::OK);
     assert!(ct.starts_with("application/json"), "{ct}");
     assert_eq!(String::from_utf8_lossy(&body), rltrace_server::openapi::json());
+}
+
+/// Send one raw HTTP/1.1 request and read the whole answer.
+fn raw(addr: SocketAddr, method: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_labels_stay_bounded_whatever_clients_send() {
+    let (app, _dir) = fresh();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let metrics = tokio::task::spawn_blocking(move || {
+        for i in 0..40 {
+            let a = raw(addr, &format!("MADEUP{i}"), "/api/v1/stats");
+            assert!(a.starts_with("HTTP/1.1 405"), "a made-up method on a route: {a}");
+            let b = raw(addr, "GET", &format!("/no/such/path/{i}"));
+            assert!(b.starts_with("HTTP/1.1 404"), "an unknown path: {b}");
+            let c = raw(addr, &format!("BREW{i}"), &format!("/pot/{i}"));
+            assert!(c.starts_with("HTTP/1.1 404"), "a made-up method on an unknown path: {c}");
+        }
+        assert!(raw(addr, "PATCH", "/api/v1/stats").starts_with("HTTP/1.1 405"));
+        assert!(raw(addr, "GET", "/api/v1/stats").starts_with("HTTP/1.1 200"));
+        raw(addr, "GET", "/metrics")
+    })
+    .await
+    .expect("client");
+    server.abort();
+    let series: Vec<&str> = metrics.lines().filter(|l| l.starts_with("rltrace_http_request_duration_seconds_count{")).collect();
+    for want in [
+        r#"{method="other",route="/api/v1/stats",status="405"} 40"#,
+        r#"{method="GET",route="unmatched",status="404"} 40"#,
+        r#"{method="other",route="unmatched",status="404"} 40"#,
+        r#"{method="PATCH",route="/api/v1/stats",status="405"} 1"#,
+        r#"{method="GET",route="/api/v1/stats",status="200"} 1"#,
+    ] {
+        assert!(series.iter().any(|l| l.ends_with(want)), "no series {want} in:\n{}", series.join("\n"));
+    }
+    assert_eq!(series.len(), 5, "120 requests with made-up methods and paths make 5 series, not more:\n{}", series.join("\n"));
+    assert!(!metrics.contains("MADEUP") && !metrics.contains("BREW") && !metrics.contains("/no/such"), "client strings leaked into labels");
 }
