@@ -455,33 +455,33 @@ fn has_bare_non_finite(text: &str) -> bool {
     false
 }
 
+/// A string that must not be empty.
+fn non_empty(field: &str, v: String) -> Result<String, ApiError> {
+    if v.is_empty() { Err(ApiError::Validation(format!("{field} must be a non-empty string"))) } else { Ok(v) }
+}
+
 /// A string that, when given, must not be empty.
-fn non_empty(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
-    match v {
-        Some(s) if s.is_empty() => Err(ApiError::Validation(format!("{field} must be a non-empty string"))),
-        other => Ok(other),
-    }
+fn opt_non_empty(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+    v.map(|v| non_empty(field, v)).transpose()
 }
 
 fn parse_reward(body: &Value, header_key: Option<String>) -> Result<NewReward, ApiError> {
     let v = |m: String| ApiError::Validation(m);
     let RewardRequest { target, value, source, reason, idempotency_key, metadata, pending } = typed(body)?;
     let target = match target {
-        RewardRequestTarget::Triplet { triplet_id } => {
-            RewardTarget::Triplet { triplet_id: non_empty("target.triplet_id", Some(triplet_id))?.unwrap_or_default() }
-        }
+        RewardRequestTarget::Triplet { triplet_id } => RewardTarget::Triplet { triplet_id: non_empty("target.triplet_id", triplet_id)? },
         RewardRequestTarget::Sequence { sequence_id, strategy, gamma, role } => {
-            let sequence_id = non_empty("target.sequence_id", Some(sequence_id))?.unwrap_or_default();
-            let name = non_empty("target.strategy", strategy)?.unwrap_or_else(|| "uniform".into());
-            let role = non_empty("target.role", role)?;
+            let sequence_id = non_empty("target.sequence_id", sequence_id)?;
+            let name = opt_non_empty("target.strategy", strategy)?.unwrap_or_else(|| "uniform".into());
+            let role = opt_non_empty("target.role", role)?;
             let strategy = Strategy::parse(&name, gamma, role.as_deref()).map_err(|e| v(e.to_string()))?;
             RewardTarget::Sequence { sequence_id, strategy }
         }
     };
     let value = validate_value(value).map_err(|e| v(e.to_string()))?;
     validate_source(&source).map_err(|e| v(e.to_string()))?;
-    let reason = non_empty("reason", reason)?;
-    let idempotency_key = merge_idempotency_key(non_empty("idempotency_key", idempotency_key)?, header_key)?;
+    let reason = opt_non_empty("reason", reason)?;
+    let idempotency_key = merge_idempotency_key(opt_non_empty("idempotency_key", idempotency_key)?, header_key)?;
     Ok(NewReward {
         target,
         value: Some(value),
