@@ -1,7 +1,7 @@
 //! The REST API (DESIGN section 4): sequences, triplets, traces, the reward ledger, export, stats.
-//! Store reads run on blocking threads; every error answers the JSON error shape.
-
-use std::collections::BTreeMap;
+//! Store reads run on blocking threads; every error answers the JSON error shape. Each handler
+//! carries its OpenAPI description (`#[utoipa::path]`); its request and response types are in
+//! [`crate::dto`], its query parameters below.
 
 use axum::Json;
 use axum::body::Body;
@@ -10,13 +10,20 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use rltrace_core::export::{ManifestCounts, TripletView, manifest, triplet_value, write_triplet_json};
-use rltrace_core::reward::{RewardEvent, RewardTarget, Strategy, validate_source, validate_value};
-use rltrace_core::time::{format_micros, parse_rfc3339_micros};
-use rltrace_store::{NewReward, Page, RewardAppend, SequenceFilter, SequenceSummary, SpanOut, StoreError, TripletFilter};
-use serde_json::{Map, Value, json};
+use rltrace_core::export::{ManifestCounts, TripletView, manifest, write_triplet_json};
+use rltrace_core::reward::{RewardTarget, Strategy, validate_source, validate_value};
+use rltrace_core::time::{Micros, format_micros, parse_rfc3339_micros};
+use rltrace_store::{NewReward, Page, RewardAppend, SequenceFilter, StoreError, TripletFilter};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+use utoipa::IntoParams;
 
 use crate::AppState;
+use crate::dto::{
+    DefectCallback, ErrorBody, Health, HitlCallback, RewardEvent, RewardRequest, RewardRequestTarget, SequenceDetail, SequencePage, Stats,
+    TestsCallback, Trace, TripletDetail, TripletPage,
+};
 use crate::error::ApiError;
 
 /// Default page size of lists.
@@ -26,70 +33,205 @@ pub const MAX_LIMIT: usize = 1000;
 /// Largest accepted JSON request body.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
 
-/// Parsed query parameters, each used at most once.
-struct Query {
-    params: BTreeMap<String, String>,
+// ---------------------------------------------------------------------------------------------
+// Query parameters
+// ---------------------------------------------------------------------------------------------
+
+/// Query parameters of `GET /api/v1/sequences`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SequenceQuery {
+    /// Some triplet's `state.agent_role` equals it.
+    pub role: Option<String>,
+    /// The last triplet is at or after it (RFC 3339).
+    #[serde(default, deserialize_with = "de_time")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<Micros>,
+    /// The first triplet is at or before it (RFC 3339).
+    #[serde(default, deserialize_with = "de_time")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub until: Option<Micros>,
+    /// Some triplet has an effective reward (or none has).
+    #[serde(default, deserialize_with = "de_bool")]
+    pub rewarded: Option<bool>,
+    /// The sequence is complete (or not).
+    #[serde(default, deserialize_with = "de_bool")]
+    pub complete: Option<bool>,
+    /// `pending`: complete sequences with no human (`hitl`) decision yet, the review queue.
+    #[param(inline)]
+    pub review: Option<Review>,
+    /// Page size, 1 to 1000 (default 100).
+    #[serde(default, deserialize_with = "de_limit")]
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// Opaque cursor from `next_cursor`.
+    pub cursor: Option<String>,
 }
 
-impl Query {
-    fn parse(raw: Option<String>, allowed: &[&str]) -> Result<Query, ApiError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-            .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
-        let mut params = BTreeMap::new();
-        for (k, v) in pairs {
-            if !allowed.contains(&k.as_str()) {
-                return Err(ApiError::BadRequest(format!("unknown query parameter {k:?}; allowed: {}", allowed.join(", "))));
-            }
-            if params.insert(k.clone(), v).is_some() {
-                return Err(ApiError::BadRequest(format!("query parameter {k:?} given twice")));
-            }
+/// The `review` filter of the sequence list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Review {
+    /// Complete, no `hitl` event yet.
+    Pending,
+}
+
+/// Query parameters of `GET /api/v1/sequences/{sequence_id}`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SequenceTripletsQuery {
+    /// Triplets per page, 1 to 10,000 (default 1,000).
+    #[serde(default, deserialize_with = "de_sequence_limit")]
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<usize>,
+    /// Opaque cursor from `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// Triplets of one sequence returned by default in `GET /api/v1/sequences/{id}`.
+pub const DEFAULT_SEQUENCE_TRIPLETS: usize = 1000;
+/// Most triplets of one sequence returned in one page.
+pub const MAX_SEQUENCE_TRIPLETS: usize = 10_000;
+
+fn de_sequence_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else { return Ok(None) };
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_SEQUENCE_TRIPLETS).contains(&n) => Ok(Some(n)),
+        _ => Err(serde::de::Error::custom(format!("must be an integer in [1, {MAX_SEQUENCE_TRIPLETS}], got {text:?}"))),
+    }
+}
+
+/// Query parameters of `GET /api/v1/triplets`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TripletQuery {
+    /// Only this sequence (then in sequence order; otherwise in arrival order).
+    pub sequence_id: Option<String>,
+    /// `state.agent_role` equals it.
+    pub role: Option<String>,
+    /// Has an effective reward (or not).
+    #[serde(default, deserialize_with = "de_bool")]
+    pub rewarded: Option<bool>,
+    /// Timestamp at or after it (RFC 3339).
+    #[serde(default, deserialize_with = "de_time")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<Micros>,
+    /// Timestamp at or before it (RFC 3339).
+    #[serde(default, deserialize_with = "de_time")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub until: Option<Micros>,
+    /// Its sequence is complete (or not).
+    #[serde(default, deserialize_with = "de_bool")]
+    pub complete: Option<bool>,
+    /// Page size, 1 to 1000 (default 100).
+    #[serde(default, deserialize_with = "de_limit")]
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// Opaque cursor from `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// Query parameters of `GET /api/v1/export`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// The dataset format (default `jsonl`).
+    #[param(inline)]
+    pub format: Option<ExportFormat>,
+    /// Only this sequence.
+    pub sequence_id: Option<String>,
+    /// `state.agent_role` equals it.
+    pub role: Option<String>,
+    /// Has an effective reward (or not).
+    #[serde(default, deserialize_with = "de_bool")]
+    pub rewarded: Option<bool>,
+    /// Timestamp at or after it (RFC 3339).
+    #[serde(default, deserialize_with = "de_time")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<Micros>,
+    /// Timestamp at or before it (RFC 3339).
+    #[serde(default, deserialize_with = "de_time")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub until: Option<Micros>,
+    /// Its sequence is complete (or not).
+    #[serde(default, deserialize_with = "de_bool")]
+    pub complete: Option<bool>,
+    /// Add a last line `{"manifest": {...}}`: format, filters, policy and its hash, counts.
+    #[serde(default, deserialize_with = "de_bool")]
+    pub manifest: Option<bool>,
+}
+
+/// Formats of `GET /api/v1/export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// One Triplet object per line (export format v1).
+    Jsonl,
+}
+
+fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    let v = String::deserialize(d)?;
+    match v.as_str() {
+        "true" => Ok(Some(true)),
+        "false" => Ok(Some(false)),
+        _ => Err(D::Error::custom(format!("must be true or false, got {v:?}"))),
+    }
+}
+
+fn de_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Micros>, D::Error> {
+    let v = String::deserialize(d)?;
+    parse_rfc3339_micros(&v).map(Some).ok_or_else(|| D::Error::custom(format!("must be an RFC 3339 timestamp, got {v:?}")))
+}
+
+fn de_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let v = String::deserialize(d)?;
+    match v.parse::<usize>() {
+        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(Some(n)),
+        _ => Err(D::Error::custom(format!("must be an integer in [1, {MAX_LIMIT}], got {v:?}"))),
+    }
+}
+
+/// Parse a query string into its typed parameters: an unknown or repeated parameter, or a bad
+/// value, is 400 with the parameter's name.
+fn query<T: DeserializeOwned>(raw: Option<String>) -> Result<T, ApiError> {
+    let raw = raw.unwrap_or_default();
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(raw.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| ApiError::BadRequest(format!("query parameter {e}")))
+}
+
+fn cursor(c: Option<&str>, tag: &str) -> Result<Option<i64>, ApiError> {
+    match c {
+        None => Ok(None),
+        Some(c) => decode_cursor(tag, c).map(Some).ok_or_else(|| ApiError::BadRequest(format!("invalid cursor {c:?}"))),
+    }
+}
+
+impl TripletQuery {
+    fn filter(&self) -> TripletFilter {
+        TripletFilter {
+            sequence_id: self.sequence_id.clone(),
+            role: self.role.clone(),
+            rewarded: self.rewarded,
+            since: self.since,
+            until: self.until,
+            complete: self.complete,
         }
-        Ok(Query { params })
     }
+}
 
-    fn str(&self, k: &str) -> Option<String> {
-        self.params.get(k).cloned()
-    }
-
-    fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
-        match self.params.get(k).map(String::as_str) {
-            None => Ok(None),
-            Some("true") => Ok(Some(true)),
-            Some("false") => Ok(Some(false)),
-            Some(v) => Err(ApiError::BadRequest(format!("{k} must be true or false, got {v:?}"))),
-        }
-    }
-
-    fn time(&self, k: &str) -> Result<Option<i64>, ApiError> {
-        match self.params.get(k) {
-            None => Ok(None),
-            Some(v) => parse_rfc3339_micros(v)
-                .map(Some)
-                .ok_or_else(|| ApiError::BadRequest(format!("{k} must be an RFC 3339 timestamp, got {v:?}"))),
-        }
-    }
-
-    fn limit(&self) -> Result<usize, ApiError> {
-        match self.params.get("limit") {
-            None => Ok(DEFAULT_LIMIT),
-            Some(_) => self.limit_up_to(MAX_LIMIT),
-        }
-    }
-
-    fn limit_up_to(&self, max: usize) -> Result<usize, ApiError> {
-        match self.params.get("limit") {
-            None => Ok(max.min(DEFAULT_LIMIT)),
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(ApiError::BadRequest(format!("limit must be an integer in [1, {max}], got {v:?}"))),
-            },
-        }
-    }
-
-    fn cursor(&self, tag: &str) -> Result<Option<i64>, ApiError> {
-        match self.params.get("cursor") {
-            None => Ok(None),
-            Some(c) => decode_cursor(tag, c).map(Some).ok_or_else(|| ApiError::BadRequest(format!("invalid cursor {c:?}"))),
+impl ExportQuery {
+    fn filter(&self) -> TripletFilter {
+        TripletFilter {
+            sequence_id: self.sequence_id.clone(),
+            role: self.role.clone(),
+            rewarded: self.rewarded,
+            since: self.since,
+            until: self.until,
+            complete: self.complete,
         }
     }
 }
@@ -109,121 +251,13 @@ fn decode_cursor(tag: &str, c: &str) -> Option<i64> {
     (t == tag).then(|| n.parse().ok()).flatten()
 }
 
+/// The items of a store page as response items, and the cursor of the next page.
+fn page_parts<T, U: From<T>>(page: Page<T>, tag: &str) -> (Vec<U>, Option<String>) {
+    (page.items.into_iter().map(U::from).collect(), page.next.map(|n| encode_cursor(tag, n)))
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(e.to_string()))?
-}
-
-fn page_json<T>(page: Page<T>, tag: &str, item: impl Fn(&T) -> Value) -> Value {
-    json!({
-        "items": page.items.iter().map(item).collect::<Vec<_>>(),
-        "next_cursor": page.next.map(|n| encode_cursor(tag, n)),
-    })
-}
-
-fn opt_time(t: Option<i64>) -> Value {
-    t.map_or(Value::Null, |t| Value::String(format_micros(t)))
-}
-
-fn sequence_json(s: &SequenceSummary) -> Value {
-    json!({
-        "sequence_id": s.sequence_id,
-        "triplet_count": s.triplet_count,
-        "first_at": opt_time(s.first_at),
-        "last_at": opt_time(s.last_at),
-        "rewarded": s.rewarded,
-        "complete": s.complete,
-        "reward_mean": s.reward_mean,
-        "roles": s.roles,
-    })
-}
-
-/// A ledger event as JSON.
-pub fn event_json(e: &RewardEvent) -> Value {
-    let target = match &e.target {
-        RewardTarget::Triplet { triplet_id } => json!({"triplet_id": triplet_id}),
-        RewardTarget::Sequence { sequence_id, strategy } => {
-            let mut t = json!({"sequence_id": sequence_id, "strategy": strategy.name()});
-            if let Some(g) = strategy.gamma() {
-                t["gamma"] = json!(g);
-            }
-            match strategy {
-                Strategy::Role { role } => t["role"] = json!(role),
-                Strategy::Phase { phase } => t["phase"] = json!(phase),
-                _ => {}
-            }
-            t
-        }
-        RewardTarget::Task { task_id, phase } => json!({"task_id": task_id, "phase": phase}),
-    };
-    let mut v = json!({
-        "reward_id": e.reward_id,
-        "target": target,
-        "value": e.value,
-        "source": e.source,
-        "reason": e.reason,
-        "created_at": format_micros(e.created_at),
-        "pending": e.pending,
-    });
-    if let Some(k) = &e.idempotency_key {
-        v["idempotency_key"] = json!(k);
-    }
-    if let Some(m) = &e.metadata {
-        v["metadata"] = m.clone();
-    }
-    v
-}
-
-fn span_kind(k: i32) -> &'static str {
-    match k {
-        1 => "SPAN_KIND_INTERNAL",
-        2 => "SPAN_KIND_SERVER",
-        3 => "SPAN_KIND_CLIENT",
-        4 => "SPAN_KIND_PRODUCER",
-        5 => "SPAN_KIND_CONSUMER",
-        _ => "SPAN_KIND_UNSPECIFIED",
-    }
-}
-
-fn status_code(c: i32) -> &'static str {
-    match c {
-        1 => "STATUS_CODE_OK",
-        2 => "STATUS_CODE_ERROR",
-        _ => "STATUS_CODE_UNSET",
-    }
-}
-
-fn span_json(s: &SpanOut) -> Value {
-    let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
-    json!({
-        "trace_id": s.trace_id,
-        "span_id": s.span_id,
-        "parent_span_id": s.parent_span_id,
-        "name": s.name,
-        "kind": span_kind(s.kind),
-        "start_time": format_micros(s.start_ns / 1000),
-        "end_time": format_micros(s.end_ns / 1000),
-        "status": {"code": status_code(s.status_code), "message": s.status_message},
-        "attributes": parse(&s.attributes),
-        "events": parse(&s.events),
-        "resource": parse(&s.resource),
-        "depth": s.depth,
-        "triplet_id": s.triplet_id,
-    })
-}
-
-const SEQUENCE_PARAMS: &[&str] = &["role", "since", "until", "rewarded", "complete", "review", "limit", "cursor"];
-const TRIPLET_PARAMS: &[&str] = &["sequence_id", "role", "rewarded", "since", "until", "complete", "limit", "cursor"];
-const EXPORT_PARAMS: &[&str] = &["format", "sequence_id", "role", "rewarded", "since", "until", "complete", "manifest"];
-
-fn triplet_filter(q: &Query) -> Result<TripletFilter, ApiError> {
-    Ok(TripletFilter {
-        sequence_id: q.str("sequence_id"),
-        role: q.str("role"),
-        rewarded: q.bool("rewarded")?,
-        since: q.time("since")?,
-        until: q.time("until")?,
-        complete: q.bool("complete")?,
-    })
 }
 
 /// The filters of an export as recorded in its manifest.
@@ -232,31 +266,10 @@ pub fn filter_json(f: &TripletFilter) -> Value {
         "sequence_id": f.sequence_id,
         "role": f.role,
         "rewarded": f.rewarded,
-        "since": opt_time(f.since),
-        "until": opt_time(f.until),
+        "since": f.since.map(format_micros),
+        "until": f.until.map(format_micros),
         "complete": f.complete,
     })
-}
-
-/// `GET /api/v1/sequences`.
-pub async fn list_sequences(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    let q = Query::parse(raw, SEQUENCE_PARAMS)?;
-    let review_pending = match q.str("review").as_deref() {
-        None => false,
-        Some("pending") => true,
-        Some(other) => return Err(ApiError::BadRequest(format!("review must be pending, got {other:?}"))),
-    };
-    let f = SequenceFilter {
-        role: q.str("role"),
-        since: q.time("since")?,
-        until: q.time("until")?,
-        rewarded: q.bool("rewarded")?,
-        complete: q.bool("complete")?,
-        review_pending,
-    };
-    let (limit, cursor) = (q.limit()?, q.cursor("s")?);
-    let page = blocking(move || Ok(st.store.read(|tx| tx.sequences(&f, cursor, limit, &st.policy))?)).await?;
-    Ok(Json(page_json(page, "s", sequence_json)))
 }
 
 /// The percent-decoded id of a path; a rejection (not UTF-8) answers the REST error shape.
@@ -264,77 +277,157 @@ fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     p.map(|Path(id)| id).map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
-/// `GET /api/v1/sequences/{sequence_id}`.
-pub async fn get_sequence(State(st): State<AppState>, id: Result<Path<String>, PathRejection>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    let id = path_id(id)?;
-    let q = Query::parse(raw, &["limit", "cursor"])?;
-    let limit = match q.str("limit") {
-        None => DEFAULT_SEQUENCE_TRIPLETS,
-        Some(_) => q.limit_up_to(MAX_SEQUENCE_TRIPLETS)?,
+// ---------------------------------------------------------------------------------------------
+// Reads
+// ---------------------------------------------------------------------------------------------
+
+/// List sequences.
+///
+/// A page of sequences with their counts, times and whether they are rewarded and complete.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sequences",
+    operation_id = "listSequences",
+    tag = "sequences",
+    params(SequenceQuery),
+    responses(
+        (status = 200, description = "A page of sequences.", body = SequencePage),
+        (status = 400, description = "An unknown or malformed query parameter, or a bad cursor.", body = ErrorBody),
+        (status = 500, description = "The store failed.", body = ErrorBody),
+    )
+)]
+pub async fn list_sequences(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<SequencePage>, ApiError> {
+    let q: SequenceQuery = query(raw)?;
+    let f = SequenceFilter {
+        role: q.role,
+        since: q.since,
+        until: q.until,
+        rewarded: q.rewarded,
+        complete: q.complete,
+        review_pending: q.review == Some(Review::Pending),
     };
-    let cursor = q.cursor("q")?;
+    let (limit, cursor) = (q.limit.unwrap_or(DEFAULT_LIMIT), cursor(q.cursor.as_deref(), "s")?);
+    let page = blocking(move || Ok(st.store.read(|tx| tx.sequences(&f, cursor, limit, &st.policy))?)).await?;
+    let (items, next_cursor) = page_parts(page, "s");
+    Ok(Json(SequencePage { items, next_cursor }))
+}
+
+/// A sequence with its triplets in order and its ledger.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sequences/{sequence_id}",
+    operation_id = "getSequence",
+    tag = "sequences",
+    params(("sequence_id" = String, Path, description = "Sequence id (percent-encoded)."), SequenceTripletsQuery),
+    responses(
+        (status = 200, description = "The sequence.", body = SequenceDetail),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded.", body = ErrorBody),
+        (status = 404, description = "No such sequence.", body = ErrorBody),
+        (status = 500, description = "The store failed.", body = ErrorBody),
+    )
+)]
+pub async fn get_sequence(
+    State(st): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<SequenceDetail>, ApiError> {
+    let id = path_id(id)?;
+    let q: SequenceTripletsQuery = query(raw)?;
+    let (limit, cursor) = (q.limit.unwrap_or(DEFAULT_SEQUENCE_TRIPLETS), cursor(q.cursor.as_deref(), "q")?);
     let detail = blocking(move || {
         st.store.read(|tx| tx.sequence(&id, cursor, limit, &st.policy))?.ok_or_else(|| ApiError::NotFound(format!("sequence {id:?} not found")))
     })
     .await?;
-    let mut v = sequence_json(&detail.summary);
-    v["triplets"] = Value::Array(detail.triplets.iter().map(triplet_json).collect::<Result<_, _>>()?);
-    v["ledger"] = Value::Array(detail.ledger.iter().map(event_json).collect());
-    v["next_cursor"] = match detail.next {
-        Some(n) => Value::String(format!("q{n}")),
-        None => Value::Null,
-    };
-    Ok(Json(v))
+    Ok(Json(detail.into()))
 }
 
-/// Triplets of one sequence returned by default in `GET /api/v1/sequences/{id}`.
-pub const DEFAULT_SEQUENCE_TRIPLETS: usize = 1000;
-/// Most triplets of one sequence returned in one page.
-pub const MAX_SEQUENCE_TRIPLETS: usize = 10_000;
-
-fn triplet_json(t: &TripletView) -> Result<Value, ApiError> {
-    triplet_value(t).map_err(|e| ApiError::Internal(format!("triplet {}: {e}", t.triplet_id)))
-}
-
-/// `GET /api/v1/triplets`.
-pub async fn list_triplets(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    let q = Query::parse(raw, TRIPLET_PARAMS)?;
-    let f = triplet_filter(&q)?;
-    let (limit, cursor) = (q.limit()?, q.cursor("t")?);
+/// List triplets.
+///
+/// In arrival order, or in sequence order with `sequence_id`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/triplets",
+    operation_id = "listTriplets",
+    tag = "triplets",
+    params(TripletQuery),
+    responses(
+        (status = 200, description = "A page of triplets.", body = TripletPage),
+        (status = 400, description = "An unknown or malformed query parameter, or a bad cursor.", body = ErrorBody),
+        (status = 500, description = "The store failed.", body = ErrorBody),
+    )
+)]
+pub async fn list_triplets(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<TripletPage>, ApiError> {
+    let q: TripletQuery = query(raw)?;
+    let f = q.filter();
+    let (limit, cursor) = (q.limit.unwrap_or(DEFAULT_LIMIT), cursor(q.cursor.as_deref(), "t")?);
     let page = blocking(move || Ok(st.store.read(|tx| tx.triplets(&f, cursor, limit, &st.policy))?)).await?;
-    Ok(Json(page_json(page, "t", |t| triplet_json(t).unwrap_or_else(|e| json!({"triplet_id": t.triplet_id, "error": e.to_string()})))))
+    let (items, next_cursor) = page_parts(page, "t");
+    Ok(Json(TripletPage { items, next_cursor }))
 }
 
-/// `GET /api/v1/triplets/{triplet_id}`.
-pub async fn get_triplet(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> Result<Json<Value>, ApiError> {
+/// A triplet and the ledger events reaching it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/triplets/{triplet_id}",
+    operation_id = "getTriplet",
+    tag = "triplets",
+    params(("triplet_id" = String, Path, description = "Triplet id (percent-encoded).")),
+    responses(
+        (status = 200, description = "The triplet.", body = TripletDetail),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded.", body = ErrorBody),
+        (status = 404, description = "No such triplet.", body = ErrorBody),
+        (status = 500, description = "The store failed.", body = ErrorBody),
+    )
+)]
+pub async fn get_triplet(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> Result<Json<TripletDetail>, ApiError> {
     let id = path_id(id)?;
     let d = blocking(move || st.store.read(|tx| tx.triplet(&id, &st.policy))?.ok_or_else(|| ApiError::NotFound(format!("triplet {id:?} not found")))).await?;
-    let mut v = triplet_json(&d.triplet)?;
-    v["ledger"] = Value::Array(d.ledger.iter().map(event_json).collect());
-    Ok(Json(v))
+    Ok(Json(d.into()))
 }
 
-/// `GET /api/v1/traces/{trace_id}`.
-pub async fn get_trace(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> Result<Json<Value>, ApiError> {
+/// The spans of a trace in tree order.
+///
+/// Parents before children, siblings by start time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/traces/{trace_id}",
+    operation_id = "getTrace",
+    tag = "traces",
+    params(("trace_id" = String, Path, description = "32 hex digits.")),
+    responses(
+        (status = 200, description = "The trace.", body = Trace),
+        (status = 400, description = "Not a trace id.", body = ErrorBody),
+        (status = 404, description = "No such trace.", body = ErrorBody),
+        (status = 500, description = "The store failed.", body = ErrorBody),
+    )
+)]
+pub async fn get_trace(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> Result<Json<Trace>, ApiError> {
     let id = path_id(id)?;
     let trace_id = rltrace_core::ids::from_hex::<16>(&id).ok_or_else(|| ApiError::BadRequest(format!("trace id must be 32 hex digits, got {id:?}")))?;
     let spans = blocking(move || st.store.read(|tx| tx.trace(&trace_id))?.ok_or_else(|| ApiError::NotFound(format!("trace {id} not found")))).await?;
-    Ok(Json(json!({"trace_id": rltrace_core::ids::to_hex(&trace_id), "spans": spans.iter().map(span_json).collect::<Vec<_>>()})))
+    Ok(Json(Trace { spans: spans.into_iter().map(Into::into).collect(), trace_id: rltrace_core::ids::to_hex(&trace_id) }))
 }
 
-/// `GET /api/v1/stats`.
-pub async fn stats(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Store counts and the ingest rate.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stats",
+    operation_id = "stats",
+    tag = "stats",
+    responses(
+        (status = 200, description = "Counts under the current policy.", body = Stats),
+        (status = 500, description = "The store failed.", body = ErrorBody),
+    )
+)]
+pub async fn stats(State(st): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let rate = st.metrics.ingest_rate();
     let s = blocking(move || Ok(st.store.read(|tx| tx.stats(&st.policy))?)).await?;
-    Ok(Json(json!({
-        "spans": s.spans,
-        "triplets": s.triplets,
-        "sequences": s.sequences,
-        "rewarded_triplets": s.rewarded_triplets,
-        "reward_events": s.reward_events,
-        "ingest_spans_per_s": rate,
-    })))
+    Ok(Json(Stats::new(s, rate)))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Request bodies and the reward ledger
+// ---------------------------------------------------------------------------------------------
 
 /// Read a JSON body with the size bound; 400 when it is not JSON (NaN and infinities, which JSON
 /// cannot carry, are a 422 on the value instead).
@@ -360,6 +453,38 @@ pub(crate) async fn json_body(body: Body) -> Result<Value, ApiError> {
     })
 }
 
+/// The typed request of a JSON body: 422 when the body is not an object or not of the shape of
+/// `T` (unknown field, wrong type, missing field), with the path of the bad field first in the
+/// message (`target.gamma: invalid type: string "x", expected f64`).
+pub(crate) fn typed<T: DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::Validation("body must be a JSON object".into()));
+    }
+    serde_path_to_error::deserialize(body).map_err(|e| ApiError::Validation(e.to_string()))
+}
+
+/// The hash that tells a replay (same idempotency key, same body) from a conflict: the body as
+/// sorted-key JSON without its `idempotency_key`.
+pub(crate) fn body_hash(body: &Value) -> String {
+    let mut canonical = body.clone();
+    if let Some(o) = canonical.as_object_mut() {
+        o.remove("idempotency_key");
+    }
+    rltrace_core::ids::sha256_hex(canonical.to_string().as_bytes())
+}
+
+/// The idempotency key of the body or of the `Idempotency-Key` header (both given: equal).
+pub(crate) fn merge_idempotency_key(body_key: Option<String>, header_key: Option<String>) -> Result<Option<String>, ApiError> {
+    let key = match (body_key, header_key) {
+        (Some(a), Some(b)) if a != b => return Err(ApiError::Validation("idempotency_key and the Idempotency-Key header differ".into())),
+        (a, b) => a.or(b),
+    };
+    if key.as_ref().is_some_and(|k| k.len() > 256) {
+        return Err(ApiError::Validation("idempotency_key must be at most 256 characters".into()));
+    }
+    Ok(key)
+}
+
 fn has_bare_non_finite(text: &str) -> bool {
     let mut in_str = false;
     let mut escaped = false;
@@ -383,84 +508,42 @@ fn has_bare_non_finite(text: &str) -> bool {
     false
 }
 
+/// A string that must not be empty.
+fn non_empty(field: &str, v: String) -> Result<String, ApiError> {
+    if v.is_empty() { Err(ApiError::Validation(format!("{field} must be a non-empty string"))) } else { Ok(v) }
+}
+
+/// A string that, when given, must not be empty.
+fn opt_non_empty(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+    v.map(|v| non_empty(field, v)).transpose()
+}
+
 fn parse_reward(body: &Value, header_key: Option<String>) -> Result<NewReward, ApiError> {
     let v = |m: String| ApiError::Validation(m);
-    let obj = body.as_object().ok_or_else(|| v("body must be a JSON object".into()))?;
-    const FIELDS: &[&str] = &["target", "value", "source", "reason", "idempotency_key", "metadata", "pending"];
-    if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(v(format!("unknown field {k:?}; allowed: {}", FIELDS.join(", "))));
-    }
-    let target = obj.get("target").and_then(Value::as_object).ok_or_else(|| v("target must be an object with triplet_id or sequence_id".into()))?;
-    let get_str = |o: &Map<String, Value>, k: &str| -> Result<Option<String>, ApiError> {
-        match o.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-            Some(_) => Err(ApiError::Validation(format!("{k} must be a non-empty string"))),
-        }
-    };
-    let target = match (get_str(target, "triplet_id")?, get_str(target, "sequence_id")?) {
-        (Some(triplet_id), None) => {
-            if let Some(k) = target.keys().find(|k| *k != "triplet_id") {
-                return Err(v(format!("target field {k:?} is not allowed with triplet_id")));
-            }
-            RewardTarget::Triplet { triplet_id }
-        }
-        (None, Some(sequence_id)) => {
-            if let Some(k) = target.keys().find(|k| !["sequence_id", "strategy", "gamma", "role"].contains(&k.as_str())) {
-                return Err(v(format!("unknown target field {k:?}")));
-            }
-            let name = get_str(target, "strategy")?.unwrap_or_else(|| "uniform".into());
-            let gamma = match target.get("gamma") {
-                None | Some(Value::Null) => None,
-                Some(g) => Some(g.as_f64().ok_or_else(|| v("gamma must be a number in (0, 1]".into()))?),
-            };
-            let role = get_str(target, "role")?;
+    let RewardRequest { target, value, source, reason, idempotency_key, metadata, pending } = typed(body)?;
+    let target = match target {
+        RewardRequestTarget::Triplet { triplet_id } => RewardTarget::Triplet { triplet_id: non_empty("target.triplet_id", triplet_id)? },
+        RewardRequestTarget::Sequence { sequence_id, strategy, gamma, role } => {
+            let sequence_id = non_empty("target.sequence_id", sequence_id)?;
+            let name = opt_non_empty("target.strategy", strategy)?.unwrap_or_else(|| "uniform".into());
+            let role = opt_non_empty("target.role", role)?;
             let strategy = Strategy::parse(&name, gamma, role.as_deref()).map_err(|e| v(e.to_string()))?;
             RewardTarget::Sequence { sequence_id, strategy }
         }
-        (Some(_), Some(_)) => return Err(v("target must have either triplet_id or sequence_id, not both".into())),
-        (None, None) => return Err(v("target must have triplet_id or sequence_id".into())),
-    };
-    let value = match obj.get("value") {
-        Some(Value::Number(n)) => n.as_f64().ok_or_else(|| v("value must be a finite number in [0, 1]".into()))?,
-        Some(other) => return Err(v(format!("value must be a finite number in [0, 1], got {other}"))),
-        None => return Err(v("value is required: a finite number in [0, 1]".into())),
     };
     let value = validate_value(value).map_err(|e| v(e.to_string()))?;
-    let source = get_str(obj, "source")?.ok_or_else(|| v("source is required: a name matching [a-z0-9_.-]{1,64}".into()))?;
     validate_source(&source).map_err(|e| v(e.to_string()))?;
-    let reason = get_str(obj, "reason")?;
-    let key = get_str(obj, "idempotency_key")?;
-    let idempotency_key = match (key, header_key) {
-        (Some(a), Some(b)) if a != b => return Err(v("idempotency_key and the Idempotency-Key header differ".into())),
-        (a, b) => a.or(b),
-    };
-    if idempotency_key.as_ref().is_some_and(|k| k.len() > 256) {
-        return Err(v("idempotency_key must be at most 256 characters".into()));
-    }
-    let metadata = match obj.get("metadata") {
-        None | Some(Value::Null) => None,
-        Some(m @ Value::Object(_)) => Some(m.to_string()),
-        Some(_) => return Err(v("metadata must be a JSON object".into())),
-    };
-    let allow_pending = match obj.get("pending") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(v("pending must be a boolean".into())),
-    };
-    let mut canonical = body.clone();
-    if let Some(o) = canonical.as_object_mut() {
-        o.remove("idempotency_key");
-    }
+    let reason = opt_non_empty("reason", reason)?;
+    let idempotency_key = merge_idempotency_key(opt_non_empty("idempotency_key", idempotency_key)?, header_key)?;
     Ok(NewReward {
         target,
         value: Some(value),
         source,
         reason,
         idempotency_key,
-        metadata,
-        allow_pending,
-        body_hash: rltrace_core::ids::sha256_hex(canonical.to_string().as_bytes()),
+        metadata: metadata.map(|m| Value::Object(m).to_string()),
+        allow_pending: pending.unwrap_or(false),
+        body_hash: body_hash(body),
         valuation: rltrace_core::reward::Valuation::Fixed,
     })
 }
@@ -474,8 +557,8 @@ async fn append(st: &AppState, req: NewReward) -> Result<Response, ApiError> {
     })?;
     let result = rx.await.map_err(|_| ApiError::Internal("store writer stopped".into()))??;
     Ok(match result {
-        RewardAppend::Created(e) => (StatusCode::CREATED, Json(event_json(&e))).into_response(),
-        RewardAppend::Existing(e) => (StatusCode::OK, Json(event_json(&e))).into_response(),
+        RewardAppend::Created(e) => (StatusCode::CREATED, Json(RewardEvent::from(e))).into_response(),
+        RewardAppend::Existing(e) => (StatusCode::OK, Json(RewardEvent::from(e))).into_response(),
         RewardAppend::Conflict(e) => {
             return Err(ApiError::Conflict(format!(
                 "idempotency key {:?} was already used with another body (reward {})",
@@ -496,43 +579,143 @@ fn idempotency_header(headers: &HeaderMap) -> Option<String> {
     headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-/// `POST /api/v1/rewards`.
+/// Append a reward event to the ledger.
+///
+/// 201 with the new event; the same idempotency key and body again: 200 with the stored event.
+#[utoipa::path(
+    post,
+    path = "/api/v1/rewards",
+    operation_id = "postReward",
+    tag = "rewards",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key (instead of or equal to the body's).")),
+    request_body = RewardRequest,
+    responses(
+        (status = 201, description = "Appended.", body = RewardEvent),
+        (status = 200, description = "The same key and body again: the stored event.", body = RewardEvent),
+        (status = 400, description = "The body is not JSON.", body = ErrorBody),
+        (status = 404, description = "Unknown target (send `\"pending\": true` to record it until it arrives).", body = ErrorBody),
+        (status = 409, description = "The idempotency key was used with another body.", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+        (status = 422, description = "The body is of the wrong shape (unknown field, wrong type, missing field) or a value is out of range.", body = ErrorBody),
+        (status = 503, description = "Overloaded: retry after `Retry-After` seconds.", body = ErrorBody),
+        (status = 500, description = "The store failed.", body = ErrorBody),
+    )
+)]
 pub async fn post_reward(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let body = json_body(body).await?;
     let req = parse_reward(&body, idempotency_header(&headers))?;
     append(&st, req).await
 }
 
-/// `POST /api/v1/callbacks/hitl`.
+/// A human decision on a sequence.
+///
+/// Source `hitl`, strategy `uniform`; the value comes from the policy's decision values
+/// (default 1.0 / 0.7 / 0.0, `deferred` none).
+#[utoipa::path(
+    post,
+    path = "/api/v1/callbacks/hitl",
+    operation_id = "callbackHitl",
+    tag = "rewards",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key (instead of or equal to the body's).")),
+    request_body = HitlCallback,
+    responses(
+        (status = 201, description = "Appended.", body = RewardEvent),
+        (status = 200, description = "The same key and body again: the stored event.", body = RewardEvent),
+        (status = 400, description = "The body is not JSON.", body = ErrorBody),
+        (status = 404, description = "Unknown sequence.", body = ErrorBody),
+        (status = 409, description = "The idempotency key was used with another body.", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+        (status = 422, description = "Wrong shape, unknown decision or empty justification.", body = ErrorBody),
+        (status = 503, description = "Overloaded: retry after `Retry-After` seconds.", body = ErrorBody),
+        (status = 500, description = "The store failed.", body = ErrorBody),
+    )
+)]
 pub async fn callback_hitl(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let body = json_body(body).await?;
     let req = crate::callbacks::parse_hitl(&body, idempotency_header(&headers), &st.policy)?;
     append(&st, req).await
 }
 
-/// `POST /api/v1/callbacks/tests`.
+/// Test results for a sequence.
+///
+/// Source `tests`, strategy `uniform`, value `passed / (passed + failed)`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/callbacks/tests",
+    operation_id = "callbackTests",
+    tag = "rewards",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key (instead of or equal to the body's).")),
+    request_body = TestsCallback,
+    responses(
+        (status = 201, description = "Appended.", body = RewardEvent),
+        (status = 200, description = "The same key and body again: the stored event.", body = RewardEvent),
+        (status = 400, description = "The body is not JSON.", body = ErrorBody),
+        (status = 404, description = "Unknown sequence.", body = ErrorBody),
+        (status = 409, description = "The idempotency key was used with another body.", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+        (status = 422, description = "Wrong shape, or passed and failed both 0.", body = ErrorBody),
+        (status = 503, description = "Overloaded: retry after `Retry-After` seconds.", body = ErrorBody),
+        (status = 500, description = "The store failed.", body = ErrorBody),
+    )
+)]
 pub async fn callback_tests(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let body = json_body(body).await?;
     let req = crate::callbacks::parse_tests(&body, idempotency_header(&headers))?;
     append(&st, req).await
 }
 
-/// `POST /api/v1/callbacks/defects`.
+/// A defect found later.
+///
+/// Source `defect`, value `1 - penalty(severity)` (multiplied over defects) for the triplets of
+/// the task or sequence whose `agent_role` or `phase` is `phase_injected`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/callbacks/defects",
+    operation_id = "callbackDefects",
+    tag = "rewards",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key (instead of or equal to the body's).")),
+    request_body = DefectCallback,
+    responses(
+        (status = 201, description = "Appended.", body = RewardEvent),
+        (status = 200, description = "The same key and body again: the stored event.", body = RewardEvent),
+        (status = 400, description = "The body is not JSON.", body = ErrorBody),
+        (status = 404, description = "Unknown task or sequence.", body = ErrorBody),
+        (status = 409, description = "The idempotency key was used with another body.", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+        (status = 422, description = "Wrong shape, unknown defect type or severity, or the same phase injected and removed.", body = ErrorBody),
+        (status = 503, description = "Overloaded: retry after `Retry-After` seconds.", body = ErrorBody),
+        (status = 500, description = "The store failed.", body = ErrorBody),
+    )
+)]
 pub async fn callback_defects(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let body = json_body(body).await?;
     let req = crate::callbacks::parse_defect(&body, idempotency_header(&headers), &st.policy)?;
     append(&st, req).await
 }
 
-/// `GET /api/v1/export`: streamed triplet lines, and the manifest last on `manifest=true`.
+// ---------------------------------------------------------------------------------------------
+// Export, health, metrics, the document itself
+// ---------------------------------------------------------------------------------------------
+
+/// Stream triplets as JSONL (export format v1).
+///
+/// One Triplet object per line (keys in the export's order); with `manifest=true` a last line
+/// `{"manifest": {...}}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/export",
+    operation_id = "export",
+    tag = "export",
+    params(ExportQuery),
+    responses(
+        (status = 200, description = "The dataset, streamed.", content_type = "application/x-ndjson", body = String),
+        (status = 400, description = "An unknown or malformed query parameter.", body = ErrorBody),
+    )
+)]
 pub async fn export(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    let q = Query::parse(raw, EXPORT_PARAMS)?;
-    match q.str("format").as_deref() {
-        None | Some("jsonl") => {}
-        Some(other) => return Err(ApiError::BadRequest(format!("format {other:?} is not supported; use jsonl"))),
-    }
-    let f = triplet_filter(&q)?;
-    let with_manifest = q.bool("manifest")?.unwrap_or(false);
+    let q: ExportQuery = query(raw)?;
+    let f = q.filter();
+    let with_manifest = q.manifest.unwrap_or(false);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
     tokio::task::spawn_blocking(move || {
         let policy = st.policy.clone();
@@ -582,30 +765,72 @@ fn now_micros() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
-/// `GET /healthz`.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// Liveness.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "health",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Health))
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
 }
 
-/// `GET /readyz`: ready when the store answers.
-pub async fn readyz(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Readiness: the store answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}`", body = Health),
+        (status = 503, description = "The store does not answer.", body = ErrorBody),
+    )
+)]
+pub async fn readyz(State(st): State<AppState>) -> Result<Json<Health>, ApiError> {
     blocking(move || {
         st.store.health().map_err(|why| ApiError::NotReady(format!("store is failing: {why}")))?;
         st.store.ping().map_err(|e: StoreError| ApiError::NotReady(format!("store is not reachable: {e}")))
     })
     .await?;
-    Ok(Json(json!({"status": "ready"})))
+    Ok(Json(Health { status: "ready".into() }))
 }
 
-/// `GET /metrics`.
-pub async fn metrics(State(st): State<AppState>) -> Response {
+/// Prometheus / OpenMetrics text metrics.
+///
+/// OpenMetrics text; the content type is `application/openmetrics-text` when the scraper's
+/// `Accept` asks for it, `text/plain; version=0.0.4` otherwise (the text parses as both).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "The metrics.", content_type = "text/plain", body = String),
+    )
+)]
+pub async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let text = st.metrics.render(st.store.queue_depth(), st.store.queued_bytes());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = if accept.contains("application/openmetrics-text") {
+        crate::metrics::OPENMETRICS_CONTENT_TYPE
+    } else {
+        crate::metrics::TEXT_CONTENT_TYPE
+    };
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
-/// `GET /openapi.json`.
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "health",
+    responses((status = 200, description = "The OpenAPI document of the REST API.", body = Object))
+)]
 pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::json()).into_response()
 }
 
 /// Any other path.

@@ -1,95 +1,54 @@
 //! The delayed-reward callbacks of DESIGN section 5: a human decision (`hitl`), test results
 //! (`tests`) and a defect found later (`defects`). Each becomes one ledger event that keeps its
 //! inputs in `metadata`; HITL and defect values are derived from the policy at read time.
+//!
+//! Each body is read in two steps: its shape, by the typed request of [`crate::dto`] (unknown
+//! fields, wrong types and missing fields are reported with their path), then its values, by the
+//! domain rules below and in `rltrace_core`. Both fail with 422.
 
 use rltrace_core::Policy;
 use rltrace_core::reward::{HitlDecision, PSP_DEFECT_TYPES, RewardTarget, Severity, Strategy, Valuation};
 use rltrace_store::NewReward;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
+use crate::api::{body_hash, merge_idempotency_key, typed};
+use crate::dto::{DefectCallback, HitlCallback, TestsCallback};
 use crate::error::ApiError;
 
 fn invalid(m: impl Into<String>) -> ApiError {
     ApiError::Validation(m.into())
 }
 
-fn object<'a>(body: &'a Value, allowed: &[&str]) -> Result<&'a Map<String, Value>, ApiError> {
-    let obj = body.as_object().ok_or_else(|| invalid("body must be a JSON object"))?;
-    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(invalid(format!("unknown field {k:?}; allowed: {}", allowed.join(", "))));
-    }
-    Ok(obj)
+/// A text field that must not be blank.
+fn text(field: &str, v: String) -> Result<String, ApiError> {
+    if v.trim().is_empty() { Err(invalid(format!("{field} must not be empty"))) } else { Ok(v) }
 }
 
-fn text(obj: &Map<String, Value>, k: &str) -> Result<Option<String>, ApiError> {
-    match obj.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
-        Some(Value::String(_)) => Err(invalid(format!("{k} must not be empty"))),
-        Some(_) => Err(invalid(format!("{k} must be a string"))),
-    }
-}
-
-fn required(obj: &Map<String, Value>, k: &str) -> Result<String, ApiError> {
-    text(obj, k)?.ok_or_else(|| invalid(format!("{k} is required")))
-}
-
-fn count(obj: &Map<String, Value>, k: &str) -> Result<Option<u64>, ApiError> {
-    match obj.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| invalid(format!("{k} must be a non-negative integer"))),
-    }
-}
-
-fn pending(obj: &Map<String, Value>) -> Result<bool, ApiError> {
-    match obj.get("pending") {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(invalid("pending must be a boolean")),
-    }
-}
-
-fn idempotency(obj: &Map<String, Value>, header: Option<String>) -> Result<Option<String>, ApiError> {
-    let key = text(obj, "idempotency_key")?;
-    match (key, header) {
-        (Some(a), Some(b)) if a != b => Err(invalid("idempotency_key and the Idempotency-Key header differ")),
-        (a, b) => {
-            let k = a.or(b);
-            if k.as_ref().is_some_and(|k| k.len() > 256) {
-                return Err(invalid("idempotency_key must be at most 256 characters"));
-            }
-            Ok(k)
-        }
-    }
-}
-
-fn body_hash(body: &Value) -> String {
-    let mut canonical = body.clone();
-    if let Some(o) = canonical.as_object_mut() {
-        o.remove("idempotency_key");
-    }
-    rltrace_core::ids::sha256_hex(canonical.to_string().as_bytes())
+/// An optional text field that, when given, must not be blank.
+fn opt_text(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+    v.map(|v| text(field, v)).transpose()
 }
 
 /// Validate a HITL callback: `{sequence_id, decision, reviewer, justification}`.
 pub fn parse_hitl(body: &Value, header_key: Option<String>, policy: &Policy) -> Result<NewReward, ApiError> {
-    let obj = object(body, &["sequence_id", "decision", "reviewer", "justification", "idempotency_key", "pending"])?;
-    let sequence_id = required(obj, "sequence_id")?;
-    let decision_name = required(obj, "decision")?;
-    let decision = HitlDecision::parse(&decision_name).ok_or_else(|| {
-        invalid(format!("decision must be one of approved, approved_with_changes, rejected, deferred, got {decision_name:?}"))
+    let HitlCallback { sequence_id, decision, reviewer, justification, idempotency_key, pending } = typed(body)?;
+    let sequence_id = text("sequence_id", sequence_id)?;
+    let decision = HitlDecision::parse(&decision).ok_or_else(|| {
+        invalid(format!("decision must be one of approved, approved_with_changes, rejected, deferred, got {decision:?}"))
     })?;
-    let reviewer = required(obj, "reviewer")?;
-    let justification = text(obj, "justification")?.ok_or_else(|| invalid("justification is required: a review decision must say why"))?;
+    let reviewer = text("reviewer", reviewer)?;
+    if justification.trim().is_empty() {
+        return Err(invalid("justification is required: a review decision must say why"));
+    }
     let valuation = Valuation::Hitl(decision);
     Ok(NewReward {
         target: RewardTarget::Sequence { sequence_id, strategy: Strategy::Uniform },
         value: valuation.value(None, policy),
         source: "hitl".into(),
         reason: Some(format!("{} by {reviewer}: {justification}", decision.name())),
-        idempotency_key: idempotency(obj, header_key)?,
+        idempotency_key: merge_idempotency_key(opt_text("idempotency_key", idempotency_key)?, header_key)?,
         metadata: Some(json!({"callback": "hitl", "decision": decision.name(), "reviewer": reviewer, "justification": justification}).to_string()),
-        allow_pending: pending(obj)?,
+        allow_pending: pending.unwrap_or(false),
         body_hash: body_hash(body),
         valuation,
     })
@@ -97,11 +56,9 @@ pub fn parse_hitl(body: &Value, header_key: Option<String>, policy: &Policy) -> 
 
 /// Validate a tests callback: `{sequence_id, passed, failed, skipped?}`; value `passed / (passed + failed)`.
 pub fn parse_tests(body: &Value, header_key: Option<String>) -> Result<NewReward, ApiError> {
-    let obj = object(body, &["sequence_id", "passed", "failed", "skipped", "idempotency_key", "pending"])?;
-    let sequence_id = required(obj, "sequence_id")?;
-    let passed = count(obj, "passed")?.ok_or_else(|| invalid("passed is required: a non-negative integer"))?;
-    let failed = count(obj, "failed")?.ok_or_else(|| invalid("failed is required: a non-negative integer"))?;
-    let skipped = count(obj, "skipped")?;
+    let TestsCallback { sequence_id, passed, failed, skipped, idempotency_key, pending } = typed(body)?;
+    let sequence_id = text("sequence_id", sequence_id)?;
+    let (passed, failed, skipped) = (passed.0, failed.0, skipped.map(|s| s.0));
     let total = passed.checked_add(failed).ok_or_else(|| invalid("passed + failed is too large"))?;
     if total == 0 {
         return Err(invalid("passed and failed are both 0: no test result to reward"));
@@ -116,9 +73,9 @@ pub fn parse_tests(body: &Value, header_key: Option<String>) -> Result<NewReward
         value: Some(value),
         source: "tests".into(),
         reason: Some(reason),
-        idempotency_key: idempotency(obj, header_key)?,
+        idempotency_key: merge_idempotency_key(opt_text("idempotency_key", idempotency_key)?, header_key)?,
         metadata: Some(json!({"callback": "tests", "passed": passed, "failed": failed, "skipped": skipped}).to_string()),
-        allow_pending: pending(obj)?,
+        allow_pending: pending.unwrap_or(false),
         body_hash: body_hash(body),
         valuation: Valuation::Fixed,
     })
@@ -127,25 +84,23 @@ pub fn parse_tests(body: &Value, header_key: Option<String>) -> Result<NewReward
 /// Validate a defect callback: `{task_id | sequence_id, defect_type, severity, phase_injected,
 /// phase_removed, description}`.
 pub fn parse_defect(body: &Value, header_key: Option<String>, policy: &Policy) -> Result<NewReward, ApiError> {
-    let obj = object(
-        body,
-        &["task_id", "sequence_id", "defect_type", "severity", "phase_injected", "phase_removed", "description", "idempotency_key", "pending"],
-    )?;
-    let task_id = text(obj, "task_id")?;
-    let sequence_id = text(obj, "sequence_id")?;
-    let defect_type = required(obj, "defect_type")?;
+    let DefectCallback { task_id, sequence_id, defect_type, severity, phase_injected, phase_removed, description, idempotency_key, pending } =
+        typed(body)?;
+    let task_id = opt_text("task_id", task_id)?;
+    let sequence_id = opt_text("sequence_id", sequence_id)?;
+    let defect_type = text("defect_type", defect_type)?;
     if !PSP_DEFECT_TYPES.contains(&defect_type.as_str()) {
         return Err(invalid(format!("defect_type must be one of the PSP types {}, got {defect_type:?}", PSP_DEFECT_TYPES.join(", "))));
     }
-    let severity_name = required(obj, "severity")?;
+    let severity_name = text("severity", severity)?;
     let severity = Severity::parse(&severity_name)
         .ok_or_else(|| invalid(format!("severity must be one of Low, Medium, High, Critical, got {severity_name:?}")))?;
-    let phase_injected = required(obj, "phase_injected")?;
-    let phase_removed = required(obj, "phase_removed")?;
+    let phase_injected = text("phase_injected", phase_injected)?;
+    let phase_removed = text("phase_removed", phase_removed)?;
     if phase_injected == phase_removed {
         return Err(invalid(format!("phase_injected and phase_removed are both {phase_injected:?}: a defect is removed in a later phase than it was injected")));
     }
-    let description = required(obj, "description")?;
+    let description = text("description", description)?;
     let target = match (task_id.clone(), sequence_id.clone()) {
         (Some(task_id), None) => RewardTarget::Task { task_id, phase: phase_injected.clone() },
         (None, Some(sequence_id)) => RewardTarget::Sequence { sequence_id, strategy: Strategy::Phase { phase: phase_injected.clone() } },
@@ -158,7 +113,7 @@ pub fn parse_defect(body: &Value, header_key: Option<String>, policy: &Policy) -
         value: valuation.value(None, policy),
         source: "defect".into(),
         reason: Some(format!("{defect_type} ({}) injected in {phase_injected}, removed in {phase_removed}: {description}", severity.name())),
-        idempotency_key: idempotency(obj, header_key)?,
+        idempotency_key: merge_idempotency_key(opt_text("idempotency_key", idempotency_key)?, header_key)?,
         metadata: Some(
             json!({
                 "callback": "defects",
@@ -172,7 +127,7 @@ pub fn parse_defect(body: &Value, header_key: Option<String>, policy: &Policy) -
             })
             .to_string(),
         ),
-        allow_pending: pending(obj)?,
+        allow_pending: pending.unwrap_or(false),
         body_hash: body_hash(body),
         valuation,
     })

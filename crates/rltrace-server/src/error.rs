@@ -1,10 +1,12 @@
-//! The REST error shape `{"error": {"code", "message"}}` and its HTTP statuses. One enum maps
-//! every handler failure to a status and a stable code.
+//! The REST error shape `{"error": {"code", "message"}}` ([`crate::dto::ErrorBody`]) and its HTTP
+//! statuses. One enum maps every handler failure to a status and a stable code.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rltrace_store::StoreError;
+
+use crate::dto::{ErrorBody, ErrorCode, ErrorDetail};
 
 /// A REST API failure.
 #[derive(Debug, thiserror::Error)]
@@ -12,7 +14,8 @@ pub enum ApiError {
     /// The request is malformed (bad query, bad cursor, body not JSON).
     #[error("{0}")]
     BadRequest(String),
-    /// The body is JSON but not of the expected shape or values.
+    /// The body is JSON but not of the expected shape (unknown field, wrong type, missing field:
+    /// the message starts with the field's path) or its values are out of range.
     #[error("{0}")]
     Validation(String),
     /// No such resource.
@@ -36,16 +39,17 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The HTTP status and the stable code of this failure.
+    pub fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationFailed),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Overloaded),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
 }
@@ -68,7 +72,7 @@ impl IntoResponse for ApiError {
         if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(error = %self, "request failed");
         }
-        let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        let body = ErrorBody { error: ErrorDetail { code, message: self.to_string() } };
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

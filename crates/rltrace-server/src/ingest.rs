@@ -19,6 +19,7 @@ use rltrace_otlp::{Encoding, decode_json, decode_protobuf, encode_response, enco
 use rltrace_store::{StoreError, prepare_spans};
 
 use crate::AppState;
+use crate::metrics::{GRPC_EXPORT_ROUTE, MethodLabel};
 
 /// Most rejection messages repeated in one `partial_success.error_message`.
 const MAX_MESSAGES: usize = 10;
@@ -230,7 +231,7 @@ impl tonic::service::Interceptor for Admission {
             }
             Err(_) => {
                 self.metrics.overloaded();
-                self.metrics.observe("GRPC", "TraceService/Export", 503, std::time::Duration::ZERO);
+                self.metrics.observe(MethodLabel::Grpc, GRPC_EXPORT_ROUTE, 503, std::time::Duration::ZERO);
                 Err(tonic::Status::unavailable("rltrace is overloaded, retry later"))
             }
         }
@@ -259,7 +260,7 @@ impl TraceService for GrpcTraces {
         let admitted = request.extensions().get::<AdmittedPermit>().and_then(|a| a.0.lock().ok().and_then(|mut p| p.take()));
         let Some(permit) = admitted.or_else(|| Arc::clone(&self.state.ingest_permits).try_acquire_owned().ok()) else {
             self.state.metrics.overloaded();
-            self.state.metrics.observe("GRPC", "TraceService/Export", 503, started.elapsed());
+            self.state.metrics.observe(MethodLabel::Grpc, GRPC_EXPORT_ROUTE, 503, started.elapsed());
             return Err(tonic::Status::unavailable("rltrace is overloaded, retry later"));
         };
         let result = ingest(&self.state, request.into_inner(), permit).await;
@@ -271,7 +272,7 @@ impl TraceService for GrpcTraces {
             Err(IngestError::Overloaded) => (503, Err(tonic::Status::unavailable("rltrace is overloaded, retry later"))),
             Err(e @ IngestError::Store(_)) => (500, Err(tonic::Status::internal(e.to_string()))),
         };
-        self.state.metrics.observe("GRPC", "TraceService/Export", code, started.elapsed());
+        self.state.metrics.observe(MethodLabel::Grpc, GRPC_EXPORT_ROUTE, code, started.elapsed());
         out
     }
 }

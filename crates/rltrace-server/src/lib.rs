@@ -7,9 +7,12 @@
 
 pub mod api;
 pub mod callbacks;
+pub mod dto;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod openapi;
+pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,15 +22,11 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use rltrace_core::{Limits as SpanLimits, Policy};
 use rltrace_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-
-/// The OpenAPI document of the REST API.
-pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// Default bound of an OTLP request body as sent: 16 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -92,34 +91,23 @@ impl AppState {
     }
 }
 
+/// Time every request; its labels are bounded (see [`metrics`]): the method's label, and the
+/// matched route template or `unmatched`.
 async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
-    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = metrics::MethodLabel::from_http(req.method());
+    let route = req.extensions().get::<MatchedPath>().and_then(|p| routes::template(p.as_str())).unwrap_or(metrics::UNMATCHED_ROUTE);
     let resp = next.run(req).await;
-    st.metrics.observe(&method, &route, resp.status().as_u16(), started.elapsed());
+    st.metrics.observe(method, route, resp.status().as_u16(), started.elapsed());
     resp
 }
 
-/// The HTTP application: OTLP/HTTP, the REST API, health and metrics.
+/// The HTTP application: OTLP/HTTP, the REST API, health, metrics and the OpenAPI document, with
+/// the routes of [`routes::table`].
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/traces", post(ingest::otlp_http))
-        .route("/api/v1/sequences", get(api::list_sequences))
-        .route("/api/v1/sequences/{sequence_id}", get(api::get_sequence))
-        .route("/api/v1/triplets", get(api::list_triplets))
-        .route("/api/v1/triplets/{triplet_id}", get(api::get_triplet))
-        .route("/api/v1/traces/{trace_id}", get(api::get_trace))
-        .route("/api/v1/rewards", post(api::post_reward))
-        .route("/api/v1/callbacks/hitl", post(api::callback_hitl))
-        .route("/api/v1/callbacks/tests", post(api::callback_tests))
-        .route("/api/v1/callbacks/defects", post(api::callback_defects))
-        .route("/api/v1/export", get(api::export))
-        .route("/api/v1/stats", get(api::stats))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics))
-        .route("/openapi.json", get(api::openapi))
+    routes::table()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.into_handler()))
         .fallback(api::not_found)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -1,34 +1,153 @@
-//! Prometheus text metrics: spans received, stored, duplicate and rejected; request latency
-//! histograms by route; the writer queue depth; and the recent ingest rate for `/api/v1/stats`.
+//! The collector's metrics, kept and written as OpenMetrics text by `prometheus-client`: spans
+//! received, stored, duplicate and rejected; requests refused for overload; the writer queue; the
+//! request latency histogram; and the recent ingest rate for `/api/v1/stats` (not a metric).
+//!
+//! Invariant: every label set is bounded whatever clients send. The latency histogram's labels
+//! are typed: the method is one of seven HTTP methods, `GRPC` or `other`; the route is a route
+//! template of the router (`&'static str`), `unmatched`, or the gRPC export; the status is a
+//! status code.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::Method;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Content type of OpenMetrics text, answered when the scraper's `Accept` asks for it.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type answered otherwise: the same text parses as the Prometheus text format.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Route label of requests that matched no route (the 404 fallback).
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+/// Route label of OTLP/gRPC export requests.
+pub const GRPC_EXPORT_ROUTE: &str = "TraceService/Export";
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 /// Window of the ingest rate.
 const RATE_WINDOW_S: u64 = 10;
 
-#[derive(Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// The method label of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MethodLabel {
+    /// `GET`.
+    Get,
+    /// `POST`.
+    Post,
+    /// `PUT`.
+    Put,
+    /// `DELETE`.
+    Delete,
+    /// `PATCH`.
+    Patch,
+    /// `HEAD`.
+    Head,
+    /// `OPTIONS`.
+    Options,
+    /// An OTLP/gRPC export (`GRPC`).
+    Grpc,
+    /// Any other method a client sent (`other`).
+    Other,
+}
+
+impl MethodLabel {
+    /// The label of an HTTP method: anything but the seven methods is `other`.
+    pub fn from_http(m: &Method) -> MethodLabel {
+        match *m {
+            Method::GET => MethodLabel::Get,
+            Method::POST => MethodLabel::Post,
+            Method::PUT => MethodLabel::Put,
+            Method::DELETE => MethodLabel::Delete,
+            Method::PATCH => MethodLabel::Patch,
+            Method::HEAD => MethodLabel::Head,
+            Method::OPTIONS => MethodLabel::Options,
+            _ => MethodLabel::Other,
+        }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodLabel::Get => "GET",
+            MethodLabel::Post => "POST",
+            MethodLabel::Put => "PUT",
+            MethodLabel::Delete => "DELETE",
+            MethodLabel::Patch => "PATCH",
+            MethodLabel::Head => "HEAD",
+            MethodLabel::Options => "OPTIONS",
+            MethodLabel::Grpc => "GRPC",
+            MethodLabel::Other => "other",
+        }
+    }
+}
+
+impl EncodeLabelValue for MethodLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Labels of the latency histogram.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: MethodLabel,
+    route: &'static str,
+    status: u16,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
 /// The collector's metrics.
-#[derive(Default)]
 pub struct Metrics {
-    spans_received: AtomicU64,
-    spans_stored: AtomicU64,
-    spans_duplicate: AtomicU64,
-    spans_rejected: AtomicU64,
-    requests_overloaded: AtomicU64,
-    latency: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    registry: Registry,
+    spans_received: Counter,
+    spans_stored: Counter,
+    spans_duplicate: Counter,
+    spans_rejected: Counter,
+    requests_overloaded: Counter,
+    queue_depth: Gauge,
+    queue_bytes: Gauge,
+    latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
     rate: Mutex<[(u64, u64); RATE_WINDOW_S as usize]>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let (spans_received, spans_stored, spans_duplicate, spans_rejected, requests_overloaded) =
+            (Counter::default(), Counter::default(), Counter::default(), Counter::default(), Counter::default());
+        let (queue_depth, queue_bytes) = (Gauge::default(), Gauge::default());
+        let latency: Family<RequestLabels, Histogram, fn() -> Histogram> = Family::new_with_constructor(latency_histogram);
+        // The registry holds clones: each shares its value with the handle kept below.
+        let mut registry = Registry::with_prefix("rltrace");
+        registry.register("spans_received", "Spans received in OTLP export requests", spans_received.clone());
+        registry.register("spans_stored", "Spans newly committed to the store", spans_stored.clone());
+        registry.register("spans_duplicate", "Spans received again and already stored", spans_duplicate.clone());
+        registry.register("spans_rejected", "Spans rejected (reported in partial_success)", spans_rejected.clone());
+        registry.register("requests_overloaded", "Requests answered 503/UNAVAILABLE for overload", requests_overloaded.clone());
+        registry.register("queue_depth", "Operations waiting for the store writer", queue_depth.clone());
+        registry.register("queue_bytes", "Bytes of prepared rows waiting for the store writer", queue_bytes.clone());
+        registry.register_with_unit("http_request_duration", "Request latency by method, route template and status", Unit::Seconds, latency.clone());
+        Metrics {
+            registry,
+            spans_received,
+            spans_stored,
+            spans_duplicate,
+            spans_rejected,
+            requests_overloaded,
+            queue_depth,
+            queue_bytes,
+            latency,
+            rate: Mutex::new([(0, 0); RATE_WINDOW_S as usize]),
+        }
+    }
 }
 
 fn now_s() -> u64 {
@@ -38,14 +157,14 @@ fn now_s() -> u64 {
 impl Metrics {
     /// Count spans received in a request (before validation).
     pub fn received(&self, n: usize) {
-        self.spans_received.fetch_add(n as u64, Ordering::Relaxed);
+        self.spans_received.inc_by(n as u64);
     }
 
     /// Count the outcome of a batch.
     pub fn outcome(&self, stored: usize, duplicates: usize, rejected: usize) {
-        self.spans_stored.fetch_add(stored as u64, Ordering::Relaxed);
-        self.spans_duplicate.fetch_add(duplicates as u64, Ordering::Relaxed);
-        self.spans_rejected.fetch_add(rejected as u64, Ordering::Relaxed);
+        self.spans_stored.inc_by(stored as u64);
+        self.spans_duplicate.inc_by(duplicates as u64);
+        self.spans_rejected.inc_by(rejected as u64);
         if stored > 0 {
             let sec = now_s();
             if let Ok(mut r) = self.rate.lock() {
@@ -60,7 +179,7 @@ impl Metrics {
 
     /// Count a request refused for overload.
     pub fn overloaded(&self) {
-        self.requests_overloaded.fetch_add(1, Ordering::Relaxed);
+        self.requests_overloaded.inc();
     }
 
     /// Spans stored per second over the last complete seconds of the window.
@@ -71,46 +190,66 @@ impl Metrics {
         total as f64 / (RATE_WINDOW_S - 1) as f64
     }
 
-    /// Record a request's latency.
-    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        if let Ok(mut m) = self.latency.lock() {
-            let h = m.entry((method.to_string(), route.to_string(), status)).or_default();
-            h.count += 1;
-            h.sum += secs;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    h.counts[i] += 1;
-                }
-            }
-        }
+    /// Record a request's latency. `route` is a route template of the router, [`UNMATCHED_ROUTE`]
+    /// or [`GRPC_EXPORT_ROUTE`]: never a path a client chose.
+    pub fn observe(&self, method: MethodLabel, route: &'static str, status: u16, elapsed: Duration) {
+        self.latency.get_or_create(&RequestLabels { method, route, status }).observe(elapsed.as_secs_f64());
     }
 
-    /// Render in the Prometheus text format.
+    /// Render as OpenMetrics text, with the writer queue's current depth and bytes.
     pub fn render(&self, queue_depth: usize, queued_bytes: usize) -> String {
+        self.queue_depth.set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
+        self.queue_bytes.set(i64::try_from(queued_bytes).unwrap_or(i64::MAX));
         let mut out = String::with_capacity(4096);
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter(&mut out, "rltrace_spans_received_total", "Spans received in OTLP export requests.", self.spans_received.load(Ordering::Relaxed));
-        counter(&mut out, "rltrace_spans_stored_total", "Spans newly committed to the store.", self.spans_stored.load(Ordering::Relaxed));
-        counter(&mut out, "rltrace_spans_duplicate_total", "Spans received again and already stored.", self.spans_duplicate.load(Ordering::Relaxed));
-        counter(&mut out, "rltrace_spans_rejected_total", "Spans rejected (reported in partial_success).", self.spans_rejected.load(Ordering::Relaxed));
-        counter(&mut out, "rltrace_requests_overloaded_total", "Requests answered 503/UNAVAILABLE for overload.", self.requests_overloaded.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP rltrace_queue_depth Operations waiting for the store writer.\n# TYPE rltrace_queue_depth gauge\nrltrace_queue_depth {queue_depth}");
-        let _ = writeln!(out, "# HELP rltrace_queue_bytes Bytes of prepared rows waiting for the store writer.\n# TYPE rltrace_queue_bytes gauge\nrltrace_queue_bytes {queued_bytes}");
-        let _ = writeln!(out, "# HELP rltrace_http_request_duration_seconds Request latency.\n# TYPE rltrace_http_request_duration_seconds histogram");
-        if let Ok(m) = self.latency.lock() {
-            for ((method, route, status), h) in m.iter() {
-                let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(out, "rltrace_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}", h.counts[i]);
-                }
-                let _ = writeln!(out, "rltrace_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(out, "rltrace_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
-                let _ = writeln!(out, "rltrace_http_request_duration_seconds_count{{{labels}}} {}", h.count);
-            }
-        }
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of an unlabelled sample.
+    fn sample(text: &str, name: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' '))).and_then(|v| v.trim().parse().ok())
+    }
+
+    #[test]
+    fn counters_gauges_and_histogram_keep_their_names() {
+        let m = Metrics::default();
+        m.received(5);
+        m.outcome(3, 1, 1);
+        m.overloaded();
+        m.observe(MethodLabel::Get, "/api/v1/stats", 200, Duration::from_millis(3));
+        m.observe(MethodLabel::Get, "/api/v1/stats", 200, Duration::from_millis(30));
+        let text = m.render(7, 4096);
+        assert_eq!(sample(&text, "rltrace_spans_received_total"), Some(5.0), "{text}");
+        assert_eq!(sample(&text, "rltrace_spans_stored_total"), Some(3.0), "{text}");
+        assert_eq!(sample(&text, "rltrace_spans_duplicate_total"), Some(1.0), "{text}");
+        assert_eq!(sample(&text, "rltrace_spans_rejected_total"), Some(1.0), "{text}");
+        assert_eq!(sample(&text, "rltrace_requests_overloaded_total"), Some(1.0), "{text}");
+        assert_eq!(sample(&text, "rltrace_queue_depth"), Some(7.0), "{text}");
+        assert_eq!(sample(&text, "rltrace_queue_bytes"), Some(4096.0), "{text}");
+        assert!(text.contains("# TYPE rltrace_http_request_duration_seconds histogram"), "{text}");
+        let count = text
+            .lines()
+            .find(|l| l.starts_with("rltrace_http_request_duration_seconds_count{"))
+            .unwrap_or_else(|| panic!("no histogram count in {text}"));
+        assert!(count.contains(r#"method="GET""#) && count.contains(r#"route="/api/v1/stats""#) && count.contains(r#"status="200""#), "{count}");
+        assert!(count.ends_with(" 2"), "{count}");
+        let le_5ms = text.lines().find(|l| l.contains("_bucket{") && l.contains(r#"le="0.005""#)).unwrap_or_default();
+        assert!(le_5ms.ends_with(" 1"), "one of two requests within 5 ms: {le_5ms}");
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+        assert!(m.ingest_rate() >= 0.0);
+    }
+
+    #[test]
+    fn methods_outside_the_seven_are_other() {
+        for (m, want) in [("GET", "GET"), ("OPTIONS", "OPTIONS"), ("PATCH", "PATCH"), ("CONNECT", "other"), ("TRACE", "other"), ("FOO", "other")] {
+            let method = Method::from_bytes(m.as_bytes()).expect("method token");
+            assert_eq!(MethodLabel::from_http(&method).as_str(), want, "{m}");
+        }
     }
 }

@@ -1,0 +1,71 @@
+//! The one list of the HTTP routes. [`crate::app`] builds the router from it, the metrics take
+//! their route label from it, and a test checks it against the OpenAPI document: every route but
+//! OTLP's own must be documented with its method, and the document names no other.
+
+use std::sync::OnceLock;
+
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::MethodRouter;
+
+use crate::{AppState, api, ingest};
+
+/// One route: a method on a path template.
+pub struct Route {
+    /// The method.
+    pub method: Method,
+    /// The path template, as axum and OpenAPI write it (`/api/v1/sequences/{sequence_id}`).
+    pub path: &'static str,
+    /// Whether `/openapi.json` documents it: everything but OTLP's `POST /v1/traces`, which the
+    /// OpenTelemetry specification defines.
+    pub documented: bool,
+    handler: MethodRouter<AppState>,
+}
+
+impl Route {
+    fn get<H: Handler<T, AppState>, T: 'static>(path: &'static str, handler: H) -> Route {
+        Route { method: Method::GET, path, documented: true, handler: axum::routing::get(handler) }
+    }
+
+    fn post<H: Handler<T, AppState>, T: 'static>(path: &'static str, handler: H) -> Route {
+        Route { method: Method::POST, path, documented: true, handler: axum::routing::post(handler) }
+    }
+
+    fn undocumented(self) -> Route {
+        Route { documented: false, ..self }
+    }
+
+    /// The method router of this route.
+    pub(crate) fn into_handler(self) -> MethodRouter<AppState> {
+        self.handler
+    }
+}
+
+/// Every route the HTTP listener serves. Add a route here, never on the router directly.
+pub fn table() -> Vec<Route> {
+    vec![
+        Route::post("/v1/traces", ingest::otlp_http).undocumented(),
+        Route::get("/api/v1/sequences", api::list_sequences),
+        Route::get("/api/v1/sequences/{sequence_id}", api::get_sequence),
+        Route::get("/api/v1/triplets", api::list_triplets),
+        Route::get("/api/v1/triplets/{triplet_id}", api::get_triplet),
+        Route::get("/api/v1/traces/{trace_id}", api::get_trace),
+        Route::post("/api/v1/rewards", api::post_reward),
+        Route::post("/api/v1/callbacks/hitl", api::callback_hitl),
+        Route::post("/api/v1/callbacks/tests", api::callback_tests),
+        Route::post("/api/v1/callbacks/defects", api::callback_defects),
+        Route::get("/api/v1/export", api::export),
+        Route::get("/api/v1/stats", api::stats),
+        Route::get("/healthz", api::healthz),
+        Route::get("/readyz", api::readyz),
+        Route::get("/metrics", api::metrics),
+        Route::get("/openapi.json", api::openapi),
+    ]
+}
+
+/// The route template equal to `matched` (a request's `MatchedPath`), as a `'static` label; `None`
+/// for anything else.
+pub fn template(matched: &str) -> Option<&'static str> {
+    static PATHS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    PATHS.get_or_init(|| table().iter().map(|r| r.path).collect()).iter().copied().find(|p| *p == matched)
+}
