@@ -1,6 +1,6 @@
 //! OTLP/JSON decoding costs memory near the size of what it keeps, not a whole JSON value tree
 //! (DESIGN section 4: memory stays bounded for JSON bodies too). A value tree of a load-generator
-//! body costs about twelve times the body; the typed decoder about one and a half times.
+//! body costs about fifteen times the body; the typed decoder about one and a half times.
 //!
 //! Alone in its test binary so that the process's peak RSS (`VmHWM`) measures this decode only.
 
@@ -49,7 +49,7 @@ fn decoding_a_json_body_costs_a_small_multiple_of_its_size() {
     let spans = rltrace_otlp::request_to_spans(req);
     assert_eq!((spans.spans.len() as u64, spans.rejected.len()), (SPANS, 0));
     assert_eq!(spans.spans[SPANS as usize - 1].attributes.len(), 10);
-    // The decoded request itself is about 1.5x the body; a JSON value tree is about 12x.
+    // The decoded request itself is about 1.5x the body; a JSON value tree is about 15x.
     assert!(
         grown < 3 * body.len() as u64,
         "decoding {} MB of OTLP/JSON raised the peak RSS by {} MB",
