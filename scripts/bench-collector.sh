@@ -80,6 +80,11 @@ if [ -z "$ONLY" ] || [ "$ONLY" = json-overload ]; then
 rm -f "$WORK"/rltrace.db*
 start
 rm -f "$WORK/stop"; sample_peak & SAMPLER=$!
+echo "== OTLP/JSON overload: 300000 spans in batches of 2048, concurrency 64 (the protobuf overload above, as JSON)"
+"$BIN" loadgen --target "http://$HTTP" --protocol http-json --spans 300000 --batch 2048 --concurrency 64 --max-seconds 120 || true
+touch "$WORK/stop"; wait $SAMPLER || true
+echo "== peak RSS under OTLP/JSON overload (2048-span batches): $(cat "$WORK/peak") MB; after: $(rss_mb) MB"
+rm -f "$WORK/stop"; sample_peak & SAMPLER=$!
 echo "== OTLP/JSON overload: 200000 spans in batches of 10000 (bodies of ~14 MB), concurrency 8"
 "$BIN" loadgen --target "http://$HTTP" --protocol http-json --spans 200000 --batch 10000 --concurrency 8 --max-seconds 180 || true
 touch "$WORK/stop"; wait $SAMPLER || true

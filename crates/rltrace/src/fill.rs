@@ -70,6 +70,9 @@ const WINDOW_NS: u64 = 30 * 24 * 3600 * 1_000_000_000;
 /// Longest sequence: a sequence travels in one OTLP request, which must stay under the
 /// collector's default body limit of 16 MiB (a span is under 1 KB of protobuf).
 const MAX_SEQUENCE_TRIPLETS: u64 = 16_000;
+/// REST calls in flight per OTLP request in flight: a REST call is small and waits mostly for the
+/// writer's commit, which groups the calls that wait together.
+const REST_WORKERS_PER_REQUEST: usize = 4;
 /// Retries of one request answered 503 / 429 or not answered at all.
 const MAX_ATTEMPTS: u32 = 60;
 
@@ -919,10 +922,11 @@ async fn run_async(cfg: FillConfig) -> Result<()> {
         first_error: std::sync::Mutex::new(None),
     });
     let workers = cfg.concurrency;
+    let rest_workers = REST_WORKERS_PER_REQUEST * workers;
 
     // 1. Pending rewards, for triplets and sequences that do not exist yet.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<RestCall>>(4 * workers);
-    let pool = rest_pool(&shared, rx, workers);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<RestCall>>(4 * rest_workers);
+    let pool = rest_pool(&shared, rx, rest_workers);
     {
         let (fill, deadline) = (Arc::clone(&fill), deadline);
         let feeder = tokio::task::spawn_blocking(move || {
@@ -944,8 +948,8 @@ async fn run_async(cfg: FillConfig) -> Result<()> {
 
     // 2. The spans, and the REST calls of each sequence once its spans are acknowledged.
     let pb = crate::progress(cfg.triplets, "fill");
-    let (rest_tx, rest_rx) = tokio::sync::mpsc::channel::<Vec<RestCall>>(16 * workers);
-    let pool = rest_pool(&shared, rest_rx, workers);
+    let (rest_tx, rest_rx) = tokio::sync::mpsc::channel::<Vec<RestCall>>(16 * rest_workers);
+    let pool = rest_pool(&shared, rest_rx, rest_workers);
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Batch>(workers);
     let generator = {
         let fill = Arc::clone(&fill);
