@@ -274,7 +274,8 @@ impl Fill {
         (mix(self.cfg.seed ^ mix(n ^ mix(j.wrapping_add(0x5151)))) | 1).to_be_bytes().to_vec()
     }
 
-    /// When step `pos` of sequence `n` starts, and how long agent steps last.
+    /// When the triplet at `pos` of sequence `n` starts: sequences spread over 30 days from a
+    /// fixed date, steps 40 s apart.
     fn step_time(&self, n: u64, pos: u64) -> u64 {
         let start = EPOCH_NS + (n as u128 * WINDOW_NS as u128 / self.cfg.sequences.max(1) as u128) as u64;
         start + pos * 40_000_000_000
@@ -992,6 +993,7 @@ async fn run_async(cfg: FillConfig) -> Result<()> {
             "pending_sequence": c.pending_sequence,
         },
         "ledger_events": ledger,
+        "spans_rejected": shared.rejected.load(Ordering::Relaxed),
         "retried_requests": retries,
         "errors": errors,
         "seconds": secs,
