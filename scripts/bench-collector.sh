@@ -2,17 +2,21 @@
 # Collector benchmarks of DESIGN section 8, on loopback, with the release build:
 #   ingest rate (and ratio to raw batched SQLite inserts of the same rows), latency below
 #   saturation, RSS idle / under load / under overload, export of 1,000,000 triplets (CLI and API),
-#   and a reward on a 10,000-triplet sequence. Every load is bounded in spans and seconds.
+#   a reward on a 10,000-triplet sequence, and the peak RSS under an OTLP/JSON overload. Every
+#   load is bounded in spans and seconds.
 # Usage: scripts/bench-collector.sh [SPANS]   (default 1000000)
+#        BENCH_ONLY=json-overload scripts/bench-collector.sh   (only the OTLP/JSON overload phase)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SPANS="${1:-1000000}"
+ONLY="${BENCH_ONLY:-}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rltrace-target}"
 cargo build --release -q
 BIN="$CARGO_TARGET_DIR/release/rltrace"
 WORK="$(mktemp -d)"
 HTTP=127.0.0.1:24318
 GRPC=127.0.0.1:24317
+SERVER=""
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 start() {
@@ -29,6 +33,7 @@ rss_mb() { echo $(( $(ps -o rss= -p "$SERVER") / 1024 )); }
 sample_peak() { local peak=0; while kill -0 "$SERVER" 2>/dev/null && [ ! -f "$WORK/stop" ]; do r=$(ps -o rss= -p "$SERVER" || echo 0); [ "$r" -gt "$peak" ] && peak=$r; echo $((peak / 1024)) > "$WORK/peak"; sleep 0.2; done; }
 
 echo "== machine: $(nproc) cores, $(uname -r)"
+if [ -z "$ONLY" ]; then
 start
 sleep 1
 echo "== idle RSS: $(rss_mb) MB"
@@ -65,3 +70,29 @@ for i in 1 2 3; do
     -d "{\"target\":{\"sequence_id\":\"$SEQ\",\"strategy\":\"discounted\",\"gamma\":0.99},\"value\":1,\"source\":\"tests\"}" "http://$HTTP/api/v1/rewards"
   curl -s -o /dev/null -w "   GET the sequence with its 10,000 effective rewards: %{time_total} s\n" "http://$HTTP/api/v1/sequences/$SEQ"
 done
+kill $SERVER; wait $SERVER 2>/dev/null || true
+fi
+
+if [ -z "$ONLY" ] || [ "$ONLY" = json-overload ]; then
+# OTLP/JSON bodies near the limits, more requests than the collector decodes at once: the memory
+# of decoding JSON (no value tree: about 1.5x the body), on a fresh store so the figures above
+# keep their store.
+rm -f "$WORK"/rltrace.db*
+start
+rm -f "$WORK/stop"; sample_peak & SAMPLER=$!
+echo "== OTLP/JSON overload: 300000 spans in batches of 2048, concurrency 64 (the protobuf overload above, as JSON)"
+"$BIN" loadgen --target "http://$HTTP" --protocol http-json --spans 300000 --batch 2048 --concurrency 64 --max-seconds 120 || true
+touch "$WORK/stop"; wait $SAMPLER || true
+echo "== peak RSS under OTLP/JSON overload (2048-span batches): $(cat "$WORK/peak") MB; after: $(rss_mb) MB"
+rm -f "$WORK/stop"; sample_peak & SAMPLER=$!
+echo "== OTLP/JSON overload: 200000 spans in batches of 10000 (bodies of ~14 MB), concurrency 8"
+"$BIN" loadgen --target "http://$HTTP" --protocol http-json --spans 200000 --batch 10000 --concurrency 8 --max-seconds 180 || true
+touch "$WORK/stop"; wait $SAMPLER || true
+echo "== peak RSS under OTLP/JSON overload (14 MB bodies): $(cat "$WORK/peak") MB; after: $(rss_mb) MB"
+rm -f "$WORK/stop"; sample_peak & SAMPLER=$!
+echo "== OTLP/JSON overload, gzip: 240000 spans in batches of 40000 (bodies of ~55 MB inflated), concurrency 8"
+"$BIN" loadgen --target "http://$HTTP" --protocol http-json --gzip --spans 240000 --batch 40000 --concurrency 8 --max-seconds 180 || true
+touch "$WORK/stop"; wait $SAMPLER || true
+echo "== peak RSS under OTLP/JSON overload (55 MB inflated bodies): $(cat "$WORK/peak") MB; after: $(rss_mb) MB"
+kill $SERVER; wait $SERVER 2>/dev/null || true
+fi

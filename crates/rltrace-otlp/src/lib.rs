@@ -7,10 +7,11 @@
 mod convert;
 mod decode;
 mod gzip;
+mod json;
 mod response;
 
 pub use convert::{ConvertedSpans, request_to_spans};
-pub use decode::{DecodeError, decode_json, decode_protobuf};
+pub use decode::{DecodeError, MAX_VALUE_DEPTH, decode_json, decode_protobuf};
 pub use gzip::{InflateError, inflate_gzip};
 pub use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 pub use response::{Encoding, encode_response, encode_status};

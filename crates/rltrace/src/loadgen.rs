@@ -1,6 +1,8 @@
 //! `rltrace loadgen`: a bounded synthetic OTLP load (DESIGN section 6 and 8). Spans of about 1 KB
 //! (10 attributes including a 500-byte JSON state), batches of 512 by default, sequences of 16
 //! triplets. Bounded in spans and in time; prints spans/s acknowledged and latency percentiles.
+//! With `--fill`, fills a collector with a realistic mix of triplets and rewards instead
+//! ([`crate::fill`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +36,7 @@ pub(crate) struct LoadgenArgs {
     /// Wire protocol.
     #[arg(long, value_enum, default_value = "http-protobuf")]
     protocol: Protocol,
-    /// Requests in flight at once.
+    /// Requests in flight at once (with --fill: OTLP requests, and as many REST calls).
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
     /// Spans per request.
@@ -46,7 +48,7 @@ pub(crate) struct LoadgenArgs {
     /// Target rate in spans/s (0: as fast as acknowledged).
     #[arg(long, default_value_t = 0)]
     rate: u64,
-    /// Stop after this many seconds whatever was sent.
+    /// Stop after this many seconds whatever was sent (with --fill: fail if not done by then).
     #[arg(long, default_value_t = 300)]
     max_seconds: u64,
     /// Gzip request bodies.
@@ -59,6 +61,24 @@ pub(crate) struct LoadgenArgs {
     /// (no index) and report the collector's rate as a ratio of that baseline.
     #[arg(long)]
     baseline: bool,
+    /// Fill the collector with a realistic mix instead (sequences `task-{n}` of the seven agent
+    /// roles, LLM calls, immediate and sequence rewards in spans, HITL, tests, defects, triplet
+    /// and pending rewards over the REST API), deterministic for --seed. Needs --triplets and
+    /// --sequences.
+    #[arg(long, requires_all = ["triplets", "sequences"], conflicts_with_all = ["spans", "protocol", "sequence_len", "rate", "gzip", "baseline"])]
+    fill: bool,
+    /// With --fill: triplets in all (agent steps and LLM calls).
+    #[arg(long, requires = "fill")]
+    triplets: Option<u64>,
+    /// With --fill: sequences in all (`task-0` ... `task-{M-1}`).
+    #[arg(long, requires = "fill")]
+    sequences: Option<u64>,
+    /// With --fill: seed of everything generated (ids, times, contents, which rewards go where).
+    #[arg(long, default_value_t = 1, requires = "fill")]
+    seed: u64,
+    /// With --fill: make `task-0` one long sequence of this many triplets (counted in --triplets).
+    #[arg(long, default_value_t = 0, requires = "fill")]
+    long_sequence: u64,
 }
 
 /// Raw batched SQLite inserts of the same rows, timed (generation and preparation are not).
@@ -230,6 +250,19 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 pub(crate) fn run(args: LoadgenArgs) -> Result<()> {
+    if args.fill {
+        return crate::fill::run(crate::fill::FillConfig {
+            target: args.target,
+            triplets: args.triplets.context("--fill needs --triplets")?,
+            sequences: args.sequences.context("--fill needs --sequences")?,
+            seed: args.seed,
+            long_sequence: args.long_sequence,
+            concurrency: args.concurrency,
+            batch: args.batch,
+            max_seconds: args.max_seconds,
+            json: args.json,
+        });
+    }
     if args.batch == 0 || args.concurrency == 0 || args.sequence_len == 0 {
         bail!("--batch, --concurrency and --sequence-len must be at least 1");
     }
@@ -294,6 +327,19 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
                 let first = b * batch as u64;
                 let count = (total - first).min(batch as u64) as usize;
                 refill_batch(&mut req, shared.run_id, first, count, seq_len);
+                // The body is encoded (and compressed) once; a retry sends the same bytes again.
+                let http_body = if protocol == Protocol::Grpc {
+                    None
+                } else {
+                    let (body, ct) = if protocol == Protocol::HttpJson {
+                        (serde_json::to_vec(&req)?, "application/json")
+                    } else {
+                        body_buf.clear();
+                        req.encode(&mut body_buf)?;
+                        (body_buf.clone(), "application/x-protobuf")
+                    };
+                    Some((bytes::Bytes::from(if gz { gzip(&body)? } else { body }), ct))
+                };
                 let mut attempts = 0;
                 loop {
                     attempts += 1;
@@ -311,21 +357,12 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
                             }
                         }
                         _ => {
-                            let (body, ct) = if protocol == Protocol::HttpJson {
-                                (serde_json::to_vec(&req)?, "application/json")
-                            } else {
-                                body_buf.clear();
-                                req.encode(&mut body_buf)?;
-                                (body_buf.clone(), "application/x-protobuf")
-                            };
-                            let mut rb = http.post(format!("{target}/v1/traces")).header("content-type", ct);
-                            let body = if gz {
+                            let Some((body, ct)) = http_body.as_ref() else { break };
+                            let mut rb = http.post(format!("{target}/v1/traces")).header("content-type", *ct);
+                            if gz {
                                 rb = rb.header("content-encoding", "gzip");
-                                gzip(&body)?
-                            } else {
-                                body
-                            };
-                            match rb.body(body).send().await {
+                            }
+                            match rb.body(body.clone()).send().await {
                                 Ok(resp) if resp.status().is_success() => {
                                     let bytes = resp.bytes().await.unwrap_or_default();
                                     let rejected = if protocol == Protocol::HttpJson {

@@ -2,6 +2,7 @@
 
 mod demo;
 mod export_cmd;
+mod fill;
 mod import;
 mod loadgen;
 mod reward_cmd;
