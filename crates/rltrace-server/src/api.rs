@@ -237,7 +237,7 @@ impl ExportQuery {
 }
 
 /// Cursors are opaque to clients: a tag and a position, hex-encoded.
-fn encode_cursor(tag: &str, pos: i64) -> String {
+pub(crate) fn encode_cursor(tag: &str, pos: i64) -> String {
     rltrace_core::ids::to_hex(format!("{tag}:{pos}").as_bytes())
 }
 

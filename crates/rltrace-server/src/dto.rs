@@ -174,7 +174,7 @@ impl From<store::SequenceDetail> for SequenceDetail {
             first_at,
             last_at,
             ledger: ledger.into_iter().map(Into::into).collect(),
-            next_cursor: next.map(|n| format!("q{n}")),
+            next_cursor: next.map(|n| crate::api::encode_cursor("q", n)),
             reward_mean,
             rewarded,
             roles,

@@ -320,15 +320,22 @@ pub(crate) fn ingest(tx: &Transaction<'_>, c: &mut Caches, spans: &mut [Prepared
     Ok(out)
 }
 
-/// Write the group's per-sequence aggregates.
-pub(crate) fn flush_aggs(tx: &Transaction<'_>, aggs: &HashMap<i64, SeqAgg>) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(
+/// Write the group's per-sequence aggregates; returns each sequence's counts as they are then
+/// (with its stored rewarded count), so recounting needs no second read.
+pub(crate) fn flush_aggs(
+    tx: &Transaction<'_>,
+    aggs: &HashMap<i64, SeqAgg>,
+) -> rusqlite::Result<HashMap<i64, (rltrace_core::sequence::SequenceCounts, i64)>> {
+    let mut stmt = tx.prepare_cached(&format!(
         "UPDATE sequences SET triplet_count = triplet_count + ?1, indexed_count = indexed_count + ?2,
            first_us = min(coalesce(first_us, ?3), ?3), last_us = max(coalesce(last_us, ?4), ?4),
-           ended = max(ended, ?5), local_rewards = local_rewards + ?6 WHERE id = ?7",
-    )?;
+           ended = max(ended, ?5), local_rewards = local_rewards + ?6 WHERE id = ?7 RETURNING {}",
+        crate::rows::COUNT_COLS
+    ))?;
+    let mut out = HashMap::with_capacity(aggs.len());
     for (id, a) in aggs {
-        stmt.execute(params![a.count, a.indexed, a.first, a.last, a.ended, a.local, id])?;
+        let counts = stmt.query_row(params![a.count, a.indexed, a.first, a.last, a.ended, a.local, id], |r| crate::rows::seq_counts(r, 0))?;
+        out.insert(*id, counts);
     }
-    Ok(())
+    Ok(out)
 }

@@ -4,7 +4,7 @@
 //! sequence's counts when they tell it, otherwise by evaluating the sequence in the core.
 
 use rltrace_core::Policy;
-use rltrace_core::sequence::{evaluate, rewarded_from_counts};
+use rltrace_core::sequence::{SequenceCounts, evaluate, rewarded_from_counts};
 use rusqlite::{Connection, params};
 
 use crate::StoreError;
@@ -13,6 +13,11 @@ use crate::rows::{COUNT_COLS, SEQ_COLS, events_for, rows_of, seq_counts, seq_inf
 /// Recount the rewarded triplets of sequence `seq`; returns the change of the store's total.
 pub(crate) fn recount(conn: &Connection, seq: i64) -> Result<i64, StoreError> {
     let (counts, stored) = conn.prepare_cached(&format!("SELECT {COUNT_COLS} FROM sequences WHERE id = ?1"))?.query_row([seq], |r| seq_counts(r, 0))?;
+    recount_with(conn, seq, counts, stored)
+}
+
+/// [`recount`] with the sequence's counts and stored rewarded count already read.
+pub(crate) fn recount_with(conn: &Connection, seq: i64, counts: SequenceCounts, stored: i64) -> Result<i64, StoreError> {
     let now = match rewarded_from_counts(&counts) {
         Some(n) => n,
         None => {

@@ -211,12 +211,15 @@ impl Writer {
                     )));
                 }
             }
-            flush_aggs(&tx, &g.aggs)?;
+            let mut flushed = flush_aggs(&tx, &g.aggs)?;
             let mut rewarded_delta = 0i64;
             let mut dirty: Vec<i64> = g.dirty.iter().copied().collect();
             dirty.sort_unstable();
             for seq in dirty {
-                rewarded_delta += crate::rewarded::recount(&tx, seq)?;
+                rewarded_delta += match flushed.remove(&seq) {
+                    Some((counts, stored)) => crate::rewarded::recount_with(&tx, seq, counts, stored)?,
+                    None => crate::rewarded::recount(&tx, seq)?,
+                };
             }
             let c = &g.counts;
             if c.spans + c.sequences + c.reward_events > 0 || rewarded_delta != 0 {

@@ -1079,3 +1079,46 @@ fn effective_reward_is_the_mean_of_reward_sources() {
     assert_eq!(t["reward_source"], "defect");
     assert_eq!(t["reward_assigned_at"], last["created_at"]);
 }
+
+/// `GET /api/v1/sequences/{id}` pages its triplets in sequence order; the list carries each
+/// sequence's mean reward and roles; `review=pending` is the queue of complete sequences without
+/// a human decision, and a HITL callback takes a sequence out of it.
+#[test]
+fn sequence_detail_pages_and_the_review_queue() {
+    let s = common::Server::start(&[]);
+    four_sequences(&s);
+    send(&s, &(0..5).rev().map(|i| triplet("E", i, if i % 2 == 0 { "Code" } else { "Test" }, 400 + i as u64)).collect::<Vec<_>>());
+    let mut cursor: Option<String> = None;
+    let mut indexes = Vec::new();
+    for _ in 0..10 {
+        let url = match &cursor {
+            None => s.url("/api/v1/sequences/E?limit=2"),
+            Some(c) => s.url(&format!("/api/v1/sequences/E?limit=2&cursor={}", pct(c))),
+        };
+        let page = get_ok(&url);
+        assert_eq!(page["triplet_count"], 5, "{page}");
+        assert_eq!(page["roles"], json!(["Code", "Test"]), "{page}");
+        let items = page["triplets"].as_array().cloned().unwrap_or_default();
+        assert!(items.len() <= 2, "{page}");
+        indexes.extend(items.iter().filter_map(|t| t["sequence_index"].as_i64()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(indexes, vec![0, 1, 2, 3, 4]);
+    assert_eq!(common::get_json(&s.url("/api/v1/sequences/E?limit=0")).0, 400);
+    assert_eq!(common::get_json(&s.url("/api/v1/sequences/E?limit=10001")).0, 400);
+    // B: one triplet with an immediate reward of 0.5.
+    let b = get_ok(&s.url("/api/v1/sequences/B"));
+    assert_eq!(b["reward_mean"], 0.5, "{b}");
+    // Only A is complete (rl.sequence_end): it waits for a review until a HITL decision.
+    assert_eq!(ids_of(&get_ok(&s.url("/api/v1/sequences?review=pending")), "sequence_id"), vec!["A"]);
+    let (status, body) = common::post_json(
+        &s.url("/api/v1/callbacks/hitl"),
+        &json!({"sequence_id": "A", "decision": "deferred", "reviewer": "ann", "justification": "later"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(ids_of(&get_ok(&s.url("/api/v1/sequences?review=pending")), "sequence_id").is_empty());
+    assert_eq!(common::get_json(&s.url("/api/v1/sequences?review=done")).0, 400);
+}
