@@ -59,35 +59,22 @@ impl ReadTx<'_> {
         }
         sql.push_str(if f.role.is_some() { " ORDER BY r.seq_ref LIMIT ?5" } else { " ORDER BY q.id LIMIT ?5" });
         let mut stmt = self.tx.prepare_cached(&sql)?;
-        let mut items = Vec::new();
-        let mut after = cursor.unwrap_or(0);
-        let mut scanned = 0usize;
-        let batch = (limit + 1).max(64);
-        loop {
-            let infos = stmt.query_map(params![after, f.since, f.until, f.role, batch as i64], seq_info)?.collect::<Result<Vec<_>, _>>()?;
-            let exhausted = infos.len() < batch;
-            for info in infos {
-                after = info.id;
-                scanned += 1;
+        scan_pages(
+            cursor,
+            limit,
+            |after, batch| {
+                let infos = stmt.query_map(params![after, f.since, f.until, f.role, batch as i64], seq_info)?.collect::<Result<Vec<_>, _>>()?;
+                Ok(infos.into_iter().map(|i| (i.id, i)).collect())
+            },
+            |info| {
                 let complete = self.complete_from_info(&info, policy);
                 if f.complete.is_some_and(|c| c != complete) || (f.review_pending && !complete) {
-                    continue;
+                    return Ok(None);
                 }
                 let s = self.load_now(info, policy)?.summary();
-                if f.rewarded.is_none_or(|r| r == s.rewarded) {
-                    items.push(s);
-                    if items.len() == limit {
-                        return Ok(Page { items, next: Some(after) });
-                    }
-                }
-            }
-            if exhausted {
-                return Ok(Page { items, next: None });
-            }
-            if scanned >= SCAN_BUDGET {
-                return Ok(Page { items, next: Some(after) });
-            }
-        }
+                Ok(f.rewarded.is_none_or(|r| r == s.rewarded).then_some(s))
+            },
+        )
     }
 
     /// One sequence with a page of its triplets in order (after the row `cursor`, at most
@@ -132,44 +119,33 @@ impl ReadTx<'_> {
         let mut stmt = self.tx.prepare_cached(&sql)?;
         // Sequences evaluated for this page, with each row's position.
         let mut cache: HashMap<i64, (Loaded, HashMap<i64, usize>)> = HashMap::new();
-        let mut items = Vec::new();
-        let mut after = cursor.unwrap_or(0);
-        let mut scanned = 0usize;
-        let batch = (limit + 1).max(64);
-        loop {
-            let ids = stmt
-                .query_map(params![after, f.role, f.since, f.until, batch as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            let exhausted = ids.len() < batch;
-            for (rowid, seq_ref) in ids {
-                after = rowid;
-                scanned += 1;
+        scan_pages(
+            cursor,
+            limit,
+            |after, batch| {
+                Ok(stmt
+                    .query_map(params![after, f.role, f.since, f.until, batch as i64], |r| {
+                        let rowid = r.get::<_, i64>(0)?;
+                        Ok((rowid, (rowid, r.get::<_, i64>(1)?)))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?)
+            },
+            |(rowid, seq_ref)| {
                 if !cache.contains_key(&seq_ref) {
                     if cache.len() >= 256 {
                         cache.clear();
                     }
-                    let Some(info) = self.info_by_id(seq_ref)? else { continue };
+                    let Some(info) = self.info_by_id(seq_ref)? else { return Ok(None) };
                     let loaded = self.load_now(info, policy)?;
                     let positions = loaded.eval.rows.iter().enumerate().map(|(i, r)| (*r, i)).collect();
                     cache.insert(seq_ref, (loaded, positions));
                 }
-                let Some((loaded, positions)) = cache.get(&seq_ref) else { continue };
-                let Some(&pos) = positions.get(&rowid) else { continue };
+                let Some((loaded, positions)) = cache.get(&seq_ref) else { return Ok(None) };
+                let Some(&pos) = positions.get(&rowid) else { return Ok(None) };
                 let v = &loaded.eval.triplets[pos];
-                if f.keeps(v, loaded.eval.complete) {
-                    items.push(v.clone());
-                    if items.len() == limit {
-                        return Ok(Page { items, next: Some(after) });
-                    }
-                }
-            }
-            if exhausted {
-                return Ok(Page { items, next: None });
-            }
-            if scanned >= SCAN_BUDGET {
-                return Ok(Page { items, next: Some(after) });
-            }
-        }
+                Ok(f.keeps(v, loaded.eval.complete).then(|| v.clone()))
+            },
+        )
     }
 
     /// One triplet and the ledger events that reach it.
@@ -185,6 +161,41 @@ impl ReadTx<'_> {
         let Some(pos) = loaded.eval.position_of_row(found.rowid) else { return Ok(None) };
         let triplet = loaded.eval.triplets.into_iter().nth(pos).ok_or_else(|| StoreError::Corrupt("triplet position".into()))?;
         Ok(Some(TripletDetail { triplet, ledger }))
+    }
+}
+
+/// Walk rows in key order after `cursor`, `batch` at a time from `fetch(after, batch)` (key,
+/// row), keeping what `visit` returns, until `limit` items, the end, or [`SCAN_BUDGET`] rows
+/// scanned (then the page ends early with a cursor, so no page costs more than that).
+fn scan_pages<R, T>(
+    cursor: Option<i64>,
+    limit: usize,
+    mut fetch: impl FnMut(i64, usize) -> Result<Vec<(i64, R)>, StoreError>,
+    mut visit: impl FnMut(R) -> Result<Option<T>, StoreError>,
+) -> Result<Page<T>, StoreError> {
+    let mut items = Vec::new();
+    let mut after = cursor.unwrap_or(0);
+    let mut scanned = 0usize;
+    let batch = (limit + 1).max(64);
+    loop {
+        let rows = fetch(after, batch)?;
+        let exhausted = rows.len() < batch;
+        for (key, row) in rows {
+            after = key;
+            scanned += 1;
+            if let Some(item) = visit(row)? {
+                items.push(item);
+                if items.len() == limit {
+                    return Ok(Page { items, next: Some(after) });
+                }
+            }
+        }
+        if exhausted {
+            return Ok(Page { items, next: None });
+        }
+        if scanned >= SCAN_BUDGET {
+            return Ok(Page { items, next: Some(after) });
+        }
     }
 }
 
