@@ -118,7 +118,7 @@ fn sequence_ref(tx: &Transaction<'_>, c: &mut Caches, sequence_id: &str, g: &mut
         None => {
             tx.prepare_cached("INSERT INTO sequences(sequence_id) VALUES (?1)")?.execute([sequence_id])?;
             let id = tx.last_insert_rowid();
-            ledger::recount_sequence_events(tx, id)?;
+            ledger::count_pending_for_new_sequence(tx, id, sequence_id)?;
             if c.task_events > 0 {
                 let candidates = rltrace_core::reward::candidate_tasks(sequence_id, std::iter::empty());
                 for task in candidates {

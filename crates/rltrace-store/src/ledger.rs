@@ -117,13 +117,22 @@ pub(crate) fn append_event(tx: &Transaction<'_>, c: &mut Caches, g: &mut Group, 
     Ok(Some(rowid))
 }
 
-/// Recount the ledger events keyed to a sequence (after a join, on creation, in migrations).
+/// Recount the ledger events keyed to a sequence (after a join, in migrations).
 pub(crate) fn recount_sequence_events(conn: &Connection, seq: i64) -> Result<(), StoreError> {
     let sequence_id: String = conn.prepare_cached("SELECT sequence_id FROM sequences WHERE id = ?1")?.query_row([seq], |r| r.get(0))?;
+    recount_named(conn, seq, &sequence_id, false)
+}
+
+/// Count, on a sequence created now, the rewards appended as pending before it existed.
+pub(crate) fn count_pending_for_new_sequence(conn: &Connection, seq: i64, sequence_id: &str) -> Result<(), StoreError> {
+    recount_named(conn, seq, sequence_id, true)
+}
+
+fn recount_named(conn: &Connection, seq: i64, sequence_id: &str, skip_when_none: bool) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT source, value IS NOT NULL, target_sequence IS NOT NULL, strategy FROM reward_events WHERE seq_key = ?1",
     )?;
-    let mut rows = stmt.query([&sequence_id])?;
+    let mut rows = stmt.query([sequence_id])?;
     let (mut all, mut terminal, mut covering, mut hitl, mut fallback) = (0i64, 0i64, 0i64, 0i64, false);
     while let Some(r) = rows.next()? {
         let source: String = r.get(0)?;
@@ -136,6 +145,9 @@ pub(crate) fn recount_sequence_events(conn: &Connection, seq: i64) -> Result<(),
         covering += i64::from(on_sequence && has_value && covers && source != FALLBACK_SOURCE);
         hitl += i64::from(source == "hitl");
         fallback |= source == FALLBACK_SOURCE;
+    }
+    if skip_when_none && all == 0 {
+        return Ok(());
     }
     conn.prepare_cached(
         "UPDATE sequences SET reward_events = ?1, terminal_events = ?2, covering_events = ?3, hitl_events = ?4, settled = max(settled, ?5)
