@@ -81,10 +81,7 @@ impl ReadTx<'_> {
     /// `limit`) and its ledger.
     pub fn sequence(&self, sequence_id: &str, cursor: Option<i64>, limit: usize, policy: &Policy) -> Result<Option<SequenceDetail>, StoreError> {
         let Some(info) = self.info_by_name(sequence_id)? else { return Ok(None) };
-        let loaded = self.load_now(info, policy)?;
-        let summary = loaded.summary();
-        let Loaded { eval, events, .. } = loaded;
-        let (triplets, next) = page_after(eval.triplets, &eval.rows, cursor, limit, |_| true);
+        let (summary, Loaded { events, .. }, triplets, next) = self.page_of(info, policy, cursor, limit, |_, _| true)?;
         Ok(Some(SequenceDetail { summary, triplets, ledger: events, next }))
     }
 
@@ -93,11 +90,9 @@ impl ReadTx<'_> {
     pub fn triplets(&self, f: &TripletFilter, cursor: Option<i64>, limit: usize, policy: &Policy) -> Result<Page<TripletView>, StoreError> {
         if let Some(seq) = &f.sequence_id {
             let Some(info) = self.info_by_name(seq)? else { return Ok(Page { items: Vec::new(), next: None }) };
-            let Loaded { eval, .. } = self.load_now(info, policy)?;
-            let complete = eval.complete;
             // The next page starts after the cursor's triplet in the sequence's order as it is
             // now, so a triplet arriving meanwhile earlier in the order does not repeat one.
-            let (items, next) = page_after(eval.triplets, &eval.rows, cursor, limit, |v| f.keeps(v, complete));
+            let (_, _, items, next) = self.page_of(info, policy, cursor, limit, |v, complete| f.keeps(v, complete))?;
             return Ok(Page { items, next });
         }
         let mut sql = String::from("SELECT id, seq_ref FROM spans WHERE seq_ref IS NOT NULL AND id > ?1");
@@ -207,7 +202,7 @@ fn page_after(
     cursor: Option<i64>,
     limit: usize,
     keep: impl Fn(&TripletView) -> bool,
-) -> (Vec<TripletView>, Option<i64>) {
+) -> (Vec<(i64, TripletView)>, Option<i64>) {
     let start = match cursor {
         None => 0,
         Some(row) => rows.iter().position(|r| *r == row).map_or(rows.len(), |p| p + 1),
@@ -220,9 +215,37 @@ fn page_after(
             return (items, last.map(|p: usize| rows[p]));
         }
         if keep(&v) {
-            items.push(v);
+            items.push((rows[pos], v));
             last = Some(pos);
         }
     }
     (items, None)
+}
+
+impl ReadTx<'_> {
+    /// A sequence evaluated without its state and action texts (they do not change a reward),
+    /// then one page of it with them: a page of a long sequence reads its own payloads only.
+    fn page_of(
+        &self,
+        info: crate::rows::SeqInfo,
+        policy: &Policy,
+        cursor: Option<i64>,
+        limit: usize,
+        keep: impl Fn(&TripletView, bool) -> bool,
+    ) -> Result<(SequenceSummary, Loaded, Vec<TripletView>, Option<i64>), StoreError> {
+        let mut loaded = self.load(info, policy, false, Watermarks::ALL, self.now)?;
+        let summary = loaded.summary();
+        let complete = loaded.eval.complete;
+        let triplets = std::mem::take(&mut loaded.eval.triplets);
+        let (page, next) = page_after(triplets, &loaded.eval.rows, cursor, limit, |v| keep(v, complete));
+        let mut stmt = self.tx.prepare_cached("SELECT state, action FROM spans WHERE id = ?1")?;
+        let mut items = Vec::with_capacity(page.len());
+        for (row, mut v) in page {
+            let (state, action): (String, String) = stmt.query_row([row], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            v.state = state;
+            v.action = action;
+            items.push(v);
+        }
+        Ok((summary, loaded, items, next))
+    }
 }
