@@ -84,7 +84,8 @@ def captured_string(s: str, mode: CaptureMode) -> JSON:
     kind = mode.kind
     if kind == "truncate":
         return s[: mode.length] + "…" if len(s) > mode.length else s
-    if kind == "full" or len(s) <= SHORT_STRING_BYTES or len(s.encode("utf-8")) <= SHORT_STRING_BYTES:
+    # A string of at most 16 characters has at most 64 UTF-8 bytes.
+    if kind == "full" or len(s) <= SHORT_STRING_BYTES // 4 or len(s.encode("utf-8")) <= SHORT_STRING_BYTES:
         return s
     if kind == "hash":
         return "sha256:" + hashlib.sha256(s.encode("utf-8")).hexdigest()

@@ -141,5 +141,7 @@ def reward(
         if current() is not None:
             raise RuntimeError("rltrace.reward() called outside a triplet")
         return
-    if f.sampled and f.span is not None:
-        f.span.add_event("rl.reward", attrs, timestamp=time.time_ns())
+    if f.sampled:
+        if f.events is None:
+            f.events = []
+        f.events.append((time.time_ns(), attrs))

@@ -7,6 +7,7 @@ one triplet from start to end. Same wire conventions and sequence rules as the R
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import random
 import threading
@@ -16,7 +17,8 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from . import _sequence
 from ._capture import JSON, apply_mode, capture, dumps, output_fields, rfc3339_utc, to_json
@@ -28,7 +30,17 @@ SCOPES = ("pipeline", "agent", "session", "custom")
 
 _FRAME_KEY = otel_context.create_key("rltrace.frame")
 _next_trace_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("rltrace_next_trace_id", default=None)
+_next_span_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("rltrace_next_span_id", default=None)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _rand = random.Random()
+
+
+def random_span_id() -> int:
+    while True:
+        t = _rand.getrandbits(64)
+        if t:
+            return t
 
 
 def random_trace_id() -> int:
@@ -61,6 +73,9 @@ class _IdGenerator:
         return int(self.inner.generate_trace_id())
 
     def generate_span_id(self) -> int:
+        t = _next_span_id.get()
+        if t is not None:
+            return t
         return int(self.inner.generate_span_id())
 
     def is_trace_id_random(self) -> bool:
@@ -69,45 +84,55 @@ class _IdGenerator:
 
 
 class StateProviders:
-    """State providers refreshed by a background thread every ``interval_s``: a triplet reads
-    the latest merged snapshot and never waits for a provider, so a slow or failing provider
-    never slows or breaks a call. A failing provider is logged (once a minute at most) and left
-    out of the snapshot until it answers again."""
+    """State providers, each refreshed by its own background thread every ``interval_s``: a
+    triplet reads the latest merged snapshot and never waits for a provider, so a slow or failing
+    provider never slows or breaks a call (nor holds the others up). A failing provider is logged
+    (once a minute at most) and left out of the snapshot until it answers again."""
 
     def __init__(self, providers: list[Callable[[], Mapping[str, Any]]], interval_s: float) -> None:
         self.providers = providers
         self.interval_s = interval_s
         self.snapshot: dict[str, JSON] = {}
+        self._values: list[dict[str, JSON] | None] = [None] * len(providers)
+        self._answered = [threading.Event() for _ in providers]
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._first = threading.Event()
         self._last_warning: dict[int, float] = {}
-        self._thread = threading.Thread(target=self._run, name="rltrace-state-providers", daemon=True)
-        self._thread.start()
+        for i in range(len(providers)):
+            threading.Thread(target=self._run, args=(i,), name=f"rltrace-state-provider-{i}", daemon=True).start()
 
     def wait_first(self, timeout_s: float) -> None:
-        self._first.wait(timeout_s)
+        """Wait until every provider answered once, at most ``timeout_s`` in all."""
+        deadline = time.monotonic() + timeout_s
+        for e in self._answered:
+            e.wait(max(0.0, deadline - time.monotonic()))
 
-    def refresh(self) -> None:
-        merged: dict[str, JSON] = {}
-        for i, p in enumerate(self.providers):
-            try:
-                v = p()
-                if not isinstance(v, Mapping):
-                    raise TypeError(f"a state provider must return a mapping, got {type(v).__name__}")
-                j = to_json(v)
-                if isinstance(j, dict):
-                    merged.update(j)
-            except Exception as e:
-                now = time.monotonic()
-                if now - self._last_warning.get(i, -1e9) > 60:
-                    self._last_warning[i] = now
-                    log.warning("rltrace state provider %r failed: %s", getattr(p, "__name__", p), e)
-        self.snapshot = merged
+    def refresh(self, i: int) -> None:
+        p = self.providers[i]
+        value: dict[str, JSON] | None = None
+        try:
+            v = p()
+            if not isinstance(v, Mapping):
+                raise TypeError(f"a state provider must return a mapping, got {type(v).__name__}")
+            j = to_json(v)
+            value = j if isinstance(j, dict) else None
+        except Exception as e:
+            now = time.monotonic()
+            if now - self._last_warning.get(i, -1e9) > 60:
+                self._last_warning[i] = now
+                log.warning("rltrace state provider %r failed: %s", getattr(p, "__name__", p), e)
+        with self._lock:
+            self._values[i] = value
+            merged: dict[str, JSON] = {}
+            for d in self._values:
+                if d:
+                    merged.update(d)
+            self.snapshot = merged
 
-    def _run(self) -> None:
+    def _run(self, i: int) -> None:
         while not self._stop.is_set():
-            self.refresh()
-            self._first.set()
+            self.refresh(i)
+            self._answered[i].set()
             self._stop.wait(self.interval_s)
 
     def stop(self) -> None:
@@ -160,6 +185,7 @@ class Frame:
         "action",
         "components",
         "depth",
+        "events",
         "sampled",
         "scope",
         "sequence_end",
@@ -193,6 +219,7 @@ class Frame:
         self.state: dict[str, JSON] | None = None
         self.action: dict[str, JSON] | None = None
         self.components: dict[str, float] | None = None
+        self.events: list[tuple[int, dict[str, Any]]] | None = None
         self.sequence_end = False
 
 
@@ -207,9 +234,29 @@ def recording_frame() -> Frame | None:
 
 
 class Call:
-    """One triplet from its start to its end."""
+    """One triplet from its start to its end.
 
-    __slots__ = ("budget_s", "ctx", "frame", "mode", "rt", "span", "start_ns", "state")
+    With the OpenTelemetry SDK's tracer the span is created when the triplet ends, with the
+    start time taken at the call's start, every attribute at once, and the ids chosen at the
+    start (through the tracer's id generator): while the call runs, the context holds a
+    placeholder span context with those ids, so children and propagated ``traceparent`` headers
+    name the triplet's span. Other tracers get a span started at the call's start."""
+
+    __slots__ = (
+        "budget_s",
+        "ctx",
+        "frame",
+        "ids",
+        "kind",
+        "mode",
+        "name",
+        "parent",
+        "rt",
+        "span",
+        "start_attrs",
+        "start_ns",
+        "state",
+    )
 
     def __init__(
         self,
@@ -230,6 +277,11 @@ class Call:
         self.start_ns = start_ns
         self.mode = mode
         self.budget_s = budget_s
+        self.ids: tuple[int | None, int] | None = None
+        self.parent: otel_context.Context | None = None
+        self.name = ""
+        self.kind = SpanKind.INTERNAL
+        self.start_attrs: dict[str, Any] | None = None
 
     @property
     def recording(self) -> bool:
@@ -274,22 +326,30 @@ class Call:
         if frame.action:
             for k, v in frame.action.items():
                 action[k] = apply_mode(v, mode)
-        given = frame.components or {}
-        comps = {
-            "success": given.get("success", 1.0 if success else 0.0),
-            "latency": given.get("latency", latency_reward(elapsed_s, self.budget_s)),
-        }
-        for c, v in given.items():
-            comps[c] = v
+        given = frame.components
+        budget = self.budget_s
+        if given:
+            comps = {
+                "success": given.get("success", 1.0 if success else 0.0),
+                "latency": given.get("latency", 1.0 if elapsed_s <= budget else latency_reward(elapsed_s, budget)),
+            }
+            comps.update(given)
+        else:
+            comps = {
+                "success": 1.0 if success else 0.0,
+                "latency": 1.0 if elapsed_s <= budget else latency_reward(elapsed_s, budget),
+            }
         try:
-            state_json = dumps(state)
+            state_json = _ENCODER.encode(state)
         except (TypeError, ValueError):
             state_json = dumps(to_json(state))
         try:
-            action_json = dumps(action)
+            action_json = _ENCODER.encode(action)
         except (TypeError, ValueError):
             action_json = dumps(to_json(action))
-        attrs: dict[str, Any] = {"rl.state": state_json, "rl.action": action_json}
+        attrs = self.start_attrs if self.start_attrs is not None else {}
+        attrs["rl.state"] = state_json
+        attrs["rl.action"] = action_json
         rt = self.rt
         weights = rt.settings.reward_weights if rt is not None else None
         if weights is not None:
@@ -302,9 +362,24 @@ class Call:
             attrs["rl.sequence_end"] = True
         if attributes:
             attrs.update(attributes)
-        span.set_attributes(attrs)
-        if name is not None:
-            span.update_name(name)
+        if self.ids is not None and rt is not None:
+            trace_id, span_id = self.ids
+            t1 = _next_trace_id.set(trace_id)
+            t2 = _next_span_id.set(span_id)
+            try:
+                span = rt.tracer.start_span(
+                    name or self.name, context=self.parent, kind=self.kind, attributes=attrs, start_time=self.start_ns
+                )
+            finally:
+                _next_span_id.reset(t2)
+                _next_trace_id.reset(t1)
+        else:
+            span.set_attributes(attrs)
+            if name is not None:
+                span.update_name(name)
+        if frame.events:
+            for at, ev in frame.events:
+                span.add_event("rl.reward", ev, timestamp=at)
         if exception is not None:
             span.record_exception(exception, timestamp=end_ns)
         if not success:
@@ -332,7 +407,7 @@ def start(
     extra_attributes: dict[str, Any] | None = None,
 ) -> Call:
     """Start a triplet under ``parent``; the result is not yet attached."""
-    pf = otel_context.get_value(_FRAME_KEY, parent)
+    pf = parent.get(_FRAME_KEY)
     if not isinstance(pf, Frame):
         pf = None
     explicit_task = task_id is not None
@@ -349,17 +424,14 @@ def start(
     else:
         # Without its own key a pipeline triplet continues the sequence of its parent.
         keyed = task_id if explicit_task else None
-    root_trace: int | None = None
+    parent_sc = trace.get_current_span(parent).get_span_context()
+    root_trace: int | None = None if parent_sc.is_valid else random_trace_id()
     if keyed is not None:
         seq, sc = keyed, scope
     elif pf is not None:
         seq, sc = pf.sequence_id, pf.scope
     else:
-        sctx = trace.get_current_span(parent).get_span_context()
-        if sctx.is_valid:
-            tid = sctx.trace_id
-        else:
-            tid = root_trace = random_trace_id()
+        tid = parent_sc.trace_id if root_trace is None else root_trace
         seq, sc = f"{tid:032x}", "custom"
     if pf is not None and pf.sequence_id == seq:
         sampled = pf.sampled
@@ -405,21 +477,35 @@ def start(
     attrs.update(rt.static_attributes)
     if extra_attributes:
         attrs.update(extra_attributes)
-    if root_trace is not None and rt.sdk_tracer:
+    if rt.sdk_tracer:
+        span_id = random_span_id()
+        trace_id = parent_sc.trace_id if root_trace is None else root_trace
+        placeholder = NonRecordingSpan(SpanContext(trace_id, span_id, False, _SAMPLED, parent_sc.trace_state))
+        frame = Frame(seq, sc, task_id, session_id, depth, True, triplet_id, placeholder)
+        values = dict(parent)
+        values[_FRAME_KEY] = frame
+        values[_SPAN_KEY] = placeholder
+        call = Call(otel_context.Context(values), rt, frame, placeholder, state, start_ns, mode, budget)
+        call.ids = (root_trace, span_id)
+        call.parent = parent
+        call.name = name
+        call.kind = kind
+        call.start_attrs = attrs
+        return call
+    if root_trace is not None and keyed is None:
         tok = _next_trace_id.set(root_trace)
-        try:
-            span = rt.tracer.start_span(name, context=parent, kind=kind, attributes=attrs, start_time=start_ns)
-        finally:
-            _next_trace_id.reset(tok)
     else:
-        span = rt.tracer.start_span(name, context=parent, kind=kind, attributes=attrs, start_time=start_ns)
-        if root_trace is not None:
-            # A tracer that is not the OpenTelemetry SDK's chose its own trace id: the sequence
-            # follows it (the sampling decision was taken on the id chosen beforehand).
-            real = span.get_span_context().trace_id
-            if real:
-                seq = f"{real:032x}"
-                span.set_attribute("rl.sequence_id", seq)
+        tok = None
+    span = rt.tracer.start_span(name, context=parent, kind=kind, attributes=attrs, start_time=start_ns)
+    if tok is not None:
+        _next_trace_id.reset(tok)
+    if root_trace is not None and keyed is None:
+        # A tracer that is not the OpenTelemetry SDK's chose its own trace id: the sequence
+        # follows it (the sampling decision was taken on the id chosen beforehand).
+        real = span.get_span_context().trace_id
+        if real and f"{real:032x}" != seq:
+            seq = f"{real:032x}"
+            span.set_attribute("rl.sequence_id", seq)
     frame = Frame(seq, sc, task_id, session_id, depth, True, triplet_id, span)
     ctx = trace.set_span_in_context(span, otel_context.set_value(_FRAME_KEY, frame, parent))
     return Call(ctx, rt, frame, span, state, start_ns, mode, budget)
