@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import random
+import socket
 import threading
 import time
 import urllib.request
@@ -148,7 +149,15 @@ class Orchestrator:
         m = SimulatedModel(seed)
         self.agents = {
             cls.agent_role: cls(m)
-            for cls in (PlanningAgent, DesignAgent, DesignReviewAgent, CodeAgent, CodeReviewAgent, TestAgent, PostmortemAgent)
+            for cls in (
+                PlanningAgent,
+                DesignAgent,
+                DesignReviewAgent,
+                CodeAgent,
+                CodeReviewAgent,
+                TestAgent,
+                PostmortemAgent,
+            )
         }
 
     async def review_loop(self, task: TaskInput, author: str, reviewer: str, context: dict[str, Any]) -> int:
@@ -197,6 +206,8 @@ class DefectReport(BaseModel):
 def create_app(collector_url: str) -> FastAPI:
     """The platform's web API, every request a triplet (session from `x-session-id`)."""
     app = FastAPI(title="example agent platform")
+    # The callbacks are sent with `pending`: a task's last triplets may still be in the exporter's
+    # batch when its review arrives; the collector joins the reward when they land.
     rewards = rltrace.AsyncRewardClient(collector_url)
 
     @app.post("/tasks")
@@ -207,7 +218,9 @@ def create_app(collector_url: str) -> FastAPI:
     @app.post("/tasks/{task_id}/review")
     async def review(task_id: str, r: Review) -> dict[str, Any]:
         try:
-            ev = await rewards.hitl(task_id, r.decision, reviewer=r.reviewer, justification=r.justification)
+            ev = await rewards.hitl(
+                task_id, r.decision, reviewer=r.reviewer, justification=r.justification, pending=True
+            )
         except rltrace.RewardValidationError as e:
             raise HTTPException(422, str(e)) from None
         with BUDGET.lock:
@@ -216,13 +229,13 @@ def create_app(collector_url: str) -> FastAPI:
 
     @app.post("/tasks/{task_id}/tests")
     async def tests(task_id: str, t: TestRun) -> dict[str, Any]:
-        return await rewards.tests(task_id, passed=t.passed, failed=t.failed, skipped=t.skipped)
+        return await rewards.tests(task_id, passed=t.passed, failed=t.failed, skipped=t.skipped, pending=True)
 
     @app.post("/tasks/{task_id}/defects")
     async def defects(task_id: str, d: DefectReport) -> dict[str, Any]:
         return await rewards.defect(
             task_id=task_id, defect_type=d.defect_type, severity=d.severity, phase_injected=d.phase_injected,
-            phase_removed=d.phase_removed, description=d.description,
+            phase_removed=d.phase_removed, description=d.description, pending=True,
         )  # fmt: skip
 
     return rltrace.fastapi.instrument(app, session_header="x-session-id", capture_headers={"x-user-id": "user_id"})
@@ -247,7 +260,9 @@ def simulate(base: str, tasks: int, seed: int) -> list[dict[str, Any]]:
         r = post(f"{base}/tasks", {"title": f"feature {i}", "seed": seed * 1000 + i}, h)
         tid = r["task_id"]
         decision = rng.choice(["approved", "approved", "approved_with_changes", "rejected", "deferred"])
-        post(f"{base}/tasks/{tid}/review", {"decision": decision, "reviewer": "ann", "justification": "looked at it"}, h)
+        post(
+            f"{base}/tasks/{tid}/review", {"decision": decision, "reviewer": "ann", "justification": "looked at it"}, h
+        )
         failed = rng.randint(0, 3)
         post(f"{base}/tasks/{tid}/tests", {"passed": 20 - failed, "failed": failed, "skipped": 1}, h)
         if rng.random() < 0.3:
@@ -278,16 +293,21 @@ def main() -> None:
         reward_weights={"success": 0.4, "latency": 0.2, "cost": 0.2, "validation": 0.2},
         state_providers=[BUDGET.snapshot],
     )
-    server = uvicorn.Server(uvicorn.Config(create_app(a.collector), host="127.0.0.1", port=a.port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", a.port))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(a.collector), log_level="warning"))
+    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     t.start()
     while not server.started:
         time.sleep(0.05)
-    base = f"http://127.0.0.1:{a.port}"
+    base = f"http://127.0.0.1:{port}"
     print(f"platform listening on {base} (collector {a.collector})", flush=True)
     if a.simulate:
         for r in simulate(base, a.simulate, a.seed):
-            print(f"{r['task_id']}: design rounds {r['design_rounds']}, code rounds {r['code_rounds']}", flush=True)
+            print(
+                f"task {r['task_id']}: design rounds {r['design_rounds']}, code rounds {r['code_rounds']}", flush=True
+            )
         rltrace.flush()
         print(f"see {a.collector}/api/v1/sequences?review=pending and {a.collector}/ui/", flush=True)
     try:

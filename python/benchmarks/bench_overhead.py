@@ -50,7 +50,7 @@ def best(fn: Callable[[], Any], number: int, repeat: int) -> float:
 
 def bench_decorator(provider: TracerProvider, number: int, repeat: int) -> tuple[float, float]:
     tracer = provider.get_tracer("bench")
-    attrs = {
+    attrs: dict[str, str | int | float] = {
         "rl.triplet_id": "9f1c0a4e-2b7d-4c3e-8a1f-0d2e3c4b5a69",
         "rl.sequence_id": "task-1",
         "rl.sequence_scope": "pipeline",

@@ -40,7 +40,9 @@ def collector_binary() -> Path:
         target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
         p = target / "debug" / "rltrace"
     if not p.is_file():
-        raise RuntimeError(f"the collector binary {p} is missing: build it with `cargo build -p rltrace` or set RLTRACE_BIN")
+        raise RuntimeError(
+            f"the collector binary {p} is missing: build it with `cargo build -p rltrace` or set RLTRACE_BIN"
+        )
     return p
 
 

@@ -151,7 +151,9 @@ def test_the_collector_agrees_with_the_local_checks(collector: Collector) -> Non
         {"target": {"sequence_id": "s", "strategy": "role"}, "value": 0.5, "source": "x"},
     ]:
         assert collector.request("POST", "/api/v1/rewards", body)[0] == 422, body
-    assert collector.request("POST", "/api/v1/callbacks/tests", {"sequence_id": "s", "passed": 0, "failed": 0})[0] == 422
+    assert (
+        collector.request("POST", "/api/v1/callbacks/tests", {"sequence_id": "s", "passed": 0, "failed": 0})[0] == 422
+    )
 
 
 class FlakyProxy:
@@ -220,7 +222,6 @@ def flaky(collector: Collector) -> Iterator[Callable[..., FlakyProxy]]:
     yield make
     for p in made:
         p.close()
-
 
 
 def test_retries_on_503_honour_retry_after_with_one_idempotency_key(

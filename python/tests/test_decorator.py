@@ -8,7 +8,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +78,9 @@ def test_method_with_pydantic_and_dataclass_arguments(rl: Callable[..., Any], co
     assert t["reward_sources"] == {"local": 1.0}
     assert t["reward"] == 1.0
     spans = collector.trace(t["trace_id"])
-    assert [s["name"] for s in spans] == ["test_method_with_pydantic_and_dataclass_arguments.<locals>.CodeAgent.execute"]
+    assert [s["name"] for s in spans] == [
+        "test_method_with_pydantic_and_dataclass_arguments.<locals>.CodeAgent.execute"
+    ]
     at = attrs_of(spans[0])
     assert at["rl.sequence_scope"] == "pipeline"
     assert at["rl.reward.success"] == 1.0 and at["rl.reward.latency"] == 1.0
@@ -87,7 +89,9 @@ def test_method_with_pydantic_and_dataclass_arguments(rl: Callable[..., Any], co
     assert at["rl.timestamp_utc"].endswith("Z") and len(at["rl.timestamp_utc"]) == 27
 
 
-def test_nested_triplets_inherit_task_and_session_and_follow_scopes(rl: Callable[..., Any], collector: Collector) -> None:
+def test_nested_triplets_inherit_task_and_session_and_follow_scopes(
+    rl: Callable[..., Any], collector: Collector
+) -> None:
     rl()
     task_id, session_id = uid("task"), uid("sess")
 
@@ -181,7 +185,7 @@ async def test_coroutines_and_async_generators(rl: Callable[..., Any], collector
         return n % 2 == 0
 
     @rltrace.rl_triplet(role="Stream", task_id="task_id")
-    async def stream(task_id: str, n: int) -> AsyncIterator[int]:
+    async def stream(task_id: str, n: int) -> AsyncGenerator[int, None]:
         for i in range(n):
             await one_test(i)
             yield i

@@ -125,7 +125,7 @@ def test_requests_are_triplets_with_route_templates_and_traceparent(
         out_trace, out_span = parse_traceparent(r.headers["traceparent"])
         r2 = http.get("/boom")
         assert r2.status_code == 500
-        r3 = http.get("/no/such/path/123", cookies={"sid": session})
+        r3 = http.get("/no/such/path/123", headers={"cookie": f"theme=dark; sid={session}"})
         assert r3.status_code == 404
         r4 = http.get("/teapot", headers={"x-session-id": session})
         assert r4.status_code == 418
@@ -159,7 +159,9 @@ def test_requests_are_triplets_with_route_templates_and_traceparent(
         ("/teapot", 418),
     ]
     assert seq[2]["action"]["success"] is True
-    boom = [x for x in collector.get("/api/v1/triplets?role=http&limit=1000")["items"] if x["state"]["route"] == "/boom"]
+    boom = [
+        x for x in collector.get("/api/v1/triplets?role=http&limit=1000")["items"] if x["state"]["route"] == "/boom"
+    ]
     assert boom, "the failing request was recorded"
     b = boom[-1]
     assert b["action"]["success"] is False and b["action"]["status"] == 500

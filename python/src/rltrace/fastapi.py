@@ -4,12 +4,14 @@ not import FastAPI."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from .asgi import RLTripletMiddleware
 
+A = TypeVar("A")
 
-def instrument(app: Any, **options: Any) -> Any:
+
+def instrument(app: A, **options: Any) -> A:
     """Make every request of ``app`` a triplet; ``options`` are those of
     :class:`~rltrace.asgi.RLTripletMiddleware` (``role``, ``capture_headers``,
     ``session_header``, ``session_cookie``, ``task_header``, ``excluded_paths``,
@@ -21,7 +23,7 @@ def instrument(app: Any, **options: Any) -> Any:
     """
     if is_instrumented(app):
         return app
-    app.add_middleware(RLTripletMiddleware, **options)
+    app.add_middleware(RLTripletMiddleware, **options)  # type: ignore[attr-defined]
     return app
 
 
@@ -30,8 +32,9 @@ def is_instrumented(app: Any) -> bool:
     return any(getattr(m, "cls", None) is RLTripletMiddleware for m in getattr(app, "user_middleware", ()))
 
 
-def uninstrument(app: Any) -> Any:
+def uninstrument(app: A) -> A:
     """Remove the middleware again; the stack is rebuilt on the next request. Returns ``app``."""
-    app.user_middleware = [m for m in app.user_middleware if getattr(m, "cls", None) is not RLTripletMiddleware]
-    app.middleware_stack = None
+    kept = [m for m in getattr(app, "user_middleware", []) if getattr(m, "cls", None) is not RLTripletMiddleware]
+    app.user_middleware = kept  # type: ignore[attr-defined]
+    app.middleware_stack = None  # type: ignore[attr-defined]
     return app
