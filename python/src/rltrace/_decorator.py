@@ -211,6 +211,9 @@ def _wrap(
         if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     }
     need_bind = bool(captured_params and state_capturer is None) or any(k.needs_arguments for k in keys)
+    has_args = state_capturer is not None or bool(captured_params)
+    # Keys that are literals (or absent) are the same at every call.
+    static_keys = tuple(k.literal for k in keys) if all(k.path is None and k.fn is None for k in keys) else None
     span_name = name or fn.__qualname__
     function = fn.__name__
 
@@ -249,6 +252,12 @@ def _wrap(
                         out[p] = capture(v, m)
             return ("args", out) if out else None
 
+        if static_keys is not None:
+            task, session, sequence = static_keys
+        else:
+            task = keys[0].get(arguments, args, kwargs)
+            session = keys[1].get(arguments, args, kwargs)
+            sequence = keys[2].get(arguments, args, kwargs)
         return _runtime.start(
             rt,
             otel_context.get_current(),
@@ -257,10 +266,10 @@ def _wrap(
             scope=scope or "pipeline",
             role=r,
             function=function,
-            task_id=keys[0].get(arguments, args, kwargs),
-            session_id=keys[1].get(arguments, args, kwargs),
-            sequence_id=keys[2].get(arguments, args, kwargs),
-            args=state_args,
+            task_id=task,
+            session_id=session,
+            sequence_id=sequence,
+            args=state_args if has_args else None,
             capture_mode=mode,
             latency_budget_s=latency_budget_s,
         )
