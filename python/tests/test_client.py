@@ -158,7 +158,7 @@ def test_the_collector_agrees_with_the_local_checks(collector: Collector) -> Non
 
 class FlakyProxy:
     """A loopback HTTP proxy in front of the collector: answers 503 with ``Retry-After`` for the
-    first ``failures`` requests, then forwards; records what it received."""
+    first ``failures`` requests, then forwards; records what it received (header names in lowercase)."""
 
     def __init__(self, target: str, failures: int, retry_after: str = "1") -> None:
         self.target = target
@@ -174,7 +174,7 @@ class FlakyProxy:
             def _handle(self) -> None:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
-                proxy.seen.append((time.monotonic(), dict(self.headers.items()), body))
+                proxy.seen.append((time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, body))
                 if len(proxy.seen) <= proxy.failures:
                     msg = b'{"error":{"code":"overloaded","message":"queue full"}}'
                     self.send_response(503)
@@ -186,14 +186,14 @@ class FlakyProxy:
                     return
                 req = urllib.request.Request(proxy.target + self.path, data=body or None, method=self.command)
                 if body:
-                    req.add_header("Content-Type", "application/json")
+                    req.add_header("Content-Type", self.headers.get("Content-Type") or "application/json")
                 try:
                     with urllib.request.urlopen(req, timeout=30) as r:
-                        status, data = r.status, r.read()
+                        status, data, r_type = r.status, r.read(), r.headers.get("Content-Type", "")
                 except urllib.error.HTTPError as e:
-                    status, data = e.code, e.read()
+                    status, data, r_type = e.code, e.read(), e.headers.get("Content-Type", "")
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", r_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -238,7 +238,7 @@ def test_retries_on_503_honour_retry_after_with_one_idempotency_key(
     assert len(p.seen) == 3
     keys = {json.loads(body)["idempotency_key"] for _, _, body in p.seen}
     assert keys == {ev["idempotency_key"]}
-    assert all(h.get("Authorization") == "Bearer k-123" for _, h, _ in p.seen)
+    assert all(h.get("authorization") == "Bearer k-123" for _, h, _ in p.seen)
     assert sources(collector, task_id)[0]["terminal"] == 0.7
     # Out of retries: the 503 is raised.
     p2 = flaky(5, "0")
@@ -279,3 +279,37 @@ def test_assign_helpers_need_a_collector_url() -> None:
     rltrace.shutdown()
     with pytest.raises(RuntimeError, match="collector url"):
         rltrace.assign_reward("t", 0.5)
+
+
+def test_otlp_headers_from_the_environment_reach_the_collector(
+    collector: Collector, flaky: Callable[..., FlakyProxy]
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    p = flaky(0)
+    task_id = f"hdr-{uuid.uuid4().hex[:10]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "RLTRACE_", "AGL_"))}
+    env.update(
+        OTEL_EXPORTER_OTLP_ENDPOINT=p.url,
+        OTEL_EXPORTER_OTLP_HEADERS="x-api-key=secret-1,x-tenant=acme",
+        RLTRACE_API_KEY="reward-key",
+    )
+    code = (
+        "import rltrace\n"
+        "rltrace.configure()\n"
+        f"@rltrace.rl_triplet(role='Code', task_id={task_id!r})\n"
+        "def f(): pass\n"
+        "f()\n"
+        "rltrace.flush()\n"
+        f"rltrace.assign_sequence_reward({task_id!r}, 0.3, source='terminal')\n"
+        "rltrace.shutdown()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    otlp = [h for _, h, _ in p.seen if h.get("content-type") == "application/x-protobuf"]
+    assert otlp and all(h.get("x-api-key") == "secret-1" and h.get("x-tenant") == "acme" for h in otlp)
+    rewards = [h for _, h, b in p.seen if b.startswith(b"{")]
+    assert rewards and rewards[0].get("authorization") == "Bearer reward-key"
+    assert sources(collector, task_id) == [{"local": 1.0, "terminal": 0.3}]
