@@ -138,3 +138,26 @@ def test_import_is_cheap() -> None:
         {},
     )
     assert out.splitlines() == ["ProxyTracerProvider", "[]"]
+
+
+def test_configure_again_keeps_its_global_provider(collector: Collector) -> None:
+    task_id = f"again-{uuid.uuid4().hex[:10]}"
+    run(
+        f"""
+        import rltrace
+        from opentelemetry import trace
+        first = rltrace.configure(endpoint={collector.http!r}, capture="hash")
+        @rltrace.rl_triplet(role="Code", task_id="t")
+        def code(t, text):
+            return None
+        code({task_id!r}, "y" * 80)
+        second = rltrace.configure(capture="full")
+        assert second.provider is first.provider is trace.get_tracer_provider() and second.owned
+        code({task_id!r}, "y" * 80)
+        rltrace.shutdown()
+        """,
+        {},
+    )
+    a, b = collector.sequence(task_id)["triplets"]
+    assert a["state"]["args"]["text"].startswith("sha256:")
+    assert b["state"]["args"]["text"] == "y" * 80

@@ -138,7 +138,8 @@ def configure(
     endpoint) and ``api_key`` (``RLTRACE_API_KEY``) serve :func:`rltrace.assign_reward` and
     :func:`rltrace.assign_sequence_reward`.
 
-    Calling it again replaces the settings; the previous handle is shut down first.
+    Calling it again replaces the settings and shuts the previous handle down; a global provider
+    rltrace created is kept (OpenTelemetry sets the global provider once) and taken over.
     """
     global _handle
     settings = resolve_settings(
@@ -152,6 +153,14 @@ def configure(
         raise ConfigError("state_provider_interval_s", "must be positive")
     owned = False
     provider = tracer_provider
+    prev = _handle
+    if prev is not None:
+        # A provider rltrace created and made global cannot be replaced (OpenTelemetry sets the
+        # global provider once): a new configure() keeps it and takes it over.
+        if prev.owned and provider is None and trace.get_tracer_provider() is prev.provider:
+            provider, owned = prev.provider, True
+            prev.owned = False
+        prev.shutdown()
     if provider is None:
         existing = trace.get_tracer_provider()
         from opentelemetry.sdk.trace import TracerProvider
@@ -185,8 +194,6 @@ def configure(
             owned = True
             if set_global:
                 trace.set_tracer_provider(provider)
-    if _handle is not None:
-        _handle.shutdown()
     tracer = provider.get_tracer("rltrace", __version__)
     providers = None
     if state_providers:

@@ -123,9 +123,6 @@ class RLTripletMiddleware:
         query = _query_keys(scope.get("query_string") or b"")
         headers_state = {key: hdr[h].decode("latin-1") for h, key in self.capture_headers if h in hdr}
 
-        def state_fields(mode: Any) -> tuple[str, Any] | None:
-            return None
-
         call = _runtime.start(
             rt,
             parent,
@@ -137,7 +134,7 @@ class RLTripletMiddleware:
             task_id=task,
             session_id=session,
             sequence_id=None,
-            args=state_fields,
+            args=None,
             capture_mode=None,
             latency_budget_s=self.latency_budget_s,
             extra_attributes={"http.request.method": method},
