@@ -207,3 +207,25 @@ def test_uninstrument(rl: Callable[..., Any], collector: Collector, serve: Calla
     srv = serve(app)
     r = httpx.get(f"{srv.url}/teapot")
     assert r.status_code == 418 and "traceparent" not in r.headers
+
+
+def test_task_header_and_excluded_paths(
+    rl: Callable[..., Any], collector: Collector, serve: Callable[[FastAPI], Server]
+) -> None:
+    rl()
+    app = rltrace.fastapi.instrument(make_app(), task_header="x-task-id", excluded_paths=["/teapot"], role="api")
+    srv = serve(app)
+    task_id = f"task-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=srv.url) as http:
+        skipped = http.get("/teapot", headers={"x-task-id": task_id})
+        r = http.post(f"/tasks/{task_id}/run", json={"task_id": task_id, "title": "t"}, headers={"x-task-id": task_id})
+    assert skipped.status_code == 418 and "traceparent" not in skipped.headers
+    assert r.status_code == 200
+    flush()
+    ts = collector.sequence(task_id)["triplets"]
+    # The request triplet and the agent it started, both in the task's sequence; no /teapot.
+    assert [(t["state"]["agent_role"], t["state"].get("route")) for t in ts] == [
+        ("api", "/tasks/{task_id}/run"),
+        ("Code", None),
+    ]
+    assert [t["sequence_index"] for t in ts] == [0, 1]
