@@ -202,7 +202,7 @@ async def test_coroutines_and_async_generators(rl: Callable[..., Any], collector
     roles = [t["state"]["agent_role"] for t in ts]
     assert roles == ["Design", "Stream", "Test", "Test", "Test", "Stream", "Test"]
     assert ts[0]["state"]["phase"] == "design"
-    assert ts[0]["action"]["duration_ms"] >= 10
+    assert ts[0]["action"]["duration_ms"] >= 9  # asyncio.sleep(0.01), within the clock resolution
     assert ts[1]["action"]["yielded"] == 3 and "closed_early" not in ts[1]["action"]
     assert [t["action"]["output"] for t in ts[2:5]] == [True, False, True]
     assert ts[2]["state"]["call_depth"] == 1

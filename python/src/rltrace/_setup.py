@@ -198,7 +198,7 @@ def configure(
     providers = None
     if state_providers:
         providers = _runtime.StateProviders(list(state_providers), state_provider_interval_s)
-        providers.wait_first(min(1.0, state_provider_interval_s))
+        providers.wait_first(1.0)
     api = api_key or os.environ.get("RLTRACE_API_KEY") or None
     rt = _runtime.Runtime(tracer, settings, providers, _collector_url(collector_url, endpoint, protocol), api)
     _runtime.install(rt)
