@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: sets up the Python OpenTelemetry SDK used by the exporter tests (a virtualenv
-# under ~/.cache), runs every test of the workspace, and ends with one line of totals.
+# under ~/.cache), runs every test of the workspace, then the Python SDK's checks (mypy --strict,
+# ruff, pytest against the collector binary just built; scripts/test-python-sdk.sh), and ends
+# with one line of totals. Any failure makes it exit non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${RLTRACE_PYTHON:-}" ] && [ -f .ci/python-setup.sh ]; then
@@ -8,13 +10,25 @@ if [ -z "${RLTRACE_PYTHON:-}" ] && [ -f .ci/python-setup.sh ]; then
   export RLTRACE_PYTHON
 fi
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+pylog="$(mktemp)"
+trap 'rm -f "$log" "$pylog"' EXIT
 set +e
 cargo test --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+profile=debug
+for a in "$@"; do [ "$a" = "--release" ] && profile=release; done
+RLTRACE_BIN="${RLTRACE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/$profile/rltrace}" bash scripts/test-python-sdk.sh 2>&1 | tee "$pylog"
+pystatus=${PIPESTATUS[0]}
 set -e
 passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
+pyline="$(grep -E '^python-sdk: [0-9]+ passed, [0-9]+ failed' "$pylog" | tail -1)"
+pypassed=$(echo "$pyline" | sed -E 's/^python-sdk: ([0-9]+) passed.*/\1/')
+pyfailed=$(echo "$pyline" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+pypassed=${pypassed:-0}
+pyfailed=${pyfailed:-0}
+if [ "$pystatus" -ne 0 ] && [ "$pyfailed" -eq 0 ]; then pyfailed=1; fi
 echo
-echo "tests: ${passed} passed, ${failed} failed"
-exit "$status"
+echo "tests: $((passed + pypassed)) passed, $((failed + pyfailed)) failed"
+[ "$status" -eq 0 ] || exit "$status"
+exit "$pystatus"
