@@ -3,7 +3,8 @@
 # `rltrace loadgen --fill` (default 10,000,000 triplets in 1,000,000 sequences, one of them
 # 10,000 triplets long: task-0), then times each read of section 8 with curl, five runs each
 # (the median and the slowest are printed). Loopback only; the fill is bounded in count and time.
-# Usage: scripts/bench-reads.sh [TRIPLETS] [SEQUENCES] [DIR]
+# Usage: scripts/bench-reads.sh [TRIPLETS] [SEQUENCES] [DIR]   (DIR holding a filled store is reused;
+# SKIP_EXPORT=1 leaves out the export of every triplet)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRIPLETS="${1:-10000000}"
@@ -69,6 +70,7 @@ for t in 11 222 3333 44444 555555; do
     "$S/callbacks/defects"
 done
 timed "GET /stats (after the rewards)" "$S/stats"
+[ "${SKIP_EXPORT:-0}" = 1 ] && exit 0
 echo "== export of every triplet"
 /usr/bin/time -f "   %e s wall, %M KB max RSS of curl" curl -s -o "$WORK/export.jsonl" "$S/export?format=jsonl"
 echo "   lines: $(wc -l < "$WORK/export.jsonl")"
