@@ -575,6 +575,30 @@ pub fn effective_rewards(sequence_id: &str, triplets: &[RewardInput<'_>], events
     per.into_iter().map(|sources| finish(sources, policy)).collect()
 }
 
+/// [`effective_rewards`] of the triplets at `positions` only (a page of a long sequence): the
+/// same values, computed for those triplets alone.
+pub fn effective_rewards_at(sequence_id: &str, triplets: &[RewardInput<'_>], events: &[RewardEvent], policy: &Policy, positions: &[usize]) -> Vec<Effective> {
+    positions
+        .iter()
+        .map(|&i| {
+            let mut acc: BTreeMap<&str, Acc> = BTreeMap::new();
+            let Some(t) = triplets.get(i) else { return Effective::default() };
+            if let Some(imm) = &t.immediate
+                && let Some(v) = imm.resolve(policy)
+            {
+                merge(&mut acc, imm.source, v, imm.at, imm.order);
+            }
+            for e in events {
+                let Some(value) = e.value_under(policy) else { continue };
+                if let Some(v) = reaches(e, value, sequence_id, triplets, i) {
+                    merge(&mut acc, &e.source, v, e.created_at, e.order());
+                }
+            }
+            finish(acc, policy)
+        })
+        .collect()
+}
+
 fn merge<'a>(map: &mut BTreeMap<&'a str, Acc>, source: &'a str, value: f64, at: Micros, order: i64) {
     match map.get_mut(source) {
         None => {

@@ -180,6 +180,45 @@ impl SequenceEval {
     }
 }
 
+/// A sequence put in order with what holds for all of it (completeness, terminal reward, times),
+/// whose triplets can then be evaluated a few at a time ([`Ordered::views`]): a page of a long
+/// sequence costs the rewards of its own triplets only.
+#[derive(Debug, Clone)]
+pub struct Ordered<'e> {
+    sequence_id: String,
+    /// The rows in sequence order.
+    pub rows: Vec<StoredTriplet>,
+    events: Cow<'e, [RewardEvent]>,
+    /// Whether the sequence is complete.
+    pub complete: bool,
+    /// Whether a terminal-type reward targets the sequence.
+    pub terminal: bool,
+}
+
+impl Ordered<'_> {
+    /// The triplets at `positions` with their effective rewards (their state and action as the
+    /// rows hold them).
+    pub fn views(&self, positions: &[usize], policy: &Policy) -> Vec<TripletView> {
+        let inputs: Vec<RewardInput<'_>> = self.rows.iter().map(StoredTriplet::input).collect();
+        let effective = crate::reward::effective_rewards_at(&self.sequence_id, &inputs, &self.events, policy, positions);
+        positions
+            .iter()
+            .zip(effective)
+            .filter_map(|(&i, eff)| self.rows.get(i).map(|r| view(&self.sequence_id, i, r.clone(), eff)))
+            .collect()
+    }
+}
+
+/// Put a sequence in order and decide what holds for all of it; see [`Ordered`].
+pub fn order<'e>(sequence_id: &str, mut rows: Vec<StoredTriplet>, events: &'e [RewardEvent], policy: &Policy, now: Micros) -> Ordered<'e> {
+    sort_in_sequence_order(&mut rows);
+    let terminal = events.iter().any(|e| e.is_terminal() && targets_sequence(e, sequence_id));
+    let ended = rows.iter().any(|r| r.seq_end);
+    let last_at = rows.iter().map(|r| r.ts_us).max();
+    let complete = is_complete(ended, terminal, last_at, policy, now);
+    Ordered { sequence_id: sequence_id.to_string(), rows, events: counted_events(events), complete, terminal }
+}
+
 /// Evaluate a sequence from its rows (any order) and the ledger events that may reach it (events
 /// that do not are ignored), under `policy`, at `now`.
 pub fn evaluate(sequence_id: &str, mut rows: Vec<StoredTriplet>, events: &[RewardEvent], policy: &Policy, now: Micros) -> SequenceEval {
@@ -376,6 +415,28 @@ mod tests {
         let p = Policy::from_toml("reward_wait = \"1h\"\ndefault_reward = 0.3\n").expect("policy");
         assert_eq!(fallback_due_before(&p, 3_600_000_001), Some((0.3, 1)));
         assert_eq!(fallback_due_before(&Policy::default(), 5), None);
+    }
+
+    /// Evaluating a few positions gives what evaluating all gives there.
+    #[test]
+    fn a_page_evaluates_like_the_whole() {
+        let rows: Vec<StoredTriplet> = (0..9u8).map(|n| row(n, None, i64::from(n), if n % 3 == 0 { "Code" } else { "Test" })).collect();
+        let ev = vec![
+            event(1, seq_target(Strategy::Discounted { gamma: 0.5 }), Some(1.0), "tests"),
+            event(2, seq_target(Strategy::Role { role: "Code".into() }), Some(0.2), "hitl"),
+            event(3, RewardTarget::Triplet { triplet_id: "t4".into() }, Some(0.9), "judge"),
+            event(4, seq_target(Strategy::Uniform), Some(0.3), FALLBACK_SOURCE),
+        ];
+        let all = evaluate("s", rows.clone(), &ev, &Policy::default(), 0);
+        let o = order("s", rows, &ev, &Policy::default(), 0);
+        assert_eq!(o.complete, all.complete);
+        let page = o.views(&[3, 4, 8], &Policy::default());
+        for (v, i) in page.iter().zip([3usize, 4, 8]) {
+            assert_eq!(v.triplet_id, all.triplets[i].triplet_id);
+            assert_eq!(v.sequence_index, all.triplets[i].sequence_index);
+            assert_eq!(v.effective, all.triplets[i].effective, "position {i}");
+        }
+        assert!(o.views(&[99], &Policy::default()).is_empty());
     }
 
     #[test]

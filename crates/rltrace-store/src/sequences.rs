@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use rltrace_core::Policy;
 use rltrace_core::export::TripletView;
-use rltrace_core::sequence::{counts_are_exact_under, events_reaching, sort_in_sequence_order};
+use rltrace_core::sequence::{counts_are_exact_under, events_reaching, order, sort_in_sequence_order};
 use rusqlite::params;
 
 use crate::read::{Loaded, Page, ReadTx, SCAN_BUDGET, SequenceDetail, SequenceFilter, SequenceSummary, Stats, TripletDetail, TripletFilter};
@@ -92,7 +92,7 @@ impl ReadTx<'_> {
             let Some(info) = self.info_by_name(seq)? else { return Ok(Page { items: Vec::new(), next: None }) };
             // The next page starts after the cursor's triplet in the sequence's order as it is
             // now, so a triplet arriving meanwhile earlier in the order does not repeat one.
-            let (_, _, items, next) = self.page_of(info, policy, cursor, limit, |v, complete| f.keeps(v, complete))?;
+            let (items, next) = self.triplet_page(info, policy, cursor, limit, f)?;
             return Ok(Page { items, next });
         }
         let mut sql = String::from("SELECT id, seq_ref FROM spans WHERE seq_ref IS NOT NULL AND id > ?1");
@@ -223,6 +223,57 @@ fn page_after(
 }
 
 impl ReadTx<'_> {
+    /// One page of a sequence's triplets that pass `f`, after the row `cursor`: the sequence is
+    /// put in order from its rows without state and action texts, and only the triplets looked at
+    /// for the page are evaluated and read in full.
+    fn triplet_page(
+        &self,
+        info: crate::rows::SeqInfo,
+        policy: &Policy,
+        cursor: Option<i64>,
+        limit: usize,
+        f: &TripletFilter,
+    ) -> Result<(Vec<TripletView>, Option<i64>), StoreError> {
+        let rows = rows_of(self.tx, info.id, false, i64::MAX)?;
+        let events = if info.has_events() { events_for(self.tx, &info, &rows, i64::MAX)? } else { Vec::new() };
+        let o = order(&info.sequence_id, rows, &events, policy, self.now);
+        let n = o.rows.len();
+        let mut i = match cursor {
+            None => 0,
+            Some(row) => o.rows.iter().position(|r| r.row == row).map_or(n, |p| p + 1),
+        };
+        let mut page: Vec<(i64, TripletView)> = Vec::new();
+        let mut next = None;
+        'chunks: while i < n {
+            let positions: Vec<usize> = (i..(i + limit.max(16)).min(n)).collect();
+            i = positions.last().map_or(n, |p| p + 1);
+            for (pos, v) in positions.iter().zip(o.views(&positions, policy)) {
+                if page.len() == limit {
+                    // There is at least one more triplet: continue after the last one returned.
+                    next = page.last().map(|(row, _)| *row);
+                    break 'chunks;
+                }
+                if f.keeps(&v, o.complete) {
+                    page.push((o.rows[*pos].row, v));
+                }
+            }
+        }
+        Ok((self.hydrate(page)?, next))
+    }
+
+    /// Fill in the state and action texts of a page's triplets.
+    fn hydrate(&self, page: Vec<(i64, TripletView)>) -> Result<Vec<TripletView>, StoreError> {
+        let mut stmt = self.tx.prepare_cached("SELECT state, action FROM spans WHERE id = ?1")?;
+        let mut items = Vec::with_capacity(page.len());
+        for (row, mut v) in page {
+            let (state, action): (String, String) = stmt.query_row([row], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            v.state = state;
+            v.action = action;
+            items.push(v);
+        }
+        Ok(items)
+    }
+
     /// A sequence evaluated without its state and action texts (they do not change a reward),
     /// then one page of it with them: a page of a long sequence reads its own payloads only.
     fn page_of(
@@ -238,14 +289,6 @@ impl ReadTx<'_> {
         let complete = loaded.eval.complete;
         let triplets = std::mem::take(&mut loaded.eval.triplets);
         let (page, next) = page_after(triplets, &loaded.eval.rows, cursor, limit, |v| keep(v, complete));
-        let mut stmt = self.tx.prepare_cached("SELECT state, action FROM spans WHERE id = ?1")?;
-        let mut items = Vec::with_capacity(page.len());
-        for (row, mut v) in page {
-            let (state, action): (String, String) = stmt.query_row([row], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            v.state = state;
-            v.action = action;
-            items.push(v);
-        }
-        Ok((summary, loaded, items, next))
+        Ok((summary, loaded, self.hydrate(page)?, next))
     }
 }

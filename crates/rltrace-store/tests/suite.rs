@@ -406,3 +406,45 @@ fn a_long_export_lets_ingest_go_on_and_the_wal_stay_bounded() {
     assert!(written > 40_000_000, "{written}");
     assert!(peak_wal < written / 2, "the WAL grew to {peak_wal} bytes while {written} were written");
 }
+
+/// Pages of one sequence's triplets, with and without a filter, give what the whole sequence
+/// evaluated gives, in order, each triplet once.
+#[test]
+fn triplet_pages_of_a_sequence_match_the_whole_sequence() {
+    let (_d, store) = temp_store();
+    let spans = (0..40u32)
+        .map(|k| {
+            let mut attrs = vec![("rl.sequence_index", i(i64::from(k))), ("rl.state.agent_role", s(if k % 4 == 0 { "Code" } else { "Test" }))];
+            if k % 5 == 0 {
+                attrs.push(("rl.reward", f(0.5)));
+            }
+            triplet_span(1, k, "long", &attrs)
+        })
+        .collect();
+    store.ingest_blocking(prepare(spans)).expect("ingest");
+    created(store.append_reward_blocking(on_sequence("long", Strategy::Role { role: "Code".into() }, Some(0.9), "hitl")));
+    created(store.append_reward_blocking(on_sequence("long", Strategy::Discounted { gamma: 0.5 }, Some(1.0), "tests")));
+    let whole = all_triplets(&store, &policy());
+    for filter in [
+        TripletFilter { sequence_id: Some("long".into()), ..Default::default() },
+        TripletFilter { sequence_id: Some("long".into()), role: Some("Code".into()), ..Default::default() },
+        TripletFilter { sequence_id: Some("long".into()), rewarded: Some(false), ..Default::default() },
+    ] {
+        let want: Vec<_> = whole.iter().filter(|t| filter.role.as_deref().is_none_or(|r| t.role.as_deref() == Some(r))).filter(|t| filter.rewarded.is_none_or(|r| t.effective.reward.is_some() == r)).collect();
+        let mut got = Vec::new();
+        let mut cursor = None;
+        for _ in 0..100 {
+            let page = store.read(|tx| tx.triplets(&filter, cursor, 3, &policy())).expect("page");
+            assert!(page.items.len() <= 3);
+            got.extend(page.items);
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(got.len(), want.len(), "{filter:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((&g.triplet_id, &g.effective, &g.state), (&w.triplet_id, &w.effective, &w.state), "{filter:?}");
+        }
+    }
+}
