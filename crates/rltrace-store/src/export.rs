@@ -10,11 +10,14 @@ use rltrace_core::export::TripletView;
 use rusqlite::params;
 
 use crate::read::{ReadTx, TripletFilter};
-use crate::rows::{SEQ_COLS, seq_info};
+use crate::rows::{SEQ_COLS, add_task_events, keyed_events_of_many, rows_of_many, seq_info};
+use rltrace_core::sequence::evaluate;
 use crate::{Store, StoreError, Watermarks};
 
 /// Sequences read in one read transaction.
 pub const SEQUENCES_PER_READ: usize = 256;
+/// Triplets read with one query at most (a longer sequence is read alone).
+const TRIPLETS_PER_READ: i64 = 20_000;
 
 /// Counts of an export.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -106,23 +109,45 @@ fn export_chunk(
         .collect::<Result<Vec<_>, _>>()?;
     let more = infos.len() == SEQUENCES_PER_READ;
     let mut last = None;
-    for info in infos {
-        last = Some(info.id);
-        let loaded = tx.load(info, policy, true, as_of.watermarks, as_of.now)?;
-        let complete = loaded.eval.complete;
-        let mut any = false;
-        for v in &loaded.eval.triplets {
-            if f.keeps(v, complete) {
-                any = true;
-                counts.triplets += 1;
-                counts.rewarded += u64::from(v.effective.reward.is_some());
-                if !sink(v)? {
-                    counts.sequences += 1;
-                    return Ok((last, false));
+    // Rows and keyed events of the run are read with one query each, a part of the run at a time
+    // (at most TRIPLETS_PER_READ triplets in memory, or one sequence when it is longer).
+    let mut start = 0;
+    while start < infos.len() {
+        let mut end = start;
+        let mut triplets = 0i64;
+        while end < infos.len() && (end == start || triplets + infos[end].triplet_count <= TRIPLETS_PER_READ) {
+            triplets += infos[end].triplet_count;
+            end += 1;
+        }
+        let part = &infos[start..end];
+        start = end;
+        let ids: Vec<i64> = part.iter().map(|i| i.id).collect();
+        let mut rows = rows_of_many(tx.tx, &ids, true, as_of.watermarks.span)?;
+        let names: Vec<&str> = part.iter().filter(|i| i.reward_events > 0).map(|i| i.sequence_id.as_str()).collect();
+        let mut keyed = if names.is_empty() { Default::default() } else { keyed_events_of_many(tx.tx, &names, as_of.watermarks.event)? };
+        for info in part {
+            last = Some(info.id);
+            let seq_rows = rows.remove(&info.id).unwrap_or_default();
+            if seq_rows.is_empty() {
+                continue;
+            }
+            let mut events = keyed.remove(&info.sequence_id).unwrap_or_default();
+            add_task_events(tx.tx, info, &seq_rows, as_of.watermarks.event, &mut events)?;
+            let eval = evaluate(&info.sequence_id, seq_rows, &events, policy, as_of.now);
+            let mut any = false;
+            for v in &eval.triplets {
+                if f.keeps(v, eval.complete) {
+                    any = true;
+                    counts.triplets += 1;
+                    counts.rewarded += u64::from(v.effective.reward.is_some());
+                    if !sink(v)? {
+                        counts.sequences += 1;
+                        return Ok((last, false));
+                    }
                 }
             }
+            counts.sequences += u64::from(any);
         }
-        counts.sequences += u64::from(any);
     }
     Ok((last, more))
 }

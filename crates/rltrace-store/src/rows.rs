@@ -19,6 +19,7 @@ pub(crate) struct SeqInfo {
     pub(crate) reward_events: i64,
     pub(crate) terminal_events: i64,
     pub(crate) task_events: bool,
+    pub(crate) triplet_count: i64,
 }
 
 impl SeqInfo {
@@ -28,7 +29,7 @@ impl SeqInfo {
     }
 }
 
-pub(crate) const SEQ_COLS: &str = "id, sequence_id, last_us, ended, reward_events, terminal_events, task_events";
+pub(crate) const SEQ_COLS: &str = "id, sequence_id, last_us, ended, reward_events, terminal_events, task_events, triplet_count";
 
 pub(crate) fn seq_info(r: &Row<'_>) -> rusqlite::Result<SeqInfo> {
     Ok(SeqInfo {
@@ -39,6 +40,7 @@ pub(crate) fn seq_info(r: &Row<'_>) -> rusqlite::Result<SeqInfo> {
         reward_events: r.get(4)?,
         terminal_events: r.get(5)?,
         task_events: r.get::<_, i64>(6)? != 0,
+        triplet_count: r.get(7)?,
     })
 }
 
@@ -103,13 +105,22 @@ pub(crate) fn stored_triplet(r: &Row<'_>, offset: usize) -> Result<StoredTriplet
     })
 }
 
+/// ` AND {column} <= {max}` as SQL text, nothing for no bound (`i64::MAX`).
+fn bound(column: &str, max: i64) -> String {
+    if max == i64::MAX { String::new() } else { format!(" AND {column} <= {max}") }
+}
+
 /// The rows of one sequence, in storage order, up to the span watermark `max_row`.
 pub(crate) fn rows_of(conn: &Connection, seq_ref: i64, full: bool, max_row: i64) -> Result<Vec<StoredTriplet>, StoreError> {
+    // The watermark is written into the statement, not bound: SQLite (built with STAT4)
+    // re-prepares a statement whenever a parameter compared with an indexed column is bound
+    // again, which cost an export more than its reads.
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {} FROM spans s JOIN traces t ON t.id = s.trace_ref WHERE s.seq_ref = ?1 AND s.id <= ?2",
-        row_cols(full)
+        "SELECT {} FROM spans s JOIN traces t ON t.id = s.trace_ref WHERE s.seq_ref = ?1{}",
+        row_cols(full),
+        bound("s.id", max_row)
     ))?;
-    let mut rows = stmt.query(rusqlite::params![seq_ref, max_row])?;
+    let mut rows = stmt.query([seq_ref])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         out.push(stored_triplet(r, 0)?);
@@ -126,36 +137,41 @@ pub(crate) const EVENT_SQL: &str = "SELECT e.id, e.reward_id, e.target_triplet, 
   FROM reward_events e";
 
 pub(crate) fn event_row(r: &Row<'_>) -> Result<RewardEvent, StoreError> {
-    let target_triplet: Option<String> = r.get(2)?;
-    let target_sequence: Option<String> = r.get(3)?;
-    let target_task: Option<String> = r.get(14)?;
-    let role: Option<String> = r.get(6)?;
+    event_row_at(r, 0)
+}
+
+/// A ledger event whose columns start at `o`.
+pub(crate) fn event_row_at(r: &Row<'_>, o: usize) -> Result<RewardEvent, StoreError> {
+    let target_triplet: Option<String> = r.get(o + 2)?;
+    let target_sequence: Option<String> = r.get(o + 3)?;
+    let target_task: Option<String> = r.get(o + 14)?;
+    let role: Option<String> = r.get(o + 6)?;
     let target = match (target_triplet, target_sequence, target_task) {
         (Some(triplet_id), _, _) => RewardTarget::Triplet { triplet_id },
         (None, Some(sequence_id), _) => {
-            let name: Option<String> = r.get(4)?;
-            let strategy = Strategy::parse_stored(name.as_deref().unwrap_or("uniform"), r.get(5)?, role.as_deref())
+            let name: Option<String> = r.get(o + 4)?;
+            let strategy = Strategy::parse_stored(name.as_deref().unwrap_or("uniform"), r.get(o + 5)?, role.as_deref())
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             RewardTarget::Sequence { sequence_id, strategy }
         }
         (None, None, Some(task_id)) => RewardTarget::Task { task_id, phase: role.unwrap_or_default() },
         (None, None, None) => return Err(StoreError::Corrupt("reward event without target".into())),
     };
-    let valuation_text: Option<String> = r.get(15)?;
+    let valuation_text: Option<String> = r.get(o + 15)?;
     let valuation =
         Valuation::decode(valuation_text.as_deref()).ok_or_else(|| StoreError::Corrupt(format!("unknown valuation {valuation_text:?}")))?;
-    let metadata: Option<String> = r.get(12)?;
+    let metadata: Option<String> = r.get(o + 12)?;
     Ok(RewardEvent {
-        seq_no: r.get(0)?,
-        reward_id: r.get(1)?,
+        seq_no: r.get(o)?,
+        reward_id: r.get(o + 1)?,
         target,
-        value: r.get(7)?,
-        source: r.get(8)?,
-        reason: r.get(9)?,
-        created_at: r.get(10)?,
-        idempotency_key: r.get(11)?,
+        value: r.get(o + 7)?,
+        source: r.get(o + 8)?,
+        reason: r.get(o + 9)?,
+        created_at: r.get(o + 10)?,
+        idempotency_key: r.get(o + 11)?,
         metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
-        pending: r.get::<_, i64>(13)? != 0,
+        pending: r.get::<_, i64>(o + 13)? != 0,
         valuation,
     })
 }
@@ -170,21 +186,77 @@ pub(crate) fn event_by_rowid(conn: &Connection, rowid: i64) -> Result<RewardEven
     }
 }
 
+/// The rows of several sequences (one query: SQLite re-prepares a statement each time a parameter
+/// compared with an indexed column is bound again, so per-sequence queries cost more than their
+/// reads), grouped by sequence row, up to the span watermark `max_row`.
+pub(crate) fn rows_of_many(conn: &Connection, seq_refs: &[i64], full: bool, max_row: i64) -> Result<std::collections::HashMap<i64, Vec<StoredTriplet>>, StoreError> {
+    let ids = serde_json::to_string(seq_refs).map_err(|e| StoreError::Failed(e.to_string()))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT s.seq_ref, {} FROM spans s JOIN traces t ON t.id = s.trace_ref
+         WHERE s.seq_ref IN (SELECT value FROM json_each(?1)){}",
+        row_cols(full),
+        bound("s.id", max_row)
+    ))?;
+    let mut rows = stmt.query([ids])?;
+    let mut out: std::collections::HashMap<i64, Vec<StoredTriplet>> = std::collections::HashMap::new();
+    while let Some(r) = rows.next()? {
+        let seq: i64 = r.get(0)?;
+        out.entry(seq).or_default().push(stored_triplet(r, 1)?);
+    }
+    Ok(out)
+}
+
+/// The ledger events keyed to several sequences (by name), in ledger order, grouped by sequence,
+/// up to the ledger watermark `max_event`.
+pub(crate) fn keyed_events_of_many(conn: &Connection, names: &[&str], max_event: i64) -> Result<std::collections::HashMap<String, Vec<RewardEvent>>, StoreError> {
+    let keys = serde_json::to_string(names).map_err(|e| StoreError::Failed(e.to_string()))?;
+    let sql = EVENT_SQL.replacen("SELECT e.id,", "SELECT e.seq_key, e.id,", 1);
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT * FROM ({sql} WHERE e.seq_key IN (SELECT value FROM json_each(?1)){}) ORDER BY 2",
+        bound("e.id", max_event)
+    ))?;
+    let mut rows = stmt.query([keys])?;
+    let mut out: std::collections::HashMap<String, Vec<RewardEvent>> = std::collections::HashMap::new();
+    while let Some(r) = rows.next()? {
+        let key: String = r.get(0)?;
+        out.entry(key).or_default().push(event_row_at(r, 1)?);
+    }
+    Ok(out)
+}
+
+/// Defects by task id that may reach a sequence (when any may), merged into `events` in ledger
+/// order.
+pub(crate) fn add_task_events(conn: &Connection, info: &SeqInfo, rows: &[StoredTriplet], max_event: i64, events: &mut Vec<RewardEvent>) -> Result<(), StoreError> {
+    if !info.task_events {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare_cached(&format!("{EVENT_SQL} WHERE e.target_task = ?1{} ORDER BY e.id", bound("e.id", max_event)))?;
+    for task in rltrace_core::reward::candidate_tasks(&info.sequence_id, rows.iter().map(|r| r.task_id.as_deref())) {
+        let mut q = stmt.query([task])?;
+        while let Some(r) = q.next()? {
+            events.push(event_row(r)?);
+        }
+    }
+    events.sort_by_key(|e| e.seq_no);
+    events.dedup_by_key(|e| e.seq_no);
+    Ok(())
+}
+
 /// The ledger events that may reach a sequence, in ledger order, up to the ledger watermark
 /// `max_event`: those keyed to it, and defects by task id when some may reach it.
 pub(crate) fn events_for(conn: &Connection, info: &SeqInfo, rows: &[StoredTriplet], max_event: i64) -> Result<Vec<RewardEvent>, StoreError> {
     let mut events = Vec::new();
     if info.reward_events > 0 {
-        let mut stmt = conn.prepare_cached(&format!("{EVENT_SQL} WHERE e.seq_key = ?1 AND e.id <= ?2 ORDER BY e.id"))?;
-        let mut q = stmt.query(rusqlite::params![info.sequence_id, max_event])?;
+        let mut stmt = conn.prepare_cached(&format!("{EVENT_SQL} WHERE e.seq_key = ?1{} ORDER BY e.id", bound("e.id", max_event)))?;
+        let mut q = stmt.query([&info.sequence_id])?;
         while let Some(r) = q.next()? {
             events.push(event_row(r)?);
         }
     }
     if info.task_events {
-        let mut stmt = conn.prepare_cached(&format!("{EVENT_SQL} WHERE e.target_task = ?1 AND e.id <= ?2 ORDER BY e.id"))?;
+        let mut stmt = conn.prepare_cached(&format!("{EVENT_SQL} WHERE e.target_task = ?1{} ORDER BY e.id", bound("e.id", max_event)))?;
         for task in rltrace_core::reward::candidate_tasks(&info.sequence_id, rows.iter().map(|r| r.task_id.as_deref())) {
-            let mut q = stmt.query(rusqlite::params![task, max_event])?;
+            let mut q = stmt.query([task])?;
             while let Some(r) = q.next()? {
                 events.push(event_row(r)?);
             }
