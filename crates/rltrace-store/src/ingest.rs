@@ -28,10 +28,10 @@ pub(crate) struct Caches {
     pub(crate) traces: HashMap<[u8; 16], i64>,
     pub(crate) sequences: HashMap<String, i64>,
     pub(crate) resources: HashMap<Arc<str>, i64>,
-    /// (task id, sequence row) links known to be stored.
-    pub(crate) task_links: HashSet<(String, i64)>,
-    /// (role, sequence row) links known to be stored.
-    pub(crate) role_links: HashSet<(String, i64)>,
+    /// Task ids known to be linked to each sequence row (looked up by row, no key to build).
+    pub(crate) task_links: HashMap<i64, Vec<String>>,
+    /// Roles known to be linked to each sequence row.
+    pub(crate) role_links: HashMap<i64, Vec<String>>,
     /// Canonical triplet ids that pending rewards wait for (bounded by the store's pending limit).
     pub(crate) pending: HashSet<String>,
     /// Rowid of the newest ledger event.
@@ -63,11 +63,17 @@ fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: 
     map.insert(k, v);
 }
 
-fn bounded_set_insert<K: std::hash::Hash + Eq>(set: &mut HashSet<K>, k: K) {
-    if set.len() >= CACHE_MAX {
-        set.clear();
+/// Whether `value` is known under `key`; if not, remember it (the map is bounded like the other
+/// caches) and return `false`.
+fn known_link(map: &mut HashMap<i64, Vec<String>>, key: i64, value: &str) -> bool {
+    if map.get(&key).is_some_and(|v| v.iter().any(|x| x == value)) {
+        return true;
     }
-    set.insert(k);
+    if map.len() >= CACHE_MAX {
+        map.clear();
+    }
+    map.entry(key).or_default().push(value.to_string());
+    false
 }
 
 fn trace_ref(tx: &Transaction<'_>, c: &mut Caches, trace_id: &[u8; 16]) -> rusqlite::Result<i64> {
@@ -243,23 +249,18 @@ pub(crate) fn ingest(tx: &Transaction<'_>, c: &mut Caches, spans: &mut [Prepared
             a.last = a.last.max(t.ts_us);
             a.ended |= t.seq_end;
             a.local += i64::from(t.has_immediate);
-            if let Some(role) = &t.role {
-                let key = (role.clone(), seq);
-                if !c.role_links.contains(&key) {
-                    tx.prepare_cached("INSERT OR IGNORE INTO sequence_roles(role, seq_ref) VALUES (?1, ?2)")?.execute(params![role, seq])?;
-                    bounded_set_insert(&mut c.role_links, key);
-                }
+            if let Some(role) = &t.role
+                && !known_link(&mut c.role_links, seq, role)
+            {
+                tx.prepare_cached("INSERT OR IGNORE INTO sequence_roles(role, seq_ref) VALUES (?1, ?2)")?.execute(params![role, seq])?;
             }
-            if let Some(task) = &t.task_id {
-                let key = (task.clone(), seq);
-                if !c.task_links.contains(&key) {
-                    let added = tx
-                        .prepare_cached("INSERT OR IGNORE INTO task_sequences(task_id, seq_ref) VALUES (?1, ?2)")?
-                        .execute(params![task, seq])?;
-                    if added > 0 && c.task_events > 0 && ledger::task_has_events(tx, task)? {
-                        tx.prepare_cached("UPDATE sequences SET task_events = 1 WHERE id = ?1")?.execute([seq])?;
-                    }
-                    bounded_set_insert(&mut c.task_links, key);
+            if let Some(task) = &t.task_id
+                && !known_link(&mut c.task_links, seq, task)
+            {
+                let added =
+                    tx.prepare_cached("INSERT OR IGNORE INTO task_sequences(task_id, seq_ref) VALUES (?1, ?2)")?.execute(params![task, seq])?;
+                if added > 0 && c.task_events > 0 && ledger::task_has_events(tx, task)? {
+                    tx.prepare_cached("UPDATE sequences SET task_events = 1 WHERE id = ?1")?.execute([seq])?;
                 }
             }
             if !c.pending.is_empty() {
