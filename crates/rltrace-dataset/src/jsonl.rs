@@ -10,6 +10,14 @@ use crate::{DatasetError, Row, RowWriter};
 /// Bytes gathered before they are handed to the output.
 const CHUNK: usize = 64 * 1024;
 
+#[derive(serde::Serialize)]
+struct AgentLightningLine<'a> {
+    prompt: &'a Value,
+    response: &'a Value,
+    reward: Option<f64>,
+    metadata: &'a Value,
+}
+
 pub(crate) struct JsonlWriter<W: Write> {
     out: W,
     buf: Vec<u8>,
@@ -31,7 +39,11 @@ impl<W: Write + Send> RowWriter for JsonlWriter<W> {
     fn row(&mut self, row: Row<'_>) -> Result<(), DatasetError> {
         let r = match row {
             Row::Triplet(t) => write_triplet_json(&mut self.buf, t).map_err(|e| DatasetError::Invalid(format!("triplet {}: {e}", t.triplet_id))),
-            Row::AgentLightning(v) => serde_json::to_writer(&mut self.buf, &v).map_err(|e| DatasetError::Invalid(e.to_string())),
+            Row::AgentLightning(v) => {
+                // The fields in the order of Agent Lightning's Triplet model.
+                let line = AgentLightningLine { prompt: &v["prompt"], response: &v["response"], reward: v["reward"].as_f64(), metadata: &v["metadata"] };
+                serde_json::to_writer(&mut self.buf, &line).map_err(|e| DatasetError::Invalid(e.to_string()))
+            }
             Row::Trl(r) => serde_json::to_writer(&mut self.buf, &r).map_err(|e| DatasetError::Invalid(e.to_string())),
         };
         r?;

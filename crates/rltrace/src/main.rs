@@ -46,6 +46,10 @@ impl StoreArgs {
         }
     }
 
+    fn has_policy(&self) -> bool {
+        self.policy.is_some()
+    }
+
     fn policy(&self) -> Result<Policy> {
         match &self.policy {
             None => Ok(Policy::default()),
@@ -61,7 +65,7 @@ impl StoreArgs {
 enum Command {
     /// Run the collector: OTLP/HTTP, REST API and export on --http, OTLP/gRPC on --grpc.
     Serve(ServeArgs),
-    /// Export triplets (with effective rewards) from the store as JSONL.
+    /// Export a dataset (triplets, Agent Lightning or TRL rows) from the store as JSONL or Parquet.
     Export(export_cmd::ExportArgs),
     /// Load OTLP JSON files (as the OpenTelemetry Collector's file exporter writes them).
     Import(import::ImportArgs),
