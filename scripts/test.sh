@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# The test command: sets up the Python OpenTelemetry SDK used by the exporter tests (a virtualenv
-# under ~/.cache), runs every test of the workspace, and ends with one line of totals.
+# The test command: sets up the Python OpenTelemetry SDK and dataset readers used by the tests (a
+# virtualenv under ~/.cache) and Agent Lightning (its own cached virtualenv), runs every test of
+# the workspace, and ends with one line of totals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${RLTRACE_PYTHON:-}" ] && [ -f .ci/python-setup.sh ]; then
   RLTRACE_PYTHON="$(bash .ci/python-setup.sh)"
   export RLTRACE_PYTHON
+fi
+if [ -z "${RLTRACE_AGL_PYTHON:-}" ] && [ -f .ci/agentlightning-setup.sh ]; then
+  RLTRACE_AGL_PYTHON="$(bash .ci/agentlightning-setup.sh)"
+  export RLTRACE_AGL_PYTHON
 fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
