@@ -26,6 +26,8 @@ use crate::{DatasetError, ROW_GROUP_ROWS, Row, RowWriter};
 const BATCH_ROWS: usize = 8192;
 /// Bytes of text in one record batch at most (before it is handed to the writer).
 const BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// Estimated encoded bytes of one row group at most (the writer holds one row group in memory).
+pub(crate) const ROW_GROUP_BYTES: usize = 128 * 1024 * 1024;
 /// Key of the manifest in the file's key-value metadata.
 pub(crate) const MANIFEST_KEY: &str = "rltrace.manifest";
 
@@ -154,6 +156,9 @@ pub(crate) struct ParquetWriter<W: Write + Send> {
     cols: Vec<Column>,
     rows: usize,
     bytes: usize,
+    group_rows: usize,
+    group_bytes: usize,
+    batch_bytes: usize,
 }
 
 fn columns(shape: Shape, text: bool) -> Vec<Column> {
@@ -304,7 +309,16 @@ impl Column {
 
 impl<W: Write + Send> ParquetWriter<W> {
     pub(crate) fn new(out: W, shape: Shape, text: bool) -> Result<ParquetWriter<W>, DatasetError> {
-        Ok(ParquetWriter { out: Some(out), writer: None, cols: columns(shape, text), rows: 0, bytes: 0 })
+        ParquetWriter::bounded(out, shape, text, ROW_GROUP_ROWS, ROW_GROUP_BYTES, BATCH_BYTES)
+    }
+
+    /// A writer with other bounds (tests). The row group byte bound is checked between record
+    /// batches, so a row group holds at most `group_bytes` plus one batch.
+    pub(crate) fn bounded(out: W, shape: Shape, text: bool, group_rows: usize, group_bytes: usize, batch_bytes: usize) -> Result<ParquetWriter<W>, DatasetError> {
+        if group_rows == 0 || group_bytes == 0 || batch_bytes == 0 {
+            return Err(pq("row group and batch bounds must be positive"));
+        }
+        Ok(ParquetWriter { out: Some(out), writer: None, cols: columns(shape, text), rows: 0, bytes: 0, group_rows, group_bytes, batch_bytes })
     }
 
     fn push_row(&mut self, vals: Vec<Val<'_>>) -> Result<(), DatasetError> {
@@ -315,7 +329,7 @@ impl<W: Write + Send> ParquetWriter<W> {
             self.bytes += c.push(v)?;
         }
         self.rows += 1;
-        if self.rows >= BATCH_ROWS || self.bytes >= BATCH_BYTES {
+        if self.rows >= BATCH_ROWS || self.bytes >= self.batch_bytes {
             self.flush_batch()?;
         }
         Ok(())
@@ -335,7 +349,8 @@ impl<W: Write + Send> ParquetWriter<W> {
             let out = self.out.take().ok_or_else(|| pq("writer already finished"))?;
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(pq)?))
-                .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                .set_max_row_group_row_count(Some(self.group_rows))
+                .set_max_row_group_bytes(Some(self.group_bytes))
                 .set_created_by(format!("rltrace {}", crate::RLTRACE_VERSION))
                 .build();
             let options = ArrowWriterOptions::new().with_properties(props).with_skip_arrow_metadata(true);
@@ -430,5 +445,47 @@ mod tests {
         w.row(Row::Trl(TrlRow::Stepwise { prompt: p.clone(), completions: vec![a.clone(), a], labels: vec![true, false] })).expect("row");
         w.finish(Some(&serde_json::json!({"shape": "trl-stepwise"}))).expect("finish");
         assert_eq!(&buf[..4], b"PAR1");
+    }
+
+    fn row_groups(shape: Shape, rows: &[TrlRow], group_bytes: usize, batch_bytes: usize) -> Vec<i64> {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let mut f = tempfile::tempfile().expect("tempfile");
+        let mut w = Box::new(ParquetWriter::bounded(&mut f, shape, true, ROW_GROUP_ROWS, group_bytes, batch_bytes).expect("writer"));
+        for r in rows {
+            w.row(Row::Trl(r.clone())).expect("row");
+        }
+        w.finish(None).expect("finish");
+        let reader = SerializedFileReader::new(f).expect("a Parquet file");
+        reader.metadata().row_groups().iter().map(|g| g.num_rows()).collect()
+    }
+
+    #[test]
+    fn row_groups_hold_at_most_65536_rows() {
+        let row = TrlRow::SftText { text: "x".into() };
+        assert_eq!(row_groups(Shape::TrlSft, &vec![row.clone(); ROW_GROUP_ROWS], ROW_GROUP_BYTES, BATCH_BYTES), vec![65_536]);
+        assert_eq!(row_groups(Shape::TrlSft, &vec![row; ROW_GROUP_ROWS + 1], ROW_GROUP_BYTES, BATCH_BYTES), vec![65_536, 1]);
+    }
+
+    #[test]
+    fn row_groups_are_bounded_in_bytes() {
+        // Incompressible rows of 64 KiB, a record batch each: with a bound of 256 KiB a row group
+        // holds about four.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let rows: Vec<TrlRow> = (0..32)
+            .map(|_| {
+                let text: String = (0..65_536)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        char::from(b'a' + (x % 26) as u8)
+                    })
+                    .collect();
+                TrlRow::SftText { text }
+            })
+            .collect();
+        let groups = row_groups(Shape::TrlSft, &rows, 256 * 1024, 64 * 1024);
+        assert_eq!(groups.iter().sum::<i64>(), 32);
+        assert!(groups.len() >= 6 && groups.iter().all(|n| *n <= 5), "{groups:?}");
     }
 }
