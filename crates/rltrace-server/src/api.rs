@@ -816,13 +816,17 @@ pub async fn export(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Resu
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, DatasetError>>(8);
     tokio::task::spawn_blocking(move || {
         let policy = st.policy.clone();
+        let limits = st.dataset_limits;
         let result = rltrace_dataset::resolve_as_of(&st.store, as_of).map_err(DatasetError::from).and_then(|as_of| {
             let out = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHANNEL_CHUNK) };
-            rltrace_dataset::export(&st.store, &policy, &req, as_of, &rltrace_dataset::Limits::default(), with_manifest, out, &mut || {})
+            rltrace_dataset::export(&st.store, &policy, &req, as_of, &limits, with_manifest, out, &mut || {})
         });
         if let Err(e) = result {
-            if !matches!(e, DatasetError::Io(_)) {
-                tracing::error!(error = %e, "export failed");
+            match &e {
+                // The client went away, or asked for more than the bounds allow: its business.
+                DatasetError::Io(_) => {}
+                DatasetError::Bound(_) | DatasetError::Option(_) => tracing::warn!(error = %e, "export refused"),
+                _ => tracing::error!(error = %e, "export failed"),
             }
             let _ = tx.blocking_send(Err(e));
         }

@@ -614,3 +614,24 @@ fn export_bounds_hold_at_their_edge() {
     let left: Vec<String> = files_in(d).into_iter().filter(|f| f.contains("partial")).collect();
     assert!(left.is_empty(), "no partial files: {left:?}");
 }
+
+/// The API answers the DPO bound with the REST error shape (422) before it sends anything, and
+/// serves the export at the bound.
+#[test]
+fn the_api_answers_a_dpo_bound_with_422() {
+    for (bound, status) in [("4", 200), ("3", 422)] {
+        let s = common::Server::start(&["--max-dpo-prompts", bound]);
+        fill(&s);
+        let (got, ct, body) = get_text(&s.url("/api/v1/export?shape=trl-dpo&format=parquet"));
+        assert_eq!(got, status, "bound {bound}: {body}");
+        if status == 422 {
+            assert!(ct.starts_with("application/json"), "{ct}");
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            assert_error(&v, "validation_failed", "dpo bound");
+            assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("more than 3 distinct prompts")), "{v}");
+        }
+        // Other shapes are not bounded by it.
+        let (got, _, _) = get_text(&s.url("/api/v1/export?shape=trl-kto"));
+        assert_eq!(got, 200);
+    }
+}
