@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates (or reuses) a virtualenv with the Python OpenTelemetry SDK pinned in
-# crates/rltrace/tests/python/requirements.txt and prints the path of its python on stdout.
+# Creates (or reuses) a virtualenv with the Python OpenTelemetry SDK and the dataset readers
+# (pyarrow, datasets) pinned in crates/rltrace/tests/python/requirements.txt and prints the path
+# of its python on stdout.
 #
 #   RLTRACE_PYTHON="$(.ci/python-setup.sh)" && export RLTRACE_PYTHON
 #
@@ -34,6 +35,6 @@ fi
 rm -f "$stamp"
 echo "python-setup: installing $req" >&2
 "$py" -m pip install --quiet --disable-pip-version-check -r "$req" >&2
-"$py" -c 'import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter, opentelemetry.exporter.otlp.proto.grpc.trace_exporter' >&2
+"$py" -c 'import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter, opentelemetry.exporter.otlp.proto.grpc.trace_exporter, pyarrow.parquet, datasets' >&2
 echo "$want" > "$stamp"
 echo "$py"

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# The test command: sets up the Python OpenTelemetry SDK used by the exporter tests (a virtualenv
-# under ~/.cache), runs every test of the workspace, then the Python SDK's checks (mypy --strict,
-# ruff, pytest against the collector binary just built; scripts/test-python-sdk.sh), and ends
-# with one line of totals. Any failure makes it exit non-zero.
+# The test command: sets up the Python OpenTelemetry SDK and dataset readers used by the tests (a
+# virtualenv under ~/.cache) and Agent Lightning (its own cached virtualenv), runs every test of
+# the workspace, then the Python SDK's checks (mypy --strict, ruff, pytest against the collector
+# binary just built; scripts/test-python-sdk.sh), and ends with one line of totals. Any failure
+# makes it exit non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${RLTRACE_PYTHON:-}" ] && [ -f .ci/python-setup.sh ]; then
   RLTRACE_PYTHON="$(bash .ci/python-setup.sh)"
   export RLTRACE_PYTHON
+fi
+if [ -z "${RLTRACE_AGL_PYTHON:-}" ] && [ -f .ci/agentlightning-setup.sh ]; then
+  RLTRACE_AGL_PYTHON="$(bash .ci/agentlightning-setup.sh)"
+  export RLTRACE_AGL_PYTHON
 fi
 log="$(mktemp)"
 pylog="$(mktemp)"

@@ -7,6 +7,7 @@
 //! Invariants: no IO, no async, no wire types (no protobuf, no SQL, no HTTP). Values come in as
 //! [`span::SpanRecord`] and leave as plain Rust or `serde_json` values.
 
+pub mod dataset;
 pub mod export;
 pub mod ids;
 pub mod policy;

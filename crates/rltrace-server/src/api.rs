@@ -10,13 +10,14 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use rltrace_core::export::{ManifestCounts, TripletView, manifest, write_triplet_json};
+use rltrace_core::dataset::{Format, Options, Pointer, Shape, parse_unit_option};
+use rltrace_dataset::{DatasetError, Request};
 use rltrace_core::reward::{RewardTarget, Strategy, validate_source, validate_value};
-use rltrace_core::time::{Micros, format_micros, parse_rfc3339_micros};
-use rltrace_store::{NewReward, Page, RewardAppend, SequenceFilter, StoreError, TripletFilter};
+use rltrace_core::time::{Micros, parse_rfc3339_micros};
+use rltrace_store::{AsOf, NewReward, Page, RewardAppend, SequenceFilter, StoreError, TripletFilter, Watermarks};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::IntoParams;
 
 use crate::AppState;
@@ -139,9 +140,35 @@ pub struct TripletQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ExportQuery {
-    /// The dataset format (default `jsonl`).
-    #[param(inline)]
-    pub format: Option<ExportFormat>,
+    /// The rows: `triplets` (default), `agentlightning`, `trl-sft`, `trl-prompt-completion`,
+    /// `trl-kto`, `trl-dpo` or `trl-stepwise`.
+    #[serde(default, deserialize_with = "de_shape")]
+    #[param(value_type = Option<String>)]
+    pub shape: Option<Shape>,
+    /// The file format: `jsonl` (default) or `parquet`.
+    #[serde(default, deserialize_with = "de_format")]
+    #[param(value_type = Option<String>)]
+    pub format: Option<Format>,
+    /// Reward at or above which a triplet is good (`trl-sft`, `trl-kto`, `trl-stepwise`), in
+    /// [0, 1] (default 0.5).
+    #[serde(default, deserialize_with = "de_threshold")]
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 1)]
+    pub threshold: Option<f64>,
+    /// Least reward difference of a `trl-dpo` pair, in [0, 1] (default 0.1).
+    #[serde(default, deserialize_with = "de_margin")]
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 1)]
+    pub margin: Option<f64>,
+    /// JSON pointer into the Triplet choosing the prompt (e.g. `/state/task_description`).
+    #[serde(default, deserialize_with = "de_prompt_field")]
+    #[param(value_type = Option<String>)]
+    pub prompt_field: Option<Pointer>,
+    /// JSON pointer into the Triplet choosing the completion (e.g. `/action/output`).
+    #[serde(default, deserialize_with = "de_completion_field")]
+    #[param(value_type = Option<String>)]
+    pub completion_field: Option<Pointer>,
+    /// Plain strings (TRL's standard form) instead of message lists.
+    #[serde(default, deserialize_with = "de_bool")]
+    pub text: Option<bool>,
     /// Only this sequence.
     pub sequence_id: Option<String>,
     /// `state.agent_role` equals it.
@@ -160,17 +187,59 @@ pub struct ExportQuery {
     /// Its sequence is complete (or not).
     #[serde(default, deserialize_with = "de_bool")]
     pub complete: Option<bool>,
-    /// Add a last line `{"manifest": {...}}`: format, filters, policy and its hash, counts.
+    /// Add the manifest: a last JSONL line `{"manifest": {...}}`, or the Parquet file's
+    /// key-value metadata `rltrace.manifest`.
     #[serde(default, deserialize_with = "de_bool")]
     pub manifest: Option<bool>,
+    /// Rebuild: read span rows up to this watermark (a manifest's `watermarks.span`); with
+    /// `as_of_event` and `as_of_time`.
+    #[serde(default, deserialize_with = "de_watermark")]
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub as_of_span: Option<i64>,
+    /// Rebuild: read ledger events up to this watermark (a manifest's `watermarks.event`).
+    #[serde(default, deserialize_with = "de_watermark")]
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub as_of_event: Option<i64>,
+    /// Rebuild: the time that stands in for "now" (a manifest's `exported_at`, RFC 3339).
+    #[serde(default, deserialize_with = "de_time")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub as_of_time: Option<Micros>,
 }
 
-/// Formats of `GET /api/v1/export`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ExportFormat {
-    /// One Triplet object per line (export format v1).
-    Jsonl,
+fn option_error<E: serde::de::Error>(e: rltrace_core::dataset::OptionError) -> E {
+    E::custom(e.message)
+}
+
+fn de_shape<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Shape>, D::Error> {
+    Shape::parse(&String::deserialize(d)?).map(Some).map_err(option_error)
+}
+
+fn de_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Format>, D::Error> {
+    Format::parse(&String::deserialize(d)?).map(Some).map_err(option_error)
+}
+
+fn de_threshold<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    parse_unit_option("threshold", &String::deserialize(d)?).map(Some).map_err(option_error)
+}
+
+fn de_margin<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    parse_unit_option("margin", &String::deserialize(d)?).map(Some).map_err(option_error)
+}
+
+fn de_prompt_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Pointer>, D::Error> {
+    Pointer::parse("prompt_field", &String::deserialize(d)?).map(Some).map_err(option_error)
+}
+
+fn de_completion_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Pointer>, D::Error> {
+    Pointer::parse("completion_field", &String::deserialize(d)?).map(Some).map_err(option_error)
+}
+
+fn de_watermark<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v = String::deserialize(d)?;
+    match v.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(Some(n)),
+        _ => Err(D::Error::custom(format!("must be a non-negative integer (a manifest's watermark), got {v:?}"))),
+    }
 }
 
 fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
@@ -224,14 +293,43 @@ impl TripletQuery {
 }
 
 impl ExportQuery {
-    fn filter(&self) -> TripletFilter {
-        TripletFilter {
-            sequence_id: self.sequence_id.clone(),
-            role: self.role.clone(),
-            rewarded: self.rewarded,
-            since: self.since,
-            until: self.until,
-            complete: self.complete,
+    fn request(&self) -> Result<Request, ApiError> {
+        let d = Options::default();
+        let req = Request {
+            shape: self.shape.unwrap_or_default(),
+            format: self.format.unwrap_or_default(),
+            options: Options {
+                threshold: self.threshold.unwrap_or(d.threshold),
+                margin: self.margin.unwrap_or(d.margin),
+                prompt_field: self.prompt_field.clone(),
+                completion_field: self.completion_field.clone(),
+                text: self.text.unwrap_or(false),
+            },
+            filter: TripletFilter {
+                sequence_id: self.sequence_id.clone(),
+                role: self.role.clone(),
+                rewarded: self.rewarded,
+                since: self.since,
+                until: self.until,
+                complete: self.complete,
+            },
+        };
+        rltrace_dataset::check(&req).map_err(|e| ApiError::BadRequest(format!("query parameter {e}")))?;
+        Ok(req)
+    }
+
+    /// The rebuild point: all three `as_of_*` parameters, or none.
+    fn as_of(&self) -> Result<Option<AsOf>, ApiError> {
+        match (self.as_of_span, self.as_of_event, self.as_of_time) {
+            (None, None, None) => Ok(None),
+            (Some(span), Some(event), Some(now)) => Ok(Some(AsOf { watermarks: Watermarks { span, event }, now })),
+            _ => {
+                let missing = [("as_of_span", self.as_of_span.is_none()), ("as_of_event", self.as_of_event.is_none()), ("as_of_time", self.as_of_time.is_none())]
+                    .into_iter()
+                    .find(|(_, m)| *m)
+                    .map_or("as_of_span", |(n, _)| n);
+                Err(ApiError::BadRequest(format!("query parameter {missing}: as_of_span, as_of_event and as_of_time go together (from a manifest)")))
+            }
         }
     }
 }
@@ -260,17 +358,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
-/// The filters of an export as recorded in its manifest.
-pub fn filter_json(f: &TripletFilter) -> Value {
-    json!({
-        "sequence_id": f.sequence_id,
-        "role": f.role,
-        "rewarded": f.rewarded,
-        "since": f.since.map(format_micros),
-        "until": f.until.map(format_micros),
-        "complete": f.complete,
-    })
-}
+pub use rltrace_dataset::filter_json;
 
 /// The percent-decoded id of a path; a rejection (not UTF-8) answers the REST error shape.
 fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
@@ -697,10 +785,12 @@ pub async fn callback_defects(State(st): State<AppState>, headers: HeaderMap, bo
 // Export, health, metrics, the document itself
 // ---------------------------------------------------------------------------------------------
 
-/// Stream triplets as JSONL (export format v1).
+/// Stream a dataset: triplets or a trainer's rows, as JSONL or Parquet.
 ///
-/// One Triplet object per line (keys in the export's order); with `manifest=true` a last line
-/// `{"manifest": {...}}`.
+/// The rows of `shape` (DESIGN section 7) for the triplets that pass the filters, read up to the
+/// store's watermarks when it starts (or the `as_of_*` parameters of a manifest, which rebuild
+/// the same file). With `manifest=true` the manifest is a last JSONL line `{"manifest": {...}}`
+/// or the Parquet file's key-value metadata `rltrace.manifest`.
 #[utoipa::path(
     get,
     path = "/api/v1/export",
@@ -708,61 +798,87 @@ pub async fn callback_defects(State(st): State<AppState>, headers: HeaderMap, bo
     tag = "export",
     params(ExportQuery),
     responses(
-        (status = 200, description = "The dataset, streamed.", content_type = "application/x-ndjson", body = String),
-        (status = 400, description = "An unknown or malformed query parameter.", body = ErrorBody),
+        (status = 200, description = "The dataset, streamed: `application/x-ndjson` (JSONL) or `application/vnd.apache.parquet`.", content_type = "application/x-ndjson", body = String),
+        (status = 400, description = "An unknown or malformed query parameter (shape, format, option, filter, as_of).", body = ErrorBody),
+        (status = 422, description = "The export needs more memory than its bounds allow (DPO prompts, a stepwise sequence); narrow the filters.", body = ErrorBody),
+        (status = 500, description = "The store failed.", body = ErrorBody),
     )
 )]
 pub async fn export(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let q: ExportQuery = query(raw)?;
-    let f = q.filter();
+    let req = q.request()?;
+    let as_of = q.as_of()?;
     let with_manifest = q.manifest.unwrap_or(false);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
+    let content_type = match req.format {
+        Format::Jsonl => "application/x-ndjson",
+        Format::Parquet => "application/vnd.apache.parquet",
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, DatasetError>>(8);
     tokio::task::spawn_blocking(move || {
         let policy = st.policy.clone();
-        let mut buf: Vec<u8> = Vec::with_capacity(128 * 1024);
-        let result = {
-            st.store.export(&f, &policy, None, &mut |t: &TripletView| {
-                write_triplet_json(&mut buf, t).map_err(|e| StoreError::Corrupt(format!("triplet {}: {e}", t.triplet_id)))?;
-                buf.push(b'\n');
-                if buf.len() >= 64 * 1024 {
-                    let chunk = bytes::Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(128 * 1024)));
-                    if tx.blocking_send(Ok(chunk)).is_err() {
-                        return Ok(false);
-                    }
-                }
-                Ok(true)
-            })
-        };
-        match result {
-            Ok(counts) => {
-                if with_manifest {
-                    let m = manifest(
-                        filter_json(&f),
-                        &policy,
-                        ManifestCounts { triplets: counts.triplets, sequences: counts.sequences, rewarded_triplets: counts.rewarded },
-                        now_micros(),
-                    );
-                    buf.extend_from_slice(json!({"manifest": m}).to_string().as_bytes());
-                    buf.push(b'\n');
-                }
-                if !buf.is_empty() {
-                    let _ = tx.blocking_send(Ok(bytes::Bytes::from(buf)));
-                }
+        let limits = st.dataset_limits;
+        let result = rltrace_dataset::resolve_as_of(&st.store, as_of).map_err(DatasetError::from).and_then(|as_of| {
+            let out = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHANNEL_CHUNK) };
+            rltrace_dataset::export(&st.store, &policy, &req, as_of, &limits, with_manifest, out, &mut || {})
+        });
+        if let Err(e) = result {
+            match &e {
+                // The client went away, or asked for more than the bounds allow: its business.
+                DatasetError::Io(_) => {}
+                DatasetError::Bound(_) | DatasetError::Option(_) => tracing::warn!(error = %e, "export refused"),
+                _ => tracing::error!(error = %e, "export failed"),
             }
-            Err(e) => {
-                tracing::error!(error = %e, "export failed");
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-            }
+            let _ = tx.blocking_send(Err(e));
         }
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    // Wait for the first bytes: an export that fails before writing anything (a bound reached in
+    // DPO pairing, the store failing) still answers the REST error shape.
+    let first = match rx.recv().await {
+        Some(Ok(b)) => Some(b),
+        Some(Err(DatasetError::Bound(e))) => return Err(ApiError::Validation(e.to_string())),
+        Some(Err(DatasetError::Option(e))) => return Err(ApiError::BadRequest(format!("query parameter {e}"))),
+        Some(Err(e)) => return Err(ApiError::Internal(e.to_string())),
+        None => None,
+    };
+    let rest = tokio_stream::wrappers::ReceiverStream::new(rx);
+    use futures_util::StreamExt;
+    let stream = futures_util::stream::iter(first.map(Ok)).chain(rest.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))));
     let mut resp = Response::new(Body::from_stream(stream));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(resp)
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+/// Bytes handed to the response at once.
+const CHANNEL_CHUNK: usize = 64 * 1024;
+
+/// The export's output: chunks sent to the response body; a client gone away stops the export.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, DatasetError>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHANNEL_CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHANNEL_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
 }
 
 /// Liveness.

@@ -76,6 +76,8 @@ pub struct AppState {
     pub limits: IngestLimits,
     /// Permits for export requests being decoded and stored.
     pub ingest_permits: Arc<Semaphore>,
+    /// Memory bounds of dataset exports (`GET /api/v1/export`).
+    pub dataset_limits: rltrace_dataset::Limits,
 }
 
 impl AppState {
@@ -87,7 +89,14 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::default()),
             ingest_permits: Arc::new(Semaphore::new(limits.max_concurrent_exports.max(1))),
             limits,
+            dataset_limits: rltrace_dataset::Limits::default(),
         }
+    }
+
+    /// The same state with other dataset export bounds.
+    pub fn with_dataset_limits(mut self, limits: rltrace_dataset::Limits) -> AppState {
+        self.dataset_limits = limits;
+        self
     }
 }
 

@@ -175,7 +175,13 @@ mod tests {
         };
         assert_eq!(names("/api/v1/sequences"), ["role", "since", "until", "rewarded", "complete", "review", "limit", "cursor"]);
         assert_eq!(names("/api/v1/triplets"), ["sequence_id", "role", "rewarded", "since", "until", "complete", "limit", "cursor"]);
-        assert_eq!(names("/api/v1/export"), ["format", "sequence_id", "role", "rewarded", "since", "until", "complete", "manifest"]);
+        assert_eq!(
+            names("/api/v1/export"),
+            [
+                "shape", "format", "threshold", "margin", "prompt_field", "completion_field", "text", "sequence_id", "role", "rewarded", "since", "until",
+                "complete", "manifest", "as_of_span", "as_of_event", "as_of_time",
+            ]
+        );
         assert_eq!(names("/api/v1/sequences/{sequence_id}"), ["sequence_id", "limit", "cursor"]);
     }
 

@@ -205,7 +205,10 @@ async fn query_parameters_are_typed_and_named_in_errors() {
         ("/api/v1/triplets?since=yesterday", "query parameter since: must be an RFC 3339 timestamp"),
         ("/api/v1/triplets?cursor=zz", "invalid cursor"),
         ("/api/v1/sequences?cursor=743a33", "invalid cursor"),
-        ("/api/v1/export?format=parquet", "query parameter format: unknown variant `parquet`"),
+        ("/api/v1/export?format=csv", "query parameter format: unknown format \"csv\"; one of jsonl, parquet"),
+        ("/api/v1/export?shape=trl-ppo", "query parameter shape: unknown shape \"trl-ppo\""),
+        ("/api/v1/export?threshold=1.5", "query parameter threshold: must be a number in [0, 1], got 1.5"),
+        ("/api/v1/export?prompt_field=state", "query parameter prompt_field: must be a JSON pointer"),
         ("/api/v1/export?limit=3", "limit"),
     ] {
         let (s, v) = get(&app, uri).await;

@@ -47,6 +47,10 @@ impl StoreArgs {
         }
     }
 
+    fn has_policy(&self) -> bool {
+        self.policy.is_some()
+    }
+
     fn policy(&self) -> Result<Policy> {
         match &self.policy {
             None => Ok(Policy::default()),
@@ -62,7 +66,7 @@ impl StoreArgs {
 enum Command {
     /// Run the collector: OTLP/HTTP, REST API and export on --http, OTLP/gRPC on --grpc.
     Serve(ServeArgs),
-    /// Export triplets (with effective rewards) from the store as JSONL.
+    /// Export a dataset (triplets, Agent Lightning or TRL rows) from the store as JSONL or Parquet.
     Export(export_cmd::ExportArgs),
     /// Load OTLP JSON files (as the OpenTelemetry Collector's file exporter writes them).
     Import(import::ImportArgs),
@@ -96,6 +100,9 @@ struct ServeArgs {
     /// OTLP requests decoded at once (503 / UNAVAILABLE beyond).
     #[arg(long, default_value_t = rltrace_server::DEFAULT_MAX_CONCURRENT_EXPORTS)]
     max_concurrent_exports: usize,
+    /// Distinct prompts a trl-dpo export (GET /api/v1/export) may keep in memory (422 beyond).
+    #[arg(long, default_value_t = rltrace_dataset::Limits::default().dpo_max_prompts)]
+    max_dpo_prompts: usize,
     /// Batches waiting for the store writer (503 / UNAVAILABLE beyond).
     #[arg(long, default_value_t = rltrace_store::DEFAULT_QUEUE_OPS)]
     queue_ops: usize,
@@ -158,7 +165,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         span_limits: rltrace_core::Limits { max_attribute_value_bytes: args.max_attribute_bytes },
         max_concurrent_exports: args.max_concurrent_exports,
     };
-    let state = AppState::new(store, policy, limits);
+    let dataset_limits = rltrace_dataset::Limits { dpo_max_prompts: args.max_dpo_prompts, ..rltrace_dataset::Limits::default() };
+    let state = AppState::new(store, policy, limits).with_dataset_limits(dataset_limits);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(32).build()?;
     rt.block_on(async move {
         let bound = Bound::bind(args.http, args.grpc).await.context("cannot bind listeners")?;

@@ -1047,7 +1047,7 @@ fn export_streams_section_7_triplets_and_a_manifest() {
     assert_eq!(fl.len(), 1, "only the manifest: {f}");
     assert_eq!(fl[0]["manifest"]["counts"]["triplets"], 0);
 
-    for bad in ["format=parquet", "format=csv", "format=jsonl&manifest=yes", "format=jsonl&since=later", "format=jsonl&rewarded=1"] {
+    for bad in ["format=csv", "format=jsonl&manifest=yes", "format=jsonl&since=later", "format=jsonl&rewarded=1"] {
         let (status, body) = common::get_json(&s.url(&format!("/api/v1/export?{bad}")));
         assert_eq!(status, 400, "{bad}: {body}");
         assert_error(&body, "bad_request", bad);
