@@ -253,16 +253,6 @@ pub(crate) fn events_for(conn: &Connection, info: &SeqInfo, rows: &[StoredTriple
             events.push(event_row(r)?);
         }
     }
-    if info.task_events {
-        let mut stmt = conn.prepare_cached(&format!("{EVENT_SQL} WHERE e.target_task = ?1{} ORDER BY e.id", bound("e.id", max_event)))?;
-        for task in rltrace_core::reward::candidate_tasks(&info.sequence_id, rows.iter().map(|r| r.task_id.as_deref())) {
-            let mut q = stmt.query([task])?;
-            while let Some(r) = q.next()? {
-                events.push(event_row(r)?);
-            }
-        }
-        events.sort_by_key(|e| e.seq_no);
-        events.dedup_by_key(|e| e.seq_no);
-    }
+    add_task_events(conn, info, rows, max_event, &mut events)?;
     Ok(events)
 }
