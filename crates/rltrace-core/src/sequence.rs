@@ -173,11 +173,6 @@ impl SequenceEval {
         }
         out
     }
-
-    /// The position of the triplet stored under `row`.
-    pub fn position_of_row(&self, row: i64) -> Option<usize> {
-        self.rows.iter().position(|r| *r == row)
-    }
 }
 
 /// A sequence put in order with what holds for all of it (completeness, terminal reward, times),

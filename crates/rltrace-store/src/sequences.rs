@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use rltrace_core::Policy;
 use rltrace_core::export::TripletView;
-use rltrace_core::sequence::{counts_are_exact_under, events_reaching, order, sort_in_sequence_order};
+use rltrace_core::sequence::{counts_are_exact_under, events_reaching, order};
 use rusqlite::params;
 
 use crate::read::{Loaded, Page, ReadTx, SCAN_BUDGET, SequenceDetail, SequenceFilter, SequenceSummary, Stats, TripletDetail, TripletFilter};
@@ -71,7 +71,8 @@ impl ReadTx<'_> {
                 if f.complete.is_some_and(|c| c != complete) || (f.review_pending && !complete) {
                     return Ok(None);
                 }
-                let s = self.load_now(info, policy)?.summary();
+                // A summary needs the rewards, not the state and action texts.
+                let s = self.load(info, policy, false, Watermarks::ALL, self.now)?.summary();
                 Ok(f.rewarded.is_none_or(|r| r == s.rewarded).then_some(s))
             },
         )
@@ -147,14 +148,15 @@ impl ReadTx<'_> {
     pub fn triplet(&self, triplet_id: &str, policy: &Policy) -> Result<Option<TripletDetail>, StoreError> {
         let Some(found) = crate::ledger::triplet_sequence(self.tx, triplet_id)? else { return Ok(None) };
         let Some(info) = self.info_by_name(&found.sequence_id)? else { return Ok(None) };
-        let mut lean = rows_of(self.tx, info.id, false, i64::MAX)?;
-        let events = if info.has_events() { events_for(self.tx, &info, &lean, i64::MAX)? } else { Vec::new() };
-        sort_in_sequence_order(&mut lean);
-        let Some(pos) = lean.iter().position(|r| r.row == found.rowid) else { return Ok(None) };
-        let ledger = events_reaching(&info.sequence_id, &lean, &events, pos).into_iter().cloned().collect();
-        let loaded = self.load_now(info, policy)?;
-        let Some(pos) = loaded.eval.position_of_row(found.rowid) else { return Ok(None) };
-        let triplet = loaded.eval.triplets.into_iter().nth(pos).ok_or_else(|| StoreError::Corrupt("triplet position".into()))?;
+        // The sequence is read once, without state and action texts; only this triplet is
+        // evaluated and read in full.
+        let rows = rows_of(self.tx, info.id, false, i64::MAX)?;
+        let events = if info.has_events() { events_for(self.tx, &info, &rows, i64::MAX)? } else { Vec::new() };
+        let o = order(&info.sequence_id, rows, &events, policy, self.now);
+        let Some(pos) = o.rows.iter().position(|r| r.row == found.rowid) else { return Ok(None) };
+        let ledger = events_reaching(&info.sequence_id, &o.rows, &events, pos).into_iter().cloned().collect();
+        let page = o.views(&[pos], policy).into_iter().map(|v| (found.rowid, v)).collect();
+        let triplet = self.hydrate(page)?.pop().ok_or_else(|| StoreError::Corrupt("triplet position".into()))?;
         Ok(Some(TripletDetail { triplet, ledger }))
     }
 }
