@@ -2,7 +2,7 @@
 //! stored state and action are written as raw JSON, never turned into a value tree.
 
 use crate::reward::Effective;
-use crate::time::{Micros, format_micros};
+use crate::time::{Micros, format_micros, micros_text};
 
 /// Version of the triplets JSONL format.
 pub const EXPORT_FORMAT_VERSION: u32 = 1;
@@ -71,12 +71,12 @@ fn raw_json<S: serde::Serializer>(text: &&str, s: S) -> Result<S::Ok, S::Error> 
 }
 
 fn time_utc<S: serde::Serializer>(at: &Micros, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_micros(*at))
+    s.serialize_str(micros_text(*at).as_str())
 }
 
 fn opt_time_utc<S: serde::Serializer>(at: &Option<Micros>, s: S) -> Result<S::Ok, S::Error> {
     match at {
-        Some(at) => s.serialize_str(&format_micros(*at)),
+        Some(at) => s.serialize_str(micros_text(*at).as_str()),
         None => s.serialize_none(),
     }
 }
