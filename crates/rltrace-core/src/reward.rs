@@ -599,6 +599,80 @@ pub fn effective_rewards_at(sequence_id: &str, triplets: &[RewardInput<'_>], eve
         .collect()
 }
 
+/// One reward that reached a triplet for a source, as [`explain_at`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsideredEvent {
+    /// The ledger event's id; `None` for the span's own immediate reward.
+    pub reward_id: Option<String>,
+    /// Its value as it reaches this triplet (a sequence reward's share under its strategy).
+    pub value: f64,
+    /// When it was recorded.
+    pub at: Micros,
+    /// Its position in ledger order.
+    pub order: i64,
+    /// Whether the source's value comes from it: the one event chosen by `latest`, `earliest`,
+    /// `min` or `max`; every event for `mean`, `sum` and `product`.
+    pub used: bool,
+}
+
+/// How one source's value for a triplet was formed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceExplanation {
+    /// The source.
+    pub source: String,
+    /// How its events are combined.
+    pub aggregation: Aggregation,
+    /// Its weight in the mean over sources.
+    pub weight: f64,
+    /// The value used for it (as in [`Effective::sources`]).
+    pub value: f64,
+    /// Every event of the source reaching the triplet, in ledger order.
+    pub events: Vec<ConsideredEvent>,
+}
+
+/// Explain the effective reward of the triplet at position `i`: per source, every event
+/// considered, the one used, the aggregation and the weight. The values agree with
+/// [`effective_rewards`] (events without a value under the policy are not considered).
+pub fn explain_at(sequence_id: &str, triplets: &[RewardInput<'_>], events: &[RewardEvent], policy: &Policy, i: usize) -> Vec<SourceExplanation> {
+    let Some(t) = triplets.get(i) else { return Vec::new() };
+    let mut per: BTreeMap<&str, Vec<ConsideredEvent>> = BTreeMap::new();
+    if let Some(imm) = &t.immediate
+        && let Some(v) = imm.resolve(policy)
+    {
+        per.entry(imm.source).or_default().push(ConsideredEvent { reward_id: None, value: v, at: imm.at, order: imm.order, used: false });
+    }
+    for e in events {
+        let Some(value) = e.value_under(policy) else { continue };
+        if let Some(v) = reaches(e, value, sequence_id, triplets, i) {
+            per.entry(&e.source).or_default().push(ConsideredEvent { reward_id: Some(e.reward_id.clone()), value: v, at: e.created_at, order: e.order(), used: false });
+        }
+    }
+    per.into_iter()
+        .map(|(source, mut considered)| {
+            considered.sort_by_key(|c| c.order);
+            let aggregation = policy.aggregation(source);
+            let mut acc: Option<Acc> = None;
+            for c in &considered {
+                match &mut acc {
+                    None => acc = Some(Acc::new(c.value, c.at, c.order)),
+                    Some(a) => a.add(c.value, c.at, c.order),
+                }
+            }
+            let value = acc.as_ref().map(|a| a.value(aggregation)).unwrap_or_default();
+            let chosen = match aggregation {
+                Aggregation::Latest => considered.iter().rposition(|_| true),
+                Aggregation::Earliest => (!considered.is_empty()).then_some(0),
+                Aggregation::Min | Aggregation::Max => considered.iter().position(|c| c.value == value),
+                Aggregation::Mean | Aggregation::Sum | Aggregation::Product => None,
+            };
+            for (k, c) in considered.iter_mut().enumerate() {
+                c.used = chosen.is_none_or(|j| j == k);
+            }
+            SourceExplanation { source: source.to_string(), aggregation, weight: policy.source_weight(source), value, events: considered }
+        })
+        .collect()
+}
+
 fn merge<'a>(map: &mut BTreeMap<&'a str, Acc>, source: &'a str, value: f64, at: Micros, order: i64) {
     match map.get_mut(source) {
         None => {
@@ -723,6 +797,53 @@ mod tests {
         p.sources.insert("hitl".into(), crate::policy::SourcePolicy { weight: 3.0, aggregation: None });
         let e = &effective_rewards("s", &t, &events, &p)[0];
         assert!((e.reward.unwrap_or(0.0) - (3.0 * 1.0 + 0.5) / 4.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn explain_lists_every_event_considered_and_the_one_used() {
+        let ids = ["a", "b"];
+        let roles = [Some("Code"), Some("Test")];
+        let t = inputs(&ids, &roles);
+        let trip = |id: &str| RewardTarget::Triplet { triplet_id: id.into() };
+        let events = vec![
+            ev(1, trip("a"), Some(0.2), "hitl", 10),
+            ev(2, seq(Strategy::Discounted { gamma: 0.5 }), Some(0.8), "terminal", 11),
+            ev(3, trip("a"), Some(0.6), "hitl", 5),
+            ev(4, trip("a"), None, "hitl", 30),
+            ev(5, trip("b"), Some(1.0), "hitl", 12),
+            ev(6, trip("a"), Some(0.4), "judge", 13),
+            ev(7, trip("a"), Some(0.8), "judge", 14),
+        ];
+        let mut p = Policy::default();
+        p.sources.insert("judge".into(), crate::policy::SourcePolicy { weight: 2.0, aggregation: Some(Aggregation::Mean) });
+        let effective = &effective_rewards("s", &t, &events, &p)[0];
+        let explained = explain_at("s", &t, &events, &p, 0);
+        assert_eq!(explained.iter().map(|x| x.source.as_str()).collect::<Vec<_>>(), ["hitl", "judge", "terminal"]);
+        for x in &explained {
+            assert_eq!(x.value, effective.sources[&x.source].value, "{}", x.source);
+            assert_eq!(x.weight, effective.sources[&x.source].weight, "{}", x.source);
+            assert_eq!(x.events.len(), effective.sources[&x.source].events, "{}", x.source);
+        }
+        // hitl: the two valued events for "a" (not b's, not the deferred one), the later appended used.
+        let hitl = &explained[0];
+        assert_eq!(hitl.events.iter().map(|c| c.reward_id.as_deref()).collect::<Vec<_>>(), [Some("r1"), Some("r3")]);
+        assert_eq!(hitl.events.iter().map(|c| c.used).collect::<Vec<_>>(), [false, true]);
+        assert_eq!(hitl.value, 0.6);
+        // judge: a mean, so every event is used.
+        let judge = &explained[1];
+        assert_eq!(judge.aggregation, Aggregation::Mean);
+        assert!(judge.events.iter().all(|c| c.used));
+        assert!((judge.value - 0.6).abs() < 1e-12);
+        // terminal: the discounted share of the first of two triplets.
+        assert_eq!(explained[2].events[0].value, 0.4);
+        assert!(explain_at("s", &t, &events, &p, 2).is_empty(), "a position past the end explains nothing");
+        // An immediate reward is considered with no reward id.
+        let comps = BTreeMap::new();
+        let mut t2 = inputs(&ids, &roles);
+        t2[1].immediate = Some(Immediate { value: Some(0.3), components: &comps, source: "local", at: 1, order: immediate_order(0) });
+        let b = explain_at("s", &t2, &events, &p, 1);
+        let local = b.iter().find(|x| x.source == "local").expect("local");
+        assert_eq!(local.events, vec![ConsideredEvent { reward_id: None, value: 0.3, at: 1, order: immediate_order(0), used: true }]);
     }
 
     #[test]

@@ -202,6 +202,12 @@ impl Ordered<'_> {
             .filter_map(|(&i, eff)| self.rows.get(i).map(|r| view(&self.sequence_id, i, r.clone(), eff)))
             .collect()
     }
+
+    /// How the effective reward of the triplet at `position` was formed, source by source.
+    pub fn explain(&self, position: usize, policy: &Policy) -> Vec<crate::reward::SourceExplanation> {
+        let inputs: Vec<RewardInput<'_>> = self.rows.iter().map(StoredTriplet::input).collect();
+        crate::reward::explain_at(&self.sequence_id, &inputs, &self.events, policy, position)
+    }
 }
 
 /// Put a sequence in order and decide what holds for all of it; see [`Ordered`].

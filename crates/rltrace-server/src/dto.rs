@@ -237,6 +237,9 @@ pub struct TripletDetail {
     /// The action (`rl.action.*`, `gen_ai.*` output), a JSON object.
     #[schema(value_type = Object)]
     pub action: Value,
+    /// How the effective reward was formed: each source reaching the triplet, with every event
+    /// considered, the one used, the aggregation and the weight.
+    pub explain: Vec<SourceExplanation>,
     /// The ledger events reaching this triplet, in ledger order.
     pub ledger: Vec<RewardEvent>,
     /// `rl.propensity`, for off-policy training.
@@ -273,6 +276,53 @@ pub struct TripletDetail {
     pub trace_id: String,
     /// The triplet id.
     pub triplet_id: String,
+}
+
+/// How one source's value for a triplet was formed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SourceExplanation {
+    /// How its events are combined: `latest`, `earliest`, `mean`, `min`, `max`, `sum`, `product`.
+    pub aggregation: String,
+    /// Every event of the source reaching the triplet, in ledger order.
+    pub events: Vec<ConsideredEvent>,
+    /// The source (`hitl`, `tests`, `local`, ...).
+    pub source: String,
+    /// The value used for the source.
+    pub value: f64,
+    /// The source's weight in the mean over sources.
+    pub weight: f64,
+}
+
+/// One reward that reached a triplet for a source.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConsideredEvent {
+    /// When it was recorded.
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The ledger event's id; null for the span's own immediate reward.
+    #[schema(required)]
+    pub reward_id: Option<String>,
+    /// Whether the source's value comes from it: the one event chosen by `latest`, `earliest`,
+    /// `min` or `max`; every event for `mean`, `sum` and `product`.
+    pub used: bool,
+    /// Its value as it reaches this triplet (a sequence reward's share under its strategy).
+    pub value: f64,
+}
+
+impl From<rltrace_core::reward::SourceExplanation> for SourceExplanation {
+    fn from(x: rltrace_core::reward::SourceExplanation) -> Self {
+        SourceExplanation {
+            aggregation: x.aggregation.name().to_string(),
+            events: x
+                .events
+                .into_iter()
+                .map(|c| ConsideredEvent { at: format_micros(c.at), reward_id: c.reward_id, used: c.used, value: c.value })
+                .collect(),
+            source: x.source,
+            value: x.value,
+            weight: x.weight,
+        }
+    }
 }
 
 /// A page of `GET /api/v1/triplets`.
@@ -328,7 +378,7 @@ impl From<TripletView> for Triplet {
 
 impl From<store::TripletDetail> for TripletDetail {
     fn from(d: store::TripletDetail) -> Self {
-        let store::TripletDetail { triplet, ledger } = d;
+        let store::TripletDetail { triplet, ledger, explain } = d;
         let Triplet {
             action,
             propensity,
@@ -347,6 +397,7 @@ impl From<store::TripletDetail> for TripletDetail {
         } = triplet.into();
         TripletDetail {
             action,
+            explain: explain.into_iter().map(Into::into).collect(),
             ledger: ledger.into_iter().map(Into::into).collect(),
             propensity,
             reward,
@@ -989,7 +1040,17 @@ mod tests {
             event(RewardTarget::Task { task_id: "T".into(), phase: "Code".into() }, None),
         ];
         let detail = store::SequenceDetail { summary: summary(), triplets: vec![view()], ledger: events.clone(), next: Some(7) };
-        let tdetail = store::TripletDetail { triplet: view(), ledger: events.clone() };
+        let explain = vec![rltrace_core::reward::SourceExplanation {
+            source: "hitl".into(),
+            aggregation: rltrace_core::policy::Aggregation::Latest,
+            weight: 1.0,
+            value: 0.5,
+            events: vec![
+                rltrace_core::reward::ConsideredEvent { reward_id: Some("r1".into()), value: 0.2, at: 1, order: 2, used: false },
+                rltrace_core::reward::ConsideredEvent { reward_id: None, value: 0.5, at: 2, order: 3, used: true },
+            ],
+        }];
+        let tdetail = store::TripletDetail { triplet: view(), ledger: events.clone(), explain };
         let stats = store::Stats { spans: 1, triplets: 2, sequences: 3, rewarded_triplets: 4, reward_events: 5 };
         vec![
             both("SequenceSummary", &SequenceSummary::from(summary())),
@@ -1026,11 +1087,11 @@ mod tests {
         }
         assert_eq!(keys(&d).len(), keys(&s).len() + 3, "detail = summary + triplets + ledger + next_cursor: {d}");
         let t = serde_json::to_value(Triplet::from(view())).expect("value");
-        let td = serde_json::to_value(TripletDetail::from(store::TripletDetail { triplet: view(), ledger: vec![] })).expect("value");
+        let td = serde_json::to_value(TripletDetail::from(store::TripletDetail { triplet: view(), ledger: vec![], explain: vec![] })).expect("value");
         for k in keys(&t) {
             assert_eq!(td[&k], t[&k], "triplet detail field {k}");
         }
-        assert_eq!(keys(&td).len(), keys(&t).len() + 1, "triplet detail = triplet + ledger: {td}");
+        assert_eq!(keys(&td).len(), keys(&t).len() + 2, "triplet detail = triplet + ledger + explain: {td}");
     }
 
     #[test]

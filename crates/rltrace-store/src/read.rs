@@ -140,6 +140,8 @@ pub struct TripletDetail {
     pub triplet: TripletView,
     /// Events reaching it.
     pub ledger: Vec<RewardEvent>,
+    /// How its effective reward was formed, source by source.
+    pub explain: Vec<rltrace_core::reward::SourceExplanation>,
 }
 
 /// A sequence loaded and evaluated.

@@ -155,9 +155,10 @@ impl ReadTx<'_> {
         let o = order(&info.sequence_id, rows, &events, policy, self.now);
         let Some(pos) = o.rows.iter().position(|r| r.row == found.rowid) else { return Ok(None) };
         let ledger = events_reaching(&info.sequence_id, &o.rows, &events, pos).into_iter().cloned().collect();
+        let explain = o.explain(pos, policy);
         let page = o.views(&[pos], policy).into_iter().map(|v| (found.rowid, v)).collect();
         let triplet = self.hydrate(page)?.pop().ok_or_else(|| StoreError::Corrupt("triplet position".into()))?;
-        Ok(Some(TripletDetail { triplet, ledger }))
+        Ok(Some(TripletDetail { triplet, ledger, explain }))
     }
 }
 

@@ -285,6 +285,18 @@ fn explain(args: &StoreArgs, triplet_id: &str) -> Result<()> {
         num += sv.weight * sv.value;
         den += sv.weight;
         terms.push(format!("{} x {:.6}", sv.weight, sv.value));
+        // Every event of the source considered; `*` marks the one (or those) its value comes from.
+        for x in detail.explain.iter().filter(|x| &x.source == name) {
+            for c in &x.events {
+                println!(
+                    "    {} {}  {:>10.6}  {}",
+                    if c.used { "*" } else { " " },
+                    format_micros(c.at),
+                    c.value,
+                    c.reward_id.as_deref().unwrap_or("(the span's immediate reward)")
+                );
+            }
+        }
     }
     match eff.reward {
         Some(r) => println!("effective reward = ({}) / {} = {:.6}", terms.join(" + "), den, r),

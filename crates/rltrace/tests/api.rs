@@ -986,8 +986,18 @@ fn export_streams_section_7_triplets_and_a_manifest() {
         assert!(l["state"].is_object() && l["action"].is_object(), "{l}");
         // Each line is the triplet the API serves.
         let mut t = triplet_of(&s, l["triplet_id"].as_str().unwrap_or_default());
-        t.as_object_mut().map(|o| o.remove("ledger"));
+        let explain = t.as_object_mut().and_then(|o| {
+            o.remove("ledger");
+            o.remove("explain")
+        });
         assert_eq!(&t, l, "export line and GET /api/v1/triplets/{{id}} agree");
+        // The explanation's sources are the line's reward sources, with the same values.
+        let explained: BTreeSet<String> = explain.as_ref().and_then(Value::as_array).map(|a| a.iter().map(|x| x["source"].as_str().unwrap_or_default().to_string()).collect()).unwrap_or_default();
+        let sources: BTreeSet<String> = l["reward_sources"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        assert_eq!(explained, sources, "{explain:?}");
+        for x in explain.as_ref().and_then(Value::as_array).into_iter().flatten() {
+            assert_eq!(x["value"], l["reward_sources"][x["source"].as_str().unwrap_or_default()], "{x}");
+        }
     }
     let by_id = |id: &str| lines.iter().find(|l| l["triplet_id"] == id).cloned().unwrap_or(Value::Null);
     // Sequence order within a sequence.

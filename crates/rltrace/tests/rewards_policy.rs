@@ -250,12 +250,36 @@ fn tasks_followed_to_the_export_match_the_policy_by_hand() {
     assert!(complete.iter().all(|l| l["sequence_id"] != "T-none"));
     assert_eq!(complete.len(), 21);
 
+    // GET /api/v1/triplets/{id} explains it: each source, every event considered, the one used.
+    let detail = get_ok(&s.url(&format!("/api/v1/triplets/{}", code["triplet_id"].as_str().expect("id"))));
+    let explain = detail["explain"].as_array().expect("explain");
+    let sources: Vec<&str> = explain.iter().map(|x| x["source"].as_str().expect("source")).collect();
+    assert_eq!(sources, ["defect", "hitl", "local"], "{explain:?}");
+    let defect = &explain[0];
+    assert_eq!(defect["aggregation"], "product");
+    assert_eq!(defect["events"].as_array().expect("events").len(), 2, "both defects injected by Code");
+    assert!(defect["events"].as_array().expect("events").iter().all(|e| e["used"] == true && e["reward_id"].is_string()), "{defect}");
+    assert_close(&defect["value"], 0.45, "explained product");
+    assert_eq!(explain[1]["aggregation"], "latest");
+    assert_eq!(explain[1]["weight"], 2.0, "p1 weighs hitl 2");
+    assert_eq!(explain[1]["events"][0]["used"], true);
+    assert!(explain[2]["events"][0]["reward_id"].is_null(), "the immediate reward has no ledger id: {}", explain[2]);
+    assert_close(&explain[2]["value"], local(3), "explained local");
+    let ledger_ids: Vec<&str> = detail["ledger"].as_array().expect("ledger").iter().map(|e| e["reward_id"].as_str().expect("id")).collect();
+    for x in explain {
+        for e in x["events"].as_array().expect("events") {
+            if let Some(id) = e["reward_id"].as_str() {
+                assert!(ledger_ids.contains(&id), "an explained event {id} is in the triplet's ledger");
+            }
+        }
+    }
+
     // `rltrace reward explain` shows the computation source by source.
     s.stop();
     let id = code["triplet_id"].as_str().expect("id");
     let (ok, out, err) = common::run_cli(dir.path(), &["reward", "explain", "--db", db.to_str().expect("utf8"), "--policy", &p1, id]);
     assert!(ok, "explain failed: {err}");
-    for needle in ["defect", "product", "hitl", "local", "70_Data", "effective reward = "] {
+    for needle in ["defect", "product", "hitl", "local", "70_Data", "effective reward = ", "(the span's immediate reward)"] {
         assert!(out.contains(needle), "explain output lacks {needle:?}:\n{out}");
     }
     assert!(out.contains(&format!("{:.6}", defect_p1[3])), "explain shows the effective reward:\n{out}");
