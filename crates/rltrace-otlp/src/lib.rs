@@ -10,9 +10,9 @@ mod gzip;
 mod json;
 mod response;
 
-pub use convert::{ConvertedSpans, request_to_spans};
+pub use convert::{ConvertedSpans, SpanChunks, request_to_spans};
 pub use decode::{DecodeError, MAX_VALUE_DEPTH, decode_json, decode_protobuf};
-pub use gzip::{InflateError, inflate_gzip};
+pub use gzip::{INFLATE_STEP, InflateError, inflate_gzip, inflate_gzip_metered};
 pub use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 pub use response::{Encoding, encode_response, encode_status};
 

@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
 use rltrace_core::triplet::analyze;
-use rltrace_otlp::{Encoding, decode_json, decode_protobuf, encode_response, encode_status, inflate_gzip, request_to_spans};
+use rltrace_otlp::{Encoding, SpanChunks, decode_json, decode_protobuf, encode_response, encode_status};
 use rltrace_store::{StoreError, prepare_spans};
 
 use crate::AppState;
@@ -44,48 +44,98 @@ pub enum IngestError {
     Store(String),
 }
 
+/// What an admitted request holds while it is decoded and prepared: one of the request permits
+/// and, for OTLP/HTTP, its share of the body-bytes budget.
+pub struct IngestPermit {
+    _request: OwnedSemaphorePermit,
+    _bytes: Option<OwnedSemaphorePermit>,
+}
+
+impl IngestPermit {
+    /// A request permit alone (gRPC: tonic bounds the message size).
+    pub fn request(permit: OwnedSemaphorePermit) -> IngestPermit {
+        IngestPermit { _request: permit, _bytes: None }
+    }
+}
+
+/// The body-bytes budget in KiB (its permits), at least one.
+pub fn budget_kib(limits: &crate::IngestLimits) -> u32 {
+    kib(limits.max_inflight_bytes).max(1)
+}
+
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+/// How long a request waits for its share of the body-bytes budget before it is answered 503.
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Spans converted, analysed and prepared at a time: a large request reaches the writer in parts,
+/// so the memory it takes after decoding is that of a part, not of the whole request.
+pub const SPANS_PER_PART: usize = 2048;
+
+/// How long a later part of an admitted request waits for room in the writer's queue.
+const PART_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Run the ingest pipeline on a decoded request; resolves after the spans are committed.
 ///
-/// `permit` bounds the requests being decoded and prepared at once; it is released as soon as the
-/// prepared rows are handed to the writer's bounded queue, which bounds the rest.
-pub async fn ingest(state: &AppState, req: ExportTraceServiceRequest, permit: OwnedSemaphorePermit) -> Result<Accepted, IngestError> {
+/// `permit` bounds the requests being decoded and prepared at once; it is released as soon as
+/// every part's prepared rows are handed to the writer's bounded queue, which bounds the rest. The
+/// first part finding the queue full makes the request overloaded (nothing of it queued); a later
+/// part waits for room. A request that fails after some parts were queued was not acknowledged:
+/// those parts are stored, and the exporter's retry finds them as duplicates.
+pub async fn ingest(state: &AppState, req: ExportTraceServiceRequest, permit: IngestPermit) -> Result<Accepted, IngestError> {
     let limits = state.limits.span_limits;
+    let store = state.store.clone();
     let work = tokio::task::spawn_blocking(move || {
-        let converted = request_to_spans(req);
-        let received = converted.spans.len() + converted.rejected.len();
-        let mut rejected = converted.rejected;
-        let mut analyzed = Vec::with_capacity(converted.spans.len());
-        for span in converted.spans {
-            match analyze(span, &limits) {
-                Ok(a) => analyzed.push(a),
-                Err(msg) => rejected.push(msg),
+        let mut received = 0usize;
+        let mut rejected = Vec::new();
+        let mut replies = Vec::new();
+        for chunk in SpanChunks::new(req, SPANS_PER_PART) {
+            received += chunk.spans.len() + chunk.rejected.len();
+            rejected.extend(chunk.rejected);
+            let mut analyzed = Vec::with_capacity(chunk.spans.len());
+            for span in chunk.spans {
+                match analyze(span, &limits) {
+                    Ok(a) => analyzed.push(a),
+                    Err(msg) => rejected.push(msg),
+                }
             }
+            let prepared = prepare_spans(analyzed);
+            if prepared.is_empty() {
+                continue;
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let reply = move |r| {
+                let _ = tx.send(r);
+            };
+            let submitted = if replies.is_empty() { store.submit_spans(prepared, reply) } else { store.submit_spans_within(prepared, reply, PART_WAIT) };
+            if let Err(e) = submitted {
+                return (received, rejected, replies, Some(e));
+            }
+            replies.push(rx);
         }
-        (received, rejected, prepare_spans(analyzed))
+        (received, rejected, replies, None)
     });
-    let (received, mut rejected, prepared) = work.await.map_err(|e| IngestError::Store(e.to_string()))?;
-    state.metrics.received(received);
-    if prepared.is_empty() {
-        drop(permit);
-        state.metrics.outcome(0, 0, rejected.len());
-        return Ok(summarize(rejected));
-    }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let submitted = state.store.submit_spans(prepared, move |r| {
-        let _ = tx.send(r);
-    });
+    let (received, mut rejected, replies, failed) = work.await.map_err(|e| IngestError::Store(e.to_string()))?;
     drop(permit);
-    match submitted {
-        Ok(()) => {}
-        Err(StoreError::Overloaded) => {
+    state.metrics.received(received);
+    match failed {
+        None => {}
+        Some(StoreError::Overloaded) => {
             state.metrics.overloaded();
             return Err(IngestError::Overloaded);
         }
-        Err(e) => return Err(IngestError::Store(e.to_string())),
+        Some(e) => return Err(IngestError::Store(e.to_string())),
     }
-    let outcome = rx.await.map_err(|_| IngestError::Store("store writer stopped".into()))?.map_err(|e| IngestError::Store(e.to_string()))?;
-    rejected.extend(outcome.rejected);
-    state.metrics.outcome(outcome.stored, outcome.duplicates, rejected.len());
+    let (mut stored, mut duplicates) = (0, 0);
+    for rx in replies {
+        let outcome = rx.await.map_err(|_| IngestError::Store("store writer stopped".into()))?.map_err(|e| IngestError::Store(e.to_string()))?;
+        stored += outcome.stored;
+        duplicates += outcome.duplicates;
+        rejected.extend(outcome.rejected);
+    }
+    state.metrics.outcome(stored, duplicates, rejected.len());
     Ok(summarize(rejected))
 }
 
@@ -168,31 +218,51 @@ pub async fn otlp_http(State(state): State<AppState>, headers: HeaderMap, body: 
             return otlp_error(encoding, StatusCode::BAD_REQUEST, GRPC_INVALID_ARGUMENT, &format!("cannot read request body: {e}"));
         }
     };
+    // The body's share of the bytes budget, waited for in arrival order (the semaphore is
+    // fair), so large bodies are not starved by small ones. A gzip body first takes a guess of
+    // its inflated size (GZIP_GUESS times as sent).
+    let total_kib = budget_kib(limits);
+    let budget = Arc::clone(&state.ingest_bytes);
     let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim().to_ascii_lowercase();
+    let gzip = matches!(content_encoding.as_str(), "gzip" | "x-gzip");
+    let share = if gzip { bytes.len().saturating_mul(GZIP_GUESS) } else { bytes.len() };
+    let held = match tokio::time::timeout(BUDGET_WAIT, Arc::clone(&budget).acquire_many_owned(kib(share).clamp(1, total_kib))).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            state.metrics.overloaded();
+            return otlp_error(encoding, StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, "rltrace is overloaded, retry later");
+        }
+    };
     let max_inflated = limits.max_inflated_bytes;
-    let decoded = tokio::task::spawn_blocking(move || -> Result<ExportTraceServiceRequest, (StatusCode, i32, String)> {
-        let raw = match content_encoding.as_str() {
-            "gzip" | "x-gzip" => match inflate_gzip(&bytes, max_inflated) {
-                Ok(v) => bytes::Bytes::from(v),
-                Err(e @ rltrace_otlp::InflateError::TooLarge(_)) => return Err((StatusCode::PAYLOAD_TOO_LARGE, GRPC_RESOURCE_EXHAUSTED, e.to_string())),
-                Err(e) => return Err((StatusCode::BAD_REQUEST, GRPC_INVALID_ARGUMENT, e.to_string())),
-            },
-            "identity" | "" => bytes,
+    let runtime = tokio::runtime::Handle::current();
+    let decoded = tokio::task::spawn_blocking(move || -> Result<(ExportTraceServiceRequest, OwnedSemaphorePermit), (StatusCode, i32, String)> {
+        let (raw, held) = match content_encoding.as_str() {
+            "gzip" | "x-gzip" => {
+                let (inflated, held) = inflate_within_budget(&bytes, max_inflated, held, &budget, total_kib, &runtime)?;
+                (bytes::Bytes::from(inflated), held)
+            }
+            "identity" | "" => (bytes, held),
             other => return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, GRPC_INVALID_ARGUMENT, format!("content encoding {other:?} is not supported; use gzip or none"))),
         };
         match encoding {
             Encoding::Protobuf => decode_protobuf(&raw),
             Encoding::Json => decode_json(&raw),
         }
+        .map(|req| (req, held))
         .map_err(|e| (StatusCode::BAD_REQUEST, GRPC_INVALID_ARGUMENT, e.to_string()))
     })
     .await;
-    let req = match decoded {
+    let (req, held) = match decoded {
         Ok(Ok(r)) => r,
-        Ok(Err((status, code, msg))) => return otlp_error(encoding, status, code, &msg),
+        Ok(Err((status, code, msg))) => {
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                state.metrics.overloaded();
+            }
+            return otlp_error(encoding, status, code, &msg);
+        }
         Err(e) => return otlp_error(encoding, StatusCode::INTERNAL_SERVER_ERROR, GRPC_INTERNAL, &e.to_string()),
     };
-    match ingest(&state, req, permit).await {
+    match ingest(&state, req, IngestPermit { _request: permit, _bytes: Some(held) }).await {
         Ok(acc) => {
             let mut resp = (StatusCode::OK, encode_response(encoding, acc.rejected as i64, &acc.message)).into_response();
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
@@ -201,6 +271,71 @@ pub async fn otlp_http(State(state): State<AppState>, headers: HeaderMap, body: 
         Err(IngestError::Overloaded) => otlp_error(encoding, StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, "rltrace is overloaded, retry later"),
         Err(e @ IngestError::Store(_)) => otlp_error(encoding, StatusCode::INTERNAL_SERVER_ERROR, GRPC_INTERNAL, &e.to_string()),
     }
+}
+
+/// A gzip body's first share of the bytes budget, as a multiple of its size as sent.
+const GZIP_GUESS: usize = 8;
+
+type Refusal = (StatusCode, i32, String);
+
+/// Inflate a gzip body inside the bytes budget. The body grows its share without waiting while
+/// it can (`held` is the first guess); when the budget has no room left, it gives back what it
+/// holds and waits, in arrival order, for the most it may need (the inflation bound, at most the
+/// whole budget), then inflates again: a request never waits while holding part of the budget, so
+/// several large bodies cannot block each other. What it holds beyond the inflated size is given
+/// back at the end.
+fn inflate_within_budget(
+    body: &[u8],
+    max_inflated: usize,
+    held: OwnedSemaphorePermit,
+    budget: &Arc<tokio::sync::Semaphore>,
+    total_kib: u32,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(Vec<u8>, OwnedSemaphorePermit), Refusal> {
+    let refused = |e: rltrace_otlp::InflateError| -> Refusal {
+        match e {
+            e @ rltrace_otlp::InflateError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, GRPC_RESOURCE_EXHAUSTED, e.to_string()),
+            e @ rltrace_otlp::InflateError::NoRoom => (StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, e.to_string()),
+            e => (StatusCode::BAD_REQUEST, GRPC_INVALID_ARGUMENT, e.to_string()),
+        }
+    };
+    let mut held = held;
+    let first = {
+        let mut reserve = |total: usize| {
+            let want = kib(total).min(total_kib);
+            let have = held.num_permits() as u32;
+            if want <= have {
+                return true;
+            }
+            match Arc::clone(budget).try_acquire_many_owned(want - have) {
+                Ok(more) => {
+                    held.merge(more);
+                    true
+                }
+                Err(_) => false,
+            }
+        };
+        rltrace_otlp::inflate_gzip_metered(body, max_inflated, &mut reserve)
+    };
+    let (inflated, mut held) = match first {
+        Ok(v) => (v, held),
+        Err(rltrace_otlp::InflateError::NoRoom) => {
+            drop(held);
+            let most = kib(max_inflated).clamp(1, total_kib);
+            let wait = Arc::clone(budget).acquire_many_owned(most);
+            let held = match runtime.block_on(async { tokio::time::timeout(BUDGET_WAIT, wait).await }) {
+                Ok(Ok(p)) => p,
+                _ => return Err(refused(rltrace_otlp::InflateError::NoRoom)),
+            };
+            (rltrace_otlp::inflate_gzip_metered(body, max_inflated, &mut |_| true).map_err(refused)?, held)
+        }
+        Err(e) => return Err(refused(e)),
+    };
+    let need = kib(inflated.len()).clamp(1, total_kib) as usize;
+    if held.num_permits() > need {
+        drop(held.split(held.num_permits() - need));
+    }
+    Ok((inflated, held))
 }
 
 /// An ingest permit taken by [`Admission`] and handed to the handler with the request.
@@ -263,7 +398,7 @@ impl TraceService for GrpcTraces {
             self.state.metrics.observe(MethodLabel::Grpc, GRPC_EXPORT_ROUTE, 503, started.elapsed());
             return Err(tonic::Status::unavailable("rltrace is overloaded, retry later"));
         };
-        let result = ingest(&self.state, request.into_inner(), permit).await;
+        let result = ingest(&self.state, request.into_inner(), IngestPermit::request(permit)).await;
         let (code, out) = match result {
             Ok(acc) => {
                 let partial = (acc.rejected > 0).then_some(ExportTracePartialSuccess { rejected_spans: acc.rejected as i64, error_message: acc.message });
@@ -274,5 +409,69 @@ impl TraceService for GrpcTraces {
         };
         self.state.metrics.observe(MethodLabel::Grpc, GRPC_EXPORT_ROUTE, code, started.elapsed());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).expect("write");
+        e.finish().expect("finish")
+    }
+
+    #[test]
+    fn large_gzip_bodies_inflating_at_once_never_block_each_other() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let total_kib = 4096u32; // a 4 MiB budget
+        let budget = Arc::new(tokio::sync::Semaphore::new(total_kib as usize));
+        let body = gz(&vec![b'x'; 3 * 1024 * 1024]); // inflates to 3 MiB: two cannot fit at once
+        let bodies = 4;
+        let done: Vec<usize> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..bodies)
+                .map(|_| {
+                    let (budget, body, runtime) = (Arc::clone(&budget), body.clone(), rt.handle().clone());
+                    scope.spawn(move || {
+                        // Every body starts with its guess held, as the handler takes it.
+                        let first = runtime.block_on(Arc::clone(&budget).acquire_many_owned(kib(body.len() * GZIP_GUESS).max(1))).expect("guess");
+                        let (inflated, held) = inflate_within_budget(&body, 64 * 1024 * 1024, first, &budget, total_kib, &runtime).expect("inflates");
+                        assert_eq!(held.num_permits(), 3072, "it keeps what the inflated body needs, no more");
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        drop(held);
+                        inflated.len()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        assert_eq!(done, vec![3 * 1024 * 1024; bodies]);
+        assert_eq!(budget.available_permits(), total_kib as usize, "everything was given back");
+    }
+
+    #[test]
+    fn a_gzip_body_larger_than_the_budget_takes_all_of_it_and_limits_still_hold() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let budget = Arc::new(tokio::sync::Semaphore::new(1024));
+        let body = gz(&vec![b'y'; 2 * 1024 * 1024]);
+        let first = rt.block_on(Arc::clone(&budget).acquire_many_owned(1)).expect("guess");
+        let (inflated, held) = inflate_within_budget(&body, 4 * 1024 * 1024, first, &budget, 1024, rt.handle()).expect("inflates alone");
+        assert_eq!((inflated.len(), held.num_permits()), (2 * 1024 * 1024, 1024));
+        drop(held);
+        let first = rt.block_on(Arc::clone(&budget).acquire_many_owned(1)).expect("guess");
+        let err = inflate_within_budget(&body, 2 * 1024 * 1024 - 1, first, &budget, 1024, rt.handle()).expect_err("over the bound");
+        assert_eq!(err.0, StatusCode::PAYLOAD_TOO_LARGE);
+        // While another request holds the whole budget, a body that cannot grow waits, then is
+        // answered 503 (nothing held afterwards).
+        let hog = rt.block_on(Arc::clone(&budget).acquire_many_owned(1023)).expect("hog");
+        let first = rt.block_on(Arc::clone(&budget).acquire_many_owned(1)).expect("guess");
+        let started = std::time::Instant::now();
+        let err = inflate_within_budget(&body, 4 * 1024 * 1024, first, &budget, 1024, rt.handle()).expect_err("no room");
+        assert_eq!(err.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() >= BUDGET_WAIT, "it waited for room first");
+        drop(hog);
+        assert_eq!(budget.available_permits(), 1024);
     }
 }

@@ -36,6 +36,11 @@ pub const DEFAULT_MAX_INFLATED_BYTES: usize = 64 * 1024 * 1024;
 /// 503 / `UNAVAILABLE`. Requests waiting for their commit no longer count: the writer queue bounds them.
 pub const DEFAULT_MAX_CONCURRENT_EXPORTS: usize = 4;
 
+/// Default bound of OTLP/HTTP request bodies (after inflation) being decoded and ingested at
+/// once: 64 MiB. A request waits for its share (or is answered 503 when it cannot have it soon);
+/// one larger than the whole budget takes all of it.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 64 * 1024 * 1024;
+
 /// HTTP/2 streams (gRPC requests) in flight on one connection.
 pub const GRPC_MAX_STREAMS_PER_CONNECTION: u32 = 8;
 
@@ -50,6 +55,8 @@ pub struct IngestLimits {
     pub span_limits: SpanLimits,
     /// Export requests decoded at once.
     pub max_concurrent_exports: usize,
+    /// Bytes of OTLP/HTTP bodies (after inflation) decoded and ingested at once.
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for IngestLimits {
@@ -59,6 +66,7 @@ impl Default for IngestLimits {
             max_inflated_bytes: DEFAULT_MAX_INFLATED_BYTES,
             span_limits: SpanLimits::default(),
             max_concurrent_exports: DEFAULT_MAX_CONCURRENT_EXPORTS,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
         }
     }
 }
@@ -76,6 +84,8 @@ pub struct AppState {
     pub limits: IngestLimits,
     /// Permits for export requests being decoded and stored.
     pub ingest_permits: Arc<Semaphore>,
+    /// The body-bytes budget of [`IngestLimits::max_inflight_bytes`], one permit per KiB.
+    pub ingest_bytes: Arc<Semaphore>,
     /// Memory bounds of dataset exports (`GET /api/v1/export`).
     pub dataset_limits: rltrace_dataset::Limits,
 }
@@ -88,6 +98,7 @@ impl AppState {
             policy: Arc::new(policy),
             metrics: Arc::new(metrics::Metrics::default()),
             ingest_permits: Arc::new(Semaphore::new(limits.max_concurrent_exports.max(1))),
+            ingest_bytes: Arc::new(Semaphore::new(ingest::budget_kib(&limits) as usize)),
             limits,
             dataset_limits: rltrace_dataset::Limits::default(),
         }

@@ -339,6 +339,31 @@ impl Store {
         self.enqueue(Op::Spans { spans, bytes, reply }, bytes)
     }
 
+    /// [`Store::submit_spans`] that waits up to `wait` for room in a full queue instead of
+    /// answering [`StoreError::Overloaded`] at once: for the later parts of a request already
+    /// admitted, whose first part found room. Blocking (call it off the async runtime).
+    pub fn submit_spans_within(
+        &self,
+        spans: Vec<PreparedSpan>,
+        reply: impl FnOnce(Result<IngestOutcome, StoreError>) + Send + 'static,
+        wait: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let bytes: usize = spans.iter().map(PreparedSpan::approx_bytes).sum();
+        let reply: Reply<IngestOutcome> = Box::new(reply);
+        let deadline = std::time::Instant::now() + wait;
+        let mut op = Op::Spans { spans, bytes, reply };
+        loop {
+            match self.try_enqueue(op, bytes) {
+                Ok(()) => return Ok(()),
+                Err((StoreError::Overloaded, back)) if std::time::Instant::now() < deadline => {
+                    op = back;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
     /// Queue a reward for the ledger; `reply` is called after commit.
     pub fn submit_reward(
         &self,

@@ -100,6 +100,10 @@ struct ServeArgs {
     /// OTLP requests decoded at once (503 / UNAVAILABLE beyond).
     #[arg(long, default_value_t = rltrace_server::DEFAULT_MAX_CONCURRENT_EXPORTS)]
     max_concurrent_exports: usize,
+    /// Bytes of OTLP/HTTP bodies (after gzip inflation) decoded at once; a request waits up to
+    /// 2 s for its share, then gets 503 / UNAVAILABLE. One larger than this takes all of it.
+    #[arg(long, default_value_t = rltrace_server::DEFAULT_MAX_INFLIGHT_BYTES)]
+    max_inflight_bytes: usize,
     /// Distinct prompts a trl-dpo export (GET /api/v1/export) may keep in memory (422 beyond).
     #[arg(long, default_value_t = rltrace_dataset::Limits::default().dpo_max_prompts)]
     max_dpo_prompts: usize,
@@ -164,6 +168,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_inflated_bytes: args.max_inflated_bytes,
         span_limits: rltrace_core::Limits { max_attribute_value_bytes: args.max_attribute_bytes },
         max_concurrent_exports: args.max_concurrent_exports,
+        max_inflight_bytes: args.max_inflight_bytes,
     };
     let dataset_limits = rltrace_dataset::Limits { dpo_max_prompts: args.max_dpo_prompts, ..rltrace_dataset::Limits::default() };
     let state = AppState::new(store, policy, limits).with_dataset_limits(dataset_limits);

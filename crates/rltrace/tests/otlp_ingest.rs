@@ -787,6 +787,97 @@ fn body_and_inflation_limits_are_exact() {
     assert_eq!(stats(&s)["spans"], 6, "the six requests at the bounds were stored");
 }
 
+/// `n` triplet spans of sequence `sequence_id` without explicit indexes (the collector numbers
+/// them in arrival order), each with a 200-byte padding attribute; span ids `(tag, i)` over three
+/// bytes; the spans at `invalid` get an all-zero trace id.
+fn many_spans(tag: u8, sequence_id: &str, n: usize, invalid: &[usize]) -> ExportTraceServiceRequest {
+    let spans = (0..n)
+        .map(|i| {
+            let id = [tag, 0, 0, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+            let trace = if invalid.contains(&i) { [0u8; 16] } else { trace_id(tag) };
+            let start = 1_700_000_000_000_000_000 + i as u64 * 1_000_000;
+            Span {
+                trace_id: trace.to_vec(),
+                span_id: id.to_vec(),
+                name: format!("step-{i}"),
+                kind: 1,
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + 1_000_000,
+                attributes: vec![
+                    str_attr("rl.sequence_id", sequence_id),
+                    str_attr("rl.state", &json!({"step": i}).to_string()),
+                    str_attr("rl.action", r#"{"ok":true}"#),
+                    str_attr("pad", &"p".repeat(200)),
+                ],
+                ..Default::default()
+            }
+        })
+        .collect();
+    request(spans)
+}
+
+#[test]
+fn a_large_request_is_stored_in_parts_in_order_within_the_bytes_budget() {
+    // A bytes budget of 1 MiB: the 5,000-span request below (about 1.6 MB) is larger than all of
+    // it, so it takes the whole budget and goes through alone; its 5,000 spans reach the writer
+    // in parts of 2,048.
+    let s = Server::start(&["--max-inflight-bytes", "1048576"]);
+    let req = many_spans(0x61, "in-parts", 5000, &[100, 2500, 4999]);
+    assert!(req.encoded_len() > 1024 * 1024, "{}", req.encoded_len());
+    let (rejected, message) = export_ok(&s, &req);
+    assert_eq!(rejected, 3, "{message}");
+    assert!(message.contains("span #2500"), "{message}");
+    let (status, seq) = get_json(&s.url("/api/v1/sequences/in-parts?limit=5000"));
+    assert_eq!(status, 200, "{seq}");
+    assert_eq!(seq["triplet_count"], 4997);
+    let triplets = seq["triplets"].as_array().expect("triplets");
+    let steps: Vec<i64> = triplets.iter().map(|t| t["state"]["step"].as_i64().expect("step")).collect();
+    let sent: Vec<i64> = (0..5000).filter(|i| ![100, 2500, 4999].contains(i)).collect();
+    assert_eq!(steps, sent, "the default indexes follow the order sent, across parts");
+    let indexes: Vec<i64> = triplets.iter().map(|t| t["sequence_index"].as_i64().expect("index")).collect();
+    assert_eq!(indexes, (0..4997).collect::<Vec<_>>());
+    // The same request again (an exporter's retry): every span is a duplicate, none stored twice.
+    assert_eq!(export_ok(&s, &req).0, 3);
+    assert_eq!(stats(&s)["spans"], 4997);
+
+    // Three gzip bodies inflating to about 1.2 MB each, sent at once: each needs more than the
+    // budget left by the others, and all of them are stored (a body never waits while holding
+    // part of the budget, so they cannot block each other).
+    let bodies: Vec<Vec<u8>> = (0..3u8).map(|k| gzip(&many_spans(0x70 + k, &format!("gz-{k}"), 3500, &[]).encode_to_vec())).collect();
+    let answers: Vec<(u16, usize)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bodies
+            .iter()
+            .map(|b| {
+                let url = s.url("/v1/traces");
+                scope.spawn(move || {
+                    // A 503 (Retry-After) is retried, as exporters do, a bounded number of times.
+                    for attempt in 1..=20 {
+                        let (status, _, _) = post_raw(&url, PROTOBUF, &[("content-encoding", "gzip")], b.clone());
+                        if status != 503 {
+                            return (status, attempt);
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    (503, 20)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    for (k, (status, attempts)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200, "gzip body {k} after {attempts} attempts");
+    }
+    for k in 0..3 {
+        assert_eq!(sequence_triplets_count(&s, &format!("gz-{k}")), 3500, "gz-{k}");
+    }
+}
+
+fn sequence_triplets_count(s: &Server, sequence_id: &str) -> i64 {
+    let (status, seq) = get_json(&s.url(&format!("/api/v1/sequences/{sequence_id}?limit=1")));
+    assert_eq!(status, 200, "{seq}");
+    seq["triplet_count"].as_i64().expect("count")
+}
+
 #[test]
 fn gzip_bombs_against_default_limits_are_stopped_quickly() {
     let s = Server::start(&[]);
