@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the virtualenv of the instrumentation-library tests (tests/instrumentation/):
 # the openai and anthropic clients, OpenLLMetry, OpenInference and the OpenTelemetry contrib GenAI
-# instrumentations, the OpenTelemetry SDK with its OTLP/HTTP exporter, pytest, all pinned in
+# instrumentations, the OpenTelemetry SDK with its OTLP/HTTP exporter, pytest and ruff, all pinned in
 # tests/instrumentation/requirements.txt, and prints the path of its python on stdout.
 #
 #   py="$(bash .ci/instrumentation-setup.sh)"

@@ -7,6 +7,7 @@ The binary is ``$RLTRACE_BIN``, else ``$CARGO_TARGET_DIR/debug/rltrace``, else t
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -29,14 +30,19 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 # Every library the suite drives: importing them here makes a missing one fail the whole run.
-import anthropic  # noqa: E402,F401
-import openai  # noqa: E402,F401
-import openinference.instrumentation.anthropic  # noqa: E402,F401
-import openinference.instrumentation.openai  # noqa: E402,F401
-import opentelemetry.instrumentation.anthropic  # noqa: E402,F401
-import opentelemetry.instrumentation.openai  # noqa: E402,F401
-import opentelemetry.instrumentation.openai_v2  # noqa: E402,F401
-import opentelemetry.processor.baggage  # noqa: E402,F401
+LIBRARIES = [
+    "openai",
+    "anthropic",
+    "opentelemetry.instrumentation.openai",
+    "opentelemetry.instrumentation.anthropic",
+    "openinference.instrumentation.openai",
+    "openinference.instrumentation.anthropic",
+    "opentelemetry.instrumentation.openai_v2",
+    "opentelemetry.processor.baggage",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+]
+for _library in LIBRARIES:
+    importlib.import_module(_library)
 
 
 def collector_binary() -> Path:
@@ -47,7 +53,9 @@ def collector_binary() -> Path:
         target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
         p = target / "debug" / "rltrace"
     if not p.is_file():
-        raise RuntimeError(f"the collector binary {p} is missing: build it with `cargo build -p rltrace` or set RLTRACE_BIN")
+        raise RuntimeError(
+            f"the collector binary {p} is missing: build it with `cargo build -p rltrace` or set RLTRACE_BIN"
+        )
     return p
 
 

@@ -142,6 +142,7 @@ def main() -> None:
         if library == "openinference":
             chain = oi_tracer(provider).start_as_current_span("plan", openinference_span_kind="chain")
         with chain:
+
             def tool() -> None:
                 tool_call(library, provider, session)
 
@@ -211,7 +212,9 @@ def tool_call(library: str, provider: TracerProvider, session: str) -> None:
         # The Anthropic client links its own spans with gen_ai.conversation.id; the tool span says
         # the same by hand.
         attributes["gen_ai.conversation.id"] = session
-    with tracer.start_as_current_span("execute_tool get_weather", kind=trace.SpanKind.INTERNAL, attributes=attributes) as sp:
+    with tracer.start_as_current_span(
+        "execute_tool get_weather", kind=trace.SpanKind.INTERNAL, attributes=attributes
+    ) as sp:
         time.sleep(0.01)
         sp.set_attribute("gen_ai.tool.call.result", json.dumps(TOOL_RESULT))
 
@@ -239,13 +242,17 @@ def run_openai(cfg: dict[str, Any], report: dict[str, Any], tool: Callable[[], N
     report["stream"] = "".join(parts)
     for fail in ("fail500", "fail400"):
         try:
-            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": fail}], max_tokens=8)
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": fail}], max_tokens=8
+            )
         except openai.APIStatusError as e:
             report["errors"].append(e.status_code)
     client.embeddings.create(model="text-embedding-3-small", input="a prime")
 
 
-def run_anthropic(cfg: dict[str, Any], library: str, session: str, report: dict[str, Any], tool: Callable[[], None]) -> None:
+def run_anthropic(
+    cfg: dict[str, Any], library: str, session: str, report: dict[str, Any], tool: Callable[[], None]
+) -> None:
     import anthropic
 
     if library == "native":

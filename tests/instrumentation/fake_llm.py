@@ -51,7 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, code: int, body: Any, ctype: str = "application/json") -> None:
@@ -73,7 +73,9 @@ class _Handler(BaseHTTPRequestHandler):
             if f"fail{code}" in text:
                 if anthropic:
                     kind = "api_error" if code == 500 else "invalid_request_error"
-                    return self._send(code, {"type": "error", "error": {"type": kind, "message": f"fake failure {code}"}})
+                    return self._send(
+                        code, {"type": "error", "error": {"type": kind, "message": f"fake failure {code}"}}
+                    )
                 kind = "server_error" if code == 500 else "invalid_request_error"
                 return self._send(code, {"error": {"message": f"fake failure {code}", "type": kind, "code": None}})
         if self.path.endswith("/chat/completions"):
@@ -95,10 +97,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat(self, body: dict[str, Any]) -> None:
         if body.get("stream"):
             r = OPENAI_STREAM
-            base = {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": 1767225600, "model": OPENAI_RESPONSE_MODEL}
+            base = {
+                "id": "chatcmpl-stream",
+                "object": "chat.completion.chunk",
+                "created": 1767225600,
+                "model": OPENAI_RESPONSE_MODEL,
+            }
             text = str(r["text"])
             chunks: list[tuple[str | None, Any]] = [
-                (None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}),
+                (
+                    None,
+                    {
+                        **base,
+                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+                    },
+                ),
                 (None, {**base, "choices": [{"index": 0, "delta": {"content": text[:3]}, "finish_reason": None}]}),
                 (None, {**base, "choices": [{"index": 0, "delta": {"content": text[3:]}, "finish_reason": None}]}),
                 (None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": r["finish_reason"]}]}),
@@ -117,7 +130,13 @@ class _Handler(BaseHTTPRequestHandler):
                 "object": "chat.completion",
                 "created": 1767225600,
                 "model": OPENAI_RESPONSE_MODEL,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": r["text"]}, "finish_reason": r["finish_reason"]}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": r["text"]},
+                        "finish_reason": r["finish_reason"],
+                    }
+                ],
                 "usage": {
                     "prompt_tokens": r["prompt_tokens"],
                     "completion_tokens": r["completion_tokens"],
@@ -147,9 +166,18 @@ class _Handler(BaseHTTPRequestHandler):
                         },
                     },
                 ),
-                ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-                ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text[:3]}}),
-                ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text[3:]}}),
+                (
+                    "content_block_start",
+                    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                ),
+                (
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text[:3]}},
+                ),
+                (
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text[3:]}},
+                ),
                 ("content_block_stop", {"type": "content_block_stop", "index": 0}),
                 (
                     "message_delta",

@@ -110,7 +110,9 @@ def check_llm(t: dict[str, Any], e: Expect, kind: str) -> None:
             assert state["temperature"] == pytest.approx(e.temperature), where
         else:
             assert "temperature" not in state, where
-        text, stop, tokens = ("7", e.plain_stop, e.plain_tokens) if kind == "plain" else ("seven", e.stream_stop, e.stream_tokens)
+        text, stop, tokens = (
+            ("7", e.plain_stop, e.plain_tokens) if kind == "plain" else ("seven", e.stream_stop, e.stream_tokens)
+        )
         assert action["llm_response"] == [{"role": "assistant", "content": text}], where
         assert action["llm_stop_reason"] == stop, where
         assert action["llm_response_model"] == e.response_model, where
@@ -174,7 +176,9 @@ def check_run(collector: Collector, report: dict[str, Any], family: str, sequenc
         assert str(a.get("openinference.span.kind", "")).upper() not in ("LLM", "TOOL"), s
     if family.startswith("openai-"):
         # The embeddings call is traced by every OpenAI instrumentation, and is no LLM call.
-        assert any("embedding" in s["name"].lower() or _attrs(s).get("gen_ai.operation.name") == "embeddings" for s in plain), names
+        assert any(
+            "embedding" in s["name"].lower() or _attrs(s).get("gen_ai.operation.name") == "embeddings" for s in plain
+        ), names
     if "openinference" in family:
         assert any(_attrs(s).get("openinference.span.kind") == "CHAIN" for s in plain), names
     return list(triplets)
