@@ -2,8 +2,10 @@
 # The test command: sets up the Python OpenTelemetry SDK and dataset readers used by the tests (a
 # virtualenv under ~/.cache) and Agent Lightning (its own cached virtualenv), runs every test of
 # the workspace, then the Python SDK's checks (mypy --strict, ruff, pytest against the collector
-# binary just built; scripts/test-python-sdk.sh), and ends with one line of totals. Any failure
-# makes it exit non-zero.
+# binary just built; scripts/test-python-sdk.sh), the instrumentation-library tests (OpenLLMetry,
+# OpenInference, the contrib GenAI instrumentation and the Anthropic client's own spans against the
+# same binary, in their own cached virtualenv; scripts/test-instrumentation.sh), and ends with one
+# line of totals. Any failure makes it exit non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${RLTRACE_PYTHON:-}" ] && [ -f .ci/python-setup.sh ]; then
@@ -16,7 +18,8 @@ if [ -z "${RLTRACE_AGL_PYTHON:-}" ] && [ -f .ci/agentlightning-setup.sh ]; then
 fi
 log="$(mktemp)"
 pylog="$(mktemp)"
-trap 'rm -f "$log" "$pylog"' EXIT
+instrlog="$(mktemp)"
+trap 'rm -f "$log" "$pylog" "$instrlog"' EXIT
 set +e
 cargo test --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
@@ -24,6 +27,8 @@ profile=debug
 for a in "$@"; do [ "$a" = "--release" ] && profile=release; done
 RLTRACE_BIN="${RLTRACE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/$profile/rltrace}" bash scripts/test-python-sdk.sh 2>&1 | tee "$pylog"
 pystatus=${PIPESTATUS[0]}
+RLTRACE_BIN="${RLTRACE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/$profile/rltrace}" bash scripts/test-instrumentation.sh 2>&1 | tee "$instrlog"
+instrstatus=${PIPESTATUS[0]}
 set -e
 passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
@@ -33,7 +38,14 @@ pyfailed=$(echo "$pyline" | sed -E 's/.* ([0-9]+) failed.*/\1/')
 pypassed=${pypassed:-0}
 pyfailed=${pyfailed:-0}
 if [ "$pystatus" -ne 0 ] && [ "$pyfailed" -eq 0 ]; then pyfailed=1; fi
+inline="$(grep -E '^instrumentation: [0-9]+ passed, [0-9]+ failed' "$instrlog" | tail -1)"
+inpassed=$(echo "$inline" | sed -E 's/^instrumentation: ([0-9]+) passed.*/\1/')
+infailed=$(echo "$inline" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+inpassed=${inpassed:-0}
+infailed=${infailed:-0}
+if [ "$instrstatus" -ne 0 ] && [ "$infailed" -eq 0 ]; then infailed=1; fi
 echo
-echo "tests: $((passed + pypassed)) passed, $((failed + pyfailed)) failed"
+echo "tests: $((passed + pypassed + inpassed)) passed, $((failed + pyfailed + infailed)) failed"
 [ "$status" -eq 0 ] || exit "$status"
-exit "$pystatus"
+[ "$pystatus" -eq 0 ] || exit "$pystatus"
+exit "$instrstatus"

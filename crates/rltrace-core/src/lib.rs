@@ -1,7 +1,7 @@
 //! Domain types and pure logic of rltrace.
 //!
 //! This crate knows what a span, a triplet, a sequence and a reward event are, how a span becomes a
-//! triplet (the `rl.*` wire conventions, GenAI and OpenInference LLM spans), how reward events reach
+//! triplet (the `rl.*` wire conventions, GenAI, OpenLLMetry and OpenInference LLM and tool spans), how reward events reach
 //! triplets and how the effective reward is computed under a reward policy.
 //!
 //! Invariants: no IO, no async, no wire types (no protobuf, no SQL, no HTTP). Values come in as
@@ -9,6 +9,7 @@
 
 pub mod dataset;
 pub mod export;
+pub mod genai;
 pub mod ids;
 pub mod policy;
 pub mod reward;

@@ -1,11 +1,12 @@
 //! From a span to a triplet: the `rl.*` wire conventions (DESIGN section 3), reward span events,
-//! GenAI evaluation events, Agent Lightning reward spans, and LLM-call spans from agents that use
-//! no rltrace SDK (current `gen_ai.*`, the older flattened `gen_ai.prompt.N.*`, OpenInference `llm.*`).
+//! GenAI evaluation events, Agent Lightning reward spans, and LLM-call and tool-call spans from agents
+//! that use no rltrace SDK (their state and action come from [`crate::genai`]).
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::genai;
 use crate::reward::{Strategy, validate_source};
 use crate::span::{AttrValue, SpanRecord, find};
 use crate::time::{Micros, nanos_to_micros, parse_rfc3339_micros};
@@ -59,6 +60,8 @@ pub struct TripletData {
     pub sequence_end: bool,
     /// The span is an LLM call.
     pub llm_call: bool,
+    /// The span is a tool call (and not an LLM call).
+    pub tool_call: bool,
 }
 
 impl TripletData {
@@ -201,30 +204,25 @@ fn has_rl_claim(span: &SpanRecord) -> bool {
     }) || span.events.iter().any(|e| e.name == "rl.reward")
 }
 
-/// Whether the span is an LLM call by the GenAI, OpenLLMetry or OpenInference conventions.
-pub fn is_llm_call(span: &SpanRecord) -> bool {
-    let s = |k: &str| span.attr(k).and_then(AttrValue::as_str);
-    matches!(s("gen_ai.operation.name"), Some("chat" | "text_completion" | "generate_content"))
-        || matches!(s("llm.request.type"), Some("chat" | "completion"))
-        || s("openinference.span.kind").is_some_and(|k| k.eq_ignore_ascii_case("LLM"))
-        || span.name.contains("openai.chat.completion")
-}
+pub use crate::genai::{is_llm_call, is_tool_call};
 
 fn extract_triplet(ctx: &SpanCtx<'_>) -> Result<Option<TripletData>, String> {
     let span = ctx.span;
     let llm = is_llm_call(span);
-    if !llm && !has_rl_claim(span) {
+    let tool = !llm && is_tool_call(span);
+    if !llm && !tool && !has_rl_claim(span) {
         return Ok(None);
     }
     let mut state = Map::new();
     let mut action = Map::new();
     let mut sequence_id = None;
     if llm {
-        llm_state_action(span, &mut state, &mut action);
-        sequence_id = ["gen_ai.conversation.id", "session.id"]
-            .iter()
-            .find_map(|k| span.attr(k).and_then(AttrValue::as_str).filter(|s| !s.is_empty()))
-            .map(str::to_string);
+        genai::llm_state_action(span, &mut state, &mut action);
+    } else if tool {
+        genai::tool_state_action(span, &mut state, &mut action);
+    }
+    if llm || tool {
+        sequence_id = genai::session_id(span);
     }
 
     // rl.state / rl.action as JSON strings, then the flat keys, which win.
@@ -329,6 +327,7 @@ fn extract_triplet(ctx: &SpanCtx<'_>) -> Result<Option<TripletData>, String> {
         sampling_probability,
         sequence_end,
         llm_call: llm,
+        tool_call: tool,
     }))
 }
 
@@ -384,139 +383,4 @@ fn agentlightning_reward(span: &SpanRecord) -> Option<AnnotationReward> {
     let value = span.attr("agentlightning.reward.0.value").and_then(unit_number)?;
     let name = span.attr("agentlightning.reward.0.name").and_then(AttrValue::as_str).map(str::to_string);
     Some(AnnotationReward { value, name, start_time_unix_nano: span.start_time_unix_nano })
-}
-
-// ----- LLM-call spans -----
-
-const REQUEST_PARAM_PREFIXES: [&str; 2] = ["gen_ai.request.", "llm.request."];
-
-fn llm_state_action(span: &SpanRecord, state: &mut Map<String, Value>, action: &mut Map<String, Value>) {
-    let s = |k: &str| span.attr(k).and_then(AttrValue::as_str).filter(|v| !v.is_empty());
-    if let Some(model) = s("gen_ai.request.model").or(s("llm.model_name")).or(s("gen_ai.response.model")).or(s("llm.request.model")) {
-        state.insert("llm_model".into(), Value::String(model.into()));
-    }
-    if let Some(p) = s("gen_ai.provider.name").or(s("gen_ai.system")).or(s("llm.provider")).or(s("llm.system")) {
-        state.insert("llm_provider".into(), Value::String(p.into()));
-    }
-    for (k, v) in &span.attributes {
-        for prefix in REQUEST_PARAM_PREFIXES {
-            if let Some(param) = k.strip_prefix(prefix)
-                && param != "model"
-                && param != "type"
-                && !param.contains('.')
-            {
-                state.insert(param.to_string(), v.to_json());
-            }
-        }
-    }
-    if let Some(Value::Object(params)) = s("llm.invocation_parameters").and_then(|j| serde_json::from_str(j).ok()) {
-        for (k, v) in params {
-            state.entry(k).or_insert(v);
-        }
-    }
-    let prompt = s("gen_ai.input.messages")
-        .and_then(messages_from_json)
-        .or_else(|| indexed_messages(span, "gen_ai.prompt."))
-        .or_else(|| openinference_messages(span, "llm.input_messages."));
-    if let Some(p) = prompt {
-        state.insert("prompt".into(), p);
-    }
-
-    let response = s("gen_ai.output.messages")
-        .and_then(messages_from_json)
-        .or_else(|| indexed_messages(span, "gen_ai.completion."))
-        .or_else(|| openinference_messages(span, "llm.output_messages."));
-    if let Some(r) = response {
-        action.insert("llm_response".into(), r);
-    }
-    let stop = match span.attr("gen_ai.response.finish_reasons") {
-        Some(AttrValue::Array(a)) => a.first().and_then(AttrValue::as_str).map(str::to_string),
-        Some(AttrValue::Str(s)) => Some(s.clone()),
-        _ => None,
-    }
-    .or_else(|| s("gen_ai.completion.0.finish_reason").map(str::to_string));
-    if let Some(stop) = stop {
-        action.insert("llm_stop_reason".into(), Value::String(stop));
-    }
-    let int = |keys: &[&str]| keys.iter().find_map(|k| span.attr(k).and_then(AttrValue::as_int));
-    if let Some(n) = int(&["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens", "llm.token_count.prompt"]) {
-        action.insert("llm_tokens_in".into(), Value::from(n));
-    }
-    if let Some(n) = int(&["gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.usage.completion_tokens", "llm.token_count.completion"]) {
-        action.insert("llm_tokens_out".into(), Value::from(n));
-    }
-    action.insert("success".into(), Value::Bool(span.status_code != 2));
-    let dur_ns = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano);
-    action.insert("duration_ms".into(), serde_json::Number::from_f64(dur_ns as f64 / 1e6).map_or(Value::Null, Value::Number));
-}
-
-/// `gen_ai.input.messages` / `gen_ai.output.messages`: a JSON array of messages whose content is a
-/// string or a list of parts (`{"type": "text", "content": ...}`), reduced to `{role, content}`.
-fn messages_from_json(json: &str) -> Option<Value> {
-    let Value::Array(items) = serde_json::from_str::<Value>(json).ok()? else { return None };
-    let out = items
-        .into_iter()
-        .map(|m| {
-            let role = m.get("role").cloned().unwrap_or(Value::Null);
-            let content = match (m.get("content"), m.get("parts")) {
-                (Some(c), _) => c.clone(),
-                (None, Some(Value::Array(parts))) => {
-                    let texts: Vec<&str> = parts
-                        .iter()
-                        .filter_map(|p| p.get("content").and_then(Value::as_str))
-                        .collect();
-                    if texts.len() == parts.len() {
-                        Value::String(texts.join(""))
-                    } else {
-                        Value::Array(parts.clone())
-                    }
-                }
-                _ => Value::Null,
-            };
-            let mut msg = Map::new();
-            msg.insert("role".into(), role);
-            msg.insert("content".into(), content);
-            Value::Object(msg)
-        })
-        .collect();
-    Some(Value::Array(out))
-}
-
-/// Flattened messages `<prefix>N.role` / `<prefix>N.content` (older GenAI conventions).
-fn indexed_messages(span: &SpanRecord, prefix: &str) -> Option<Value> {
-    collect_indexed(span, prefix, "role", "content")
-}
-
-/// OpenInference `llm.input_messages.N.message.role` / `.message.content`.
-fn openinference_messages(span: &SpanRecord, prefix: &str) -> Option<Value> {
-    collect_indexed(span, prefix, "message.role", "message.content")
-}
-
-fn collect_indexed(span: &SpanRecord, prefix: &str, role_key: &str, content_key: &str) -> Option<Value> {
-    let mut by_index: BTreeMap<u32, (Value, Value)> = BTreeMap::new();
-    for (k, v) in &span.attributes {
-        let Some(rest) = k.strip_prefix(prefix) else { continue };
-        let Some((n, field)) = rest.split_once('.') else { continue };
-        let Ok(n) = n.parse::<u32>() else { continue };
-        let slot = by_index.entry(n).or_insert((Value::Null, Value::Null));
-        if field == role_key {
-            slot.0 = v.to_json();
-        } else if field == content_key {
-            slot.1 = v.to_json();
-        }
-    }
-    if by_index.is_empty() {
-        return None;
-    }
-    Some(Value::Array(
-        by_index
-            .into_values()
-            .map(|(role, content)| {
-                let mut m = Map::new();
-                m.insert("role".into(), role);
-                m.insert("content".into(), content);
-                Value::Object(m)
-            })
-            .collect(),
-    ))
 }

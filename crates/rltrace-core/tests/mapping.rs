@@ -38,6 +38,32 @@ fn attrs(pairs: Vec<(&str, AttrValue)>) -> Vec<(String, AttrValue)> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
+/// A span with fixed ids and times, status error (code 2), no events.
+fn failed(mut sp: SpanRecord) -> SpanRecord {
+    sp.status_code = 2;
+    sp.status_message = "Error code: 500 - upstream exploded".into();
+    sp
+}
+
+/// The span with these resource attributes.
+fn with_resource(mut sp: SpanRecord, resource: Vec<(&str, AttrValue)>) -> SpanRecord {
+    sp.origin = Arc::new(Origin { resource: attrs(resource), scope_name: "test".into(), scope_version: "1".into() });
+    sp
+}
+
+/// Only the given fields of the outcome's triplet (`null` when it is none).
+fn pick(out: &Value, state_keys: &[&str], action_keys: &[&str]) -> Value {
+    let t = &out["triplet"];
+    if t.is_null() {
+        return out.clone();
+    }
+    let state: serde_json::Map<String, Value> =
+        state_keys.iter().map(|k| (k.to_string(), t["state"][*k].clone())).collect();
+    let action: serde_json::Map<String, Value> =
+        action_keys.iter().map(|k| (k.to_string(), t["action"][*k].clone())).collect();
+    json!({ "sequence_id": t["sequence_id"], "state": state, "action": action })
+}
+
 /// A span with fixed ids and times, status unset, no events.
 fn span(name: &str, attributes: Vec<(&str, AttrValue)>) -> SpanRecord {
     SpanRecord {
@@ -99,6 +125,7 @@ fn triplet_json(t: &TripletData) -> Value {
         "propensity": t.propensity,
         "sequence_end": t.sequence_end,
         "llm_call": t.llm_call,
+        "tool_call": t.tool_call,
     })
 }
 
@@ -494,4 +521,402 @@ fn plain_span_is_not_a_triplet() {
         vec![("gen_ai.evaluation.score.value", AttrValue::Double(0.8))],
     )];
     insta::assert_json_snapshot!(run(sp));
+}
+
+// ----- 13. the model: requested first, the response's kept apart -----
+
+#[test]
+fn llm_model_is_the_requested_one() {
+    let keys_s = ["llm_model"];
+    let keys_a = ["llm_response_model", "success"];
+    let out = cases(vec![
+        (
+            "GenAI: request and response model",
+            pick(
+                &run(span(
+                    "chat gpt-4o-mini",
+                    vec![
+                        ("gen_ai.operation.name", s("chat")),
+                        ("gen_ai.request.model", s("gpt-4o-mini")),
+                        ("gen_ai.response.model", s("gpt-4o-mini-2024-07-18")),
+                    ],
+                )),
+                &keys_s,
+                &keys_a,
+            ),
+        ),
+        (
+            "GenAI: only the response model",
+            pick(
+                &run(span(
+                    "chat",
+                    vec![("gen_ai.operation.name", s("chat")), ("gen_ai.response.model", s("gpt-4o-mini-2024-07-18"))],
+                )),
+                &keys_s,
+                &keys_a,
+            ),
+        ),
+        (
+            "OpenInference OpenAI: llm.model_name is the response's, the request is in the invocation parameters",
+            pick(
+                &run(span(
+                    "ChatCompletion",
+                    vec![
+                        ("openinference.span.kind", s("LLM")),
+                        ("llm.invocation_parameters", s(r#"{"model": "gpt-4o-mini", "max_tokens": 64, "temperature": 0.2}"#)),
+                        ("llm.model_name", s("gpt-4o-mini-2024-07-18")),
+                    ],
+                )),
+                &["llm_model", "max_tokens", "temperature", "model"],
+                &keys_a,
+            ),
+        ),
+        (
+            "OpenInference OpenAI, failed call: no llm.model_name",
+            pick(
+                &run(failed(span(
+                    "ChatCompletion",
+                    vec![
+                        ("openinference.span.kind", s("LLM")),
+                        ("llm.invocation_parameters", s(r#"{"model": "gpt-4o-mini", "max_tokens": 8}"#)),
+                    ],
+                ))),
+                &keys_s,
+                &keys_a,
+            ),
+        ),
+        (
+            "OpenInference Anthropic: llm.request.model_name and llm.response.model_name",
+            pick(
+                &run(span(
+                    "messages.create",
+                    vec![
+                        ("openinference.span.kind", s("LLM")),
+                        ("llm.request.model_name", s("claude-haiku-4-5")),
+                        ("llm.invocation_parameters", s(r#"{"max_tokens": 64}"#)),
+                        ("llm.model_name", s("claude-haiku-4-5-20251001")),
+                        ("llm.response.model_name", s("claude-haiku-4-5-20251001")),
+                    ],
+                )),
+                &["llm_model", "max_tokens", "model_name"],
+                &keys_a,
+            ),
+        ),
+        (
+            "OpenInference Anthropic, failed call: llm.model_name is the requested model, not a response's",
+            pick(
+                &run(failed(span(
+                    "messages.create",
+                    vec![
+                        ("openinference.span.kind", s("LLM")),
+                        ("llm.model_name", s("claude-haiku-4-5")),
+                        ("llm.request.model_name", s("claude-haiku-4-5")),
+                    ],
+                ))),
+                &keys_s,
+                &keys_a,
+            ),
+        ),
+        (
+            "older OpenLLMetry: llm.request.model",
+            pick(
+                &run(span(
+                    "openai.chat",
+                    vec![("llm.request.type", s("chat")), ("llm.request.model", s("gpt-4")), ("llm.request.max_tokens", AttrValue::Int(16))],
+                )),
+                &["llm_model", "max_tokens"],
+                &keys_a,
+            ),
+        ),
+    ]);
+    assert_eq!(out[0]["outcome"]["state"]["llm_model"], "gpt-4o-mini");
+    assert_eq!(out[0]["outcome"]["action"]["llm_response_model"], "gpt-4o-mini-2024-07-18");
+    assert_eq!(out[2]["outcome"]["state"]["llm_model"], "gpt-4o-mini");
+    assert_eq!(out[3]["outcome"]["state"]["llm_model"], "gpt-4o-mini");
+    insta::assert_json_snapshot!(out);
+}
+
+// ----- 14. the stop reason, wherever the libraries put it -----
+
+#[test]
+fn llm_stop_reason_sources() {
+    let llm = |extra: Vec<(&str, AttrValue)>| {
+        let mut a = vec![("gen_ai.operation.name", s("chat")), ("gen_ai.request.model", s("m"))];
+        a.extend(extra);
+        pick(&run(span("chat m", a)), &[], &["llm_stop_reason", "llm_response"])
+    };
+    let oi = |extra: Vec<(&str, AttrValue)>| {
+        let mut a = vec![("openinference.span.kind", s("LLM")), ("llm.model_name", s("m"))];
+        a.extend(extra);
+        pick(&run(span("ChatCompletion", a)), &[], &["llm_stop_reason", "llm_response"])
+    };
+    let out = cases(vec![
+        ("gen_ai.response.finish_reasons array (first)", llm(vec![("gen_ai.response.finish_reasons", AttrValue::Array(vec![s("length"), s("stop")]))])),
+        ("gen_ai.response.finish_reasons as a JSON string", llm(vec![("gen_ai.response.finish_reasons", s(r#"["tool_calls"]"#))])),
+        ("gen_ai.response.finish_reasons plain string", llm(vec![("gen_ai.response.finish_reasons", s("stop"))])),
+        ("older gen_ai.completion.0.finish_reason", llm(vec![("gen_ai.completion.0.finish_reason", s("stop"))])),
+        ("OpenInference llm.finish_reason", oi(vec![("llm.finish_reason", s("end_turn"))])),
+        (
+            "only inside gen_ai.output.messages (streamed, contrib instrumentation)",
+            llm(vec![(
+                "gen_ai.output.messages",
+                s(r#"[{"role":"assistant","parts":[{"content":"seven","type":"text"}],"finish_reason":"length"}]"#),
+            )]),
+        ),
+        (
+            "OpenInference output message finish_reason",
+            oi(vec![
+                ("llm.output_messages.0.message.role", s("assistant")),
+                ("llm.output_messages.0.message.content", s("7")),
+                ("llm.output_messages.0.message.finish_reason", s("stop")),
+            ]),
+        ),
+        ("Anthropic client's own anthropic.message.stop_reason", llm(vec![("anthropic.message.stop_reason", s("end_turn"))])),
+        (
+            "only in OpenInference output.value (OpenAI body)",
+            oi(vec![("output.value", s(r#"{"id":"c0","choices":[{"finish_reason":"content_filter","index":0}]}"#))]),
+        ),
+        (
+            "only in OpenInference output.value (Anthropic body)",
+            oi(vec![("output.value", s(r#"{"id":"msg_0","stop_reason":"max_tokens"}"#))]),
+        ),
+        (
+            "the attribute wins over the output messages",
+            llm(vec![
+                ("gen_ai.response.finish_reasons", AttrValue::Array(vec![s("stop")])),
+                ("gen_ai.output.messages", s(r#"[{"role":"assistant","content":"7","finish_reason":"length"}]"#)),
+            ]),
+        ),
+        ("none", llm(vec![])),
+    ]);
+    let reasons: Vec<Value> = out.as_array().expect("cases").iter().map(|c| c["outcome"]["action"]["llm_stop_reason"].clone()).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            json!("length"), json!("tool_calls"), json!("stop"), json!("stop"), json!("end_turn"), json!("length"),
+            json!("stop"), json!("end_turn"), json!("content_filter"), json!("max_tokens"), json!("stop"), Value::Null
+        ]
+    );
+    insta::assert_json_snapshot!(out);
+}
+
+// ----- 15. token counts of every attribute family -----
+
+#[test]
+fn llm_token_count_families() {
+    let tokens = |name: &str, a: Vec<(&str, AttrValue)>| pick(&run(span(name, a)), &[], &["llm_tokens_in", "llm_tokens_out"]);
+    let out = cases(vec![
+        (
+            "GenAI gen_ai.usage.input_tokens / output_tokens",
+            tokens("chat", vec![("gen_ai.operation.name", s("chat")), ("gen_ai.usage.input_tokens", AttrValue::Int(21)), ("gen_ai.usage.output_tokens", AttrValue::Int(1))]),
+        ),
+        (
+            "older GenAI gen_ai.usage.prompt_tokens / completion_tokens",
+            tokens("openai.chat", vec![("llm.request.type", s("chat")), ("gen_ai.usage.prompt_tokens", AttrValue::Int(22)), ("gen_ai.usage.completion_tokens", AttrValue::Int(2))]),
+        ),
+        (
+            "OpenLLMetry llm.usage.prompt_tokens / completion_tokens",
+            tokens("openai.chat", vec![("llm.request.type", s("completion")), ("llm.usage.prompt_tokens", AttrValue::Int(23)), ("llm.usage.completion_tokens", s("3"))]),
+        ),
+        (
+            "OpenInference llm.token_count.prompt / completion",
+            tokens("ChatCompletion", vec![("openinference.span.kind", s("LLM")), ("llm.token_count.prompt", AttrValue::Int(24)), ("llm.token_count.completion", AttrValue::Int(4)), ("llm.token_count.total", AttrValue::Int(28))]),
+        ),
+    ]);
+    insta::assert_json_snapshot!(out);
+}
+
+// ----- 16. the sequence: conversation, session, association property, resource, trace -----
+
+#[test]
+fn llm_and_tool_sequence_sources() {
+    let chat = |a: Vec<(&str, AttrValue)>| {
+        let mut all = vec![("gen_ai.operation.name", s("chat"))];
+        all.extend(a);
+        span("chat m", all)
+    };
+    let seq = |sp: SpanRecord| run(sp)["triplet"]["sequence_id"].clone();
+    let out = json!({
+        "gen_ai.conversation.id": seq(chat(vec![("gen_ai.conversation.id", s("conv-1")), ("session.id", s("sess-1"))])),
+        "session.id on the span (OpenInference using_session, baggage copied to spans)": seq(chat(vec![("session.id", s("sess-1")), ("traceloop.association.properties.session_id", s("assoc-1"))])),
+        "traceloop.association.properties.session_id (OpenLLMetry)": seq(chat(vec![("traceloop.association.properties.session_id", s("assoc-1"))])),
+        "an integer session id": seq(chat(vec![("session.id", AttrValue::Int(42))])),
+        "session.id on the resource": seq(with_resource(chat(vec![]), vec![("service.name", s("agents")), ("session.id", s("res-1"))])),
+        "the span's association property over the resource": seq(with_resource(chat(vec![("traceloop.association.properties.session_id", s("assoc-1"))]), vec![("session.id", s("res-1"))])),
+        "OpenInference TOOL span with session.id": seq(span("lookup", vec![("openinference.span.kind", s("TOOL")), ("session.id", s("sess-1"))])),
+        "execute_tool span with session.id on the resource": seq(with_resource(span("execute_tool lookup", vec![("gen_ai.operation.name", s("execute_tool"))]), vec![("session.id", s("res-1"))])),
+        "none: the trace": seq(chat(vec![("session.id", s(""))])),
+    });
+    assert_eq!(out["none: the trace"], "0af7651916cd43dd8448eb211c80319c");
+    insta::assert_json_snapshot!(out);
+}
+
+// ----- 17. what the instrumentations write, whole -----
+
+#[test]
+fn llm_span_openinference_anthropic() {
+    let sp = span(
+        "messages.create",
+        vec![
+            ("llm.provider", s("anthropic")),
+            ("llm.system", s("anthropic")),
+            ("input.value", s(r#"{"model": "claude-haiku-4-5", "system": "You are terse.", "messages": [{"role": "user", "content": "Name a prime."}], "max_tokens": 64}"#)),
+            ("input.mime_type", s("application/json")),
+            ("llm.request.model_name", s("claude-haiku-4-5")),
+            ("llm.input_messages.0.message.role", s("system")),
+            ("llm.input_messages.0.message.content", s("You are terse.")),
+            ("llm.input_messages.1.message.role", s("user")),
+            ("llm.input_messages.1.message.content", s("Name a prime.")),
+            ("llm.invocation_parameters", s(r#"{"max_tokens": 64, "stream": true}"#)),
+            ("llm.model_name", s("claude-haiku-4-5-20251001")),
+            ("llm.response.model_name", s("claude-haiku-4-5-20251001")),
+            ("llm.output_messages.0.message.role", s("assistant")),
+            ("llm.finish_reason", s("max_tokens")),
+            ("llm.output_messages.0.message.contents.0.message_content.type", s("text")),
+            ("llm.output_messages.0.message.contents.0.message_content.text", s("sev")),
+            ("llm.output_messages.0.message.contents.1.message_content.type", s("text")),
+            ("llm.output_messages.0.message.contents.1.message_content.text", s("en")),
+            ("llm.token_count.prompt", AttrValue::Int(25)),
+            ("llm.token_count.completion", AttrValue::Int(3)),
+            ("llm.token_count.total", AttrValue::Int(28)),
+            ("openinference.span.kind", s("LLM")),
+            ("session.id", s("sess-anthropic")),
+        ],
+    );
+    let out = run(sp);
+    assert_eq!(out["triplet"]["action"]["llm_response"], json!([{"role": "assistant", "content": "seven"}]));
+    insta::assert_json_snapshot!(out);
+}
+
+#[test]
+fn llm_span_system_instructions_apart() {
+    // OpenLLMetry's Anthropic instrumentation and the Anthropic client's own spans keep the system
+    // prompt in gen_ai.system_instructions, apart from gen_ai.input.messages.
+    let sp = span(
+        "anthropic.chat",
+        vec![
+            ("gen_ai.provider.name", s("anthropic")),
+            ("gen_ai.operation.name", s("chat")),
+            ("gen_ai.request.model", s("claude-haiku-4-5")),
+            ("gen_ai.request.max_tokens", AttrValue::Int(64)),
+            ("gen_ai.system_instructions", s(r#"[{"type": "text", "content": "You are terse."}]"#)),
+            ("gen_ai.input.messages", s(r#"[{"role": "user", "parts": [{"type": "text", "content": "Name a prime."}]}]"#)),
+            ("gen_ai.response.model", s("claude-haiku-4-5-20251001")),
+            ("gen_ai.output.messages", s(r#"[{"role": "assistant", "parts": [{"type": "text", "content": "7"}], "finish_reason": "stop"}]"#)),
+            ("gen_ai.usage.input_tokens", AttrValue::Int(20)),
+            ("gen_ai.usage.output_tokens", AttrValue::Int(1)),
+            ("traceloop.association.properties.session_id", s("sess-openllmetry")),
+        ],
+    );
+    let out = run(sp);
+    assert_eq!(
+        out["triplet"]["state"]["prompt"],
+        json!([{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a prime."}])
+    );
+    assert_eq!(out["triplet"]["sequence_id"], "sess-openllmetry");
+    insta::assert_json_snapshot!(out);
+}
+
+// ----- 18. tool calls -----
+
+#[test]
+fn tool_call_genai_execute_tool() {
+    let sp = span(
+        "execute_tool get_weather",
+        vec![
+            ("gen_ai.operation.name", s("execute_tool")),
+            ("gen_ai.tool.name", s("get_weather")),
+            ("gen_ai.tool.type", s("function")),
+            ("gen_ai.tool.call.id", s("call_7")),
+            ("gen_ai.tool.call.arguments", s(r#"{"city": "Paris"}"#)),
+            ("gen_ai.tool.call.result", s(r#"{"temperature_c": 21}"#)),
+            ("gen_ai.conversation.id", s("conv-7")),
+        ],
+    );
+    let out = run(sp);
+    assert_eq!(out["triplet"]["state"]["tool_arguments"], json!({"city": "Paris"}));
+    assert_eq!(out["triplet"]["tool_call"], true);
+    insta::assert_json_snapshot!(out);
+}
+
+#[test]
+fn tool_call_openinference_and_failures() {
+    let oi = span(
+        "lookup_order",
+        vec![
+            ("openinference.span.kind", s("TOOL")),
+            ("tool.name", s("lookup_order")),
+            ("tool.description", s("Finds an order.")),
+            (
+                "tool.parameters",
+                s(r#"{"type": "object", "title": "lookup_order", "properties": {"order_id": {"type": "integer"}}, "required": ["order_id"]}"#),
+            ),
+            ("input.value", s(r#"{"order_id": 42}"#)),
+            ("input.mime_type", s("application/json")),
+            ("output.value", s("shipped")),
+            ("output.mime_type", s("text/plain")),
+            ("session.id", s("sess-1")),
+        ],
+    );
+    let only_input = span(
+        "search",
+        vec![("openinference.span.kind", s("tool")), ("input.value", s("rust borrow checker")), ("tool_call.id", s("call_9"))],
+    );
+    let mut failed_tool = failed(span(
+        "execute_tool run_sql",
+        vec![("gen_ai.operation.name", s("execute_tool")), ("gen_ai.tool.call.arguments", s("SELECT 1"))],
+    ));
+    failed_tool.status_message = "permission denied".into();
+    let out = cases(vec![
+        ("OpenInference TOOL span", run(oi)),
+        ("OpenInference, arguments only in input.value, lower-case kind", run(only_input)),
+        ("failed execute_tool span, name from the span name, plain-text arguments", run(failed_tool)),
+    ]);
+    assert_eq!(out[0]["outcome"]["triplet"]["state"]["tool_name"], "lookup_order");
+    assert_eq!(out[0]["outcome"]["triplet"]["state"]["tool_arguments"], json!({"order_id": 42}));
+    assert_eq!(out[1]["outcome"]["triplet"]["state"]["tool_name"], "search");
+    assert_eq!(out[2]["outcome"]["triplet"]["state"]["tool_name"], "run_sql");
+    assert_eq!(out[2]["outcome"]["triplet"]["action"]["success"], false);
+    insta::assert_json_snapshot!(out);
+}
+
+#[test]
+fn explicit_rl_wins_over_tool_fields() {
+    let sp = span(
+        "execute_tool get_weather",
+        vec![
+            ("gen_ai.operation.name", s("execute_tool")),
+            ("gen_ai.tool.name", s("get_weather")),
+            ("gen_ai.conversation.id", s("conv-7")),
+            ("rl.sequence_id", s("T-42")),
+            ("rl.state.tool_name", s("weather_v2")),
+            ("rl.action.success", AttrValue::Bool(false)),
+        ],
+    );
+    let out = run(sp);
+    assert_eq!(out["triplet"]["sequence_id"], "T-42");
+    assert_eq!(out["triplet"]["state"]["tool_name"], "weather_v2");
+    assert_eq!(out["triplet"]["action"]["success"], false);
+    insta::assert_json_snapshot!(out);
+}
+
+// ----- 19. the libraries' other spans stay plain spans -----
+
+#[test]
+fn library_spans_that_are_not_llm_or_tool_calls_stay_plain() {
+    let plain = |sp: SpanRecord| run(sp)["triplet"].clone();
+    let out = json!({
+        "GenAI embeddings": plain(span("embeddings text-embedding-3-small", vec![("gen_ai.operation.name", s("embeddings")), ("gen_ai.request.model", s("text-embedding-3-small")), ("gen_ai.usage.input_tokens", AttrValue::Int(3))])),
+        "GenAI invoke_agent": plain(span("invoke_agent planner", vec![("gen_ai.operation.name", s("invoke_agent")), ("gen_ai.agent.name", s("planner")), ("gen_ai.conversation.id", s("conv-7"))])),
+        "OpenLLMetry embedding": plain(span("openai.embeddings", vec![("llm.request.type", s("embedding")), ("gen_ai.request.model", s("text-embedding-3-small"))])),
+        "OpenInference CHAIN": plain(span("agent.run", vec![("openinference.span.kind", s("CHAIN")), ("input.value", s("hi")), ("session.id", s("sess-1"))])),
+        "OpenInference EMBEDDING": plain(span("CreateEmbeddingResponse", vec![("openinference.span.kind", s("EMBEDDING")), ("embedding.model_name", s("text-embedding-3-small"))])),
+        "OpenInference AGENT": plain(span("planner", vec![("openinference.span.kind", s("AGENT"))])),
+        "Traceloop workflow": plain(span("plan.workflow", vec![("traceloop.span.kind", s("workflow")), ("traceloop.association.properties.session_id", s("assoc-1"))])),
+        "HTTP client span of an LLM request": plain(span("POST", vec![("http.request.method", s("POST")), ("url.full", s("http://127.0.0.1:1/v1/chat/completions"))])),
+    });
+    for (case, triplet) in out.as_object().expect("cases") {
+        assert!(triplet.is_null(), "{case} must not be a triplet: {triplet}");
+    }
+    insta::assert_json_snapshot!(out);
 }
