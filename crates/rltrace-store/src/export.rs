@@ -10,9 +10,7 @@ use rltrace_core::export::TripletView;
 use rusqlite::params;
 
 use crate::read::{ReadTx, TripletFilter};
-use crate::rows::{SEQ_COLS, SeqInfo, add_task_events, keyed_events_of_many, rows_of_many, seq_info};
-use rltrace_core::reward::RewardEvent;
-use rltrace_core::sequence::StoredTriplet;
+use crate::rows::{SEQ_COLS, add_task_events, keyed_events_of_many, rows_of_many, seq_info};
 use rltrace_core::sequence::evaluate;
 use crate::{Store, StoreError, Watermarks};
 
@@ -43,21 +41,9 @@ pub struct AsOf {
     pub now: i64,
 }
 
-/// Read parts handed from the reading thread to the evaluating one at most (each up to
-/// [`TRIPLETS_PER_READ`] triplets, or one longer sequence).
-const PARTS_IN_FLIGHT: usize = 2;
-
-/// One sequence as read: its row, its triplet rows and the ledger events that may reach it.
-type ReadSequence = (SeqInfo, Vec<StoredTriplet>, Vec<RewardEvent>);
-
 impl Store {
     /// Stream every triplet that passes `f` to `sink` (which returns `false` to stop), up to
     /// `as_of` (default: the watermarks and the time when it starts). Blocking.
-    ///
-    /// Two threads share the work: one reads runs of sequences from the database (rows and
-    /// ledger events, decoded), the calling one evaluates each sequence and hands its triplets
-    /// to `sink`; at most [`PARTS_IN_FLIGHT`] read parts wait between them, so memory stays
-    /// bounded whatever the store's size.
     pub fn export(
         &self,
         f: &TripletFilter,
@@ -70,58 +56,29 @@ impl Store {
             None => AsOf { watermarks: self.read(|tx| tx.watermarks())?, now: crate::now_micros() },
         };
         let mut counts = ExportCounts { watermarks: as_of.watermarks, ..ExportCounts::default() };
-        let (parts_tx, parts_rx) = std::sync::mpsc::sync_channel::<Result<Vec<ReadSequence>, StoreError>>(PARTS_IN_FLIGHT);
-        std::thread::scope(|scope| -> Result<(), StoreError> {
-            scope.spawn(move || {
-                let mut after = 0i64;
-                loop {
-                    let read = self.read(|tx| read_run(tx, f, as_of, after, &parts_tx));
-                    // Between runs no snapshot is held: let the WAL be checkpointed so that the
-                    // writer can start it over instead of growing it while the export goes on.
-                    self.checkpoint();
-                    match read {
-                        Ok((Some(l), true)) => after = l,
-                        Ok(_) => return,
-                        Err(e) => {
-                            let _ = parts_tx.send(Err(e));
-                            return;
-                        }
-                    }
-                }
-            });
-            // The reading thread stops when this end is dropped (an error or `sink` said stop).
-            for part in parts_rx.iter() {
-                for (info, rows, events) in part? {
-                    let eval = evaluate(&info.sequence_id, rows, &events, policy, as_of.now);
-                    let mut any = false;
-                    for v in &eval.triplets {
-                        if f.keeps(v, eval.complete) {
-                            any = true;
-                            counts.triplets += 1;
-                            counts.rewarded += u64::from(v.effective.reward.is_some());
-                            if !sink(v)? {
-                                counts.sequences += 1;
-                                return Ok(());
-                            }
-                        }
-                    }
-                    counts.sequences += u64::from(any);
-                }
+        let mut after = 0i64;
+        loop {
+            let (last, more) = self.read(|tx| export_chunk(tx, f, policy, as_of, after, &mut counts, sink))?;
+            // Between runs no snapshot is held: let the WAL be checkpointed so that the writer
+            // can start it over instead of growing it while the export goes on.
+            self.checkpoint();
+            match (last, more) {
+                (Some(l), true) => after = l,
+                _ => return Ok(counts),
             }
-            Ok(())
-        })?;
-        Ok(counts)
+        }
     }
 }
 
-/// Read one run of sequences after `after` and send it, a part at a time, to `out`; returns
-/// the last sequence row read and whether to go on (`false` also once `out` is closed).
-fn read_run(
+/// One run of sequences after `after`; returns the last sequence row read and whether to go on.
+fn export_chunk(
     tx: &ReadTx<'_>,
     f: &TripletFilter,
+    policy: &Policy,
     as_of: AsOf,
     after: i64,
-    out: &std::sync::mpsc::SyncSender<Result<Vec<ReadSequence>, StoreError>>,
+    counts: &mut ExportCounts,
+    sink: &mut dyn FnMut(&TripletView) -> Result<bool, StoreError>,
 ) -> Result<(Option<i64>, bool), StoreError> {
     let cols = SEQ_COLS.split(", ").map(|c| format!("q.{c}")).collect::<Vec<_>>().join(", ");
     let mut sql = match (&f.sequence_id, &f.role) {
@@ -168,7 +125,6 @@ fn read_run(
         let mut rows = rows_of_many(tx.tx, &ids, true, as_of.watermarks.span)?;
         let names: Vec<&str> = part.iter().filter(|i| i.reward_events > 0).map(|i| i.sequence_id.as_str()).collect();
         let mut keyed = if names.is_empty() { Default::default() } else { keyed_events_of_many(tx.tx, &names, as_of.watermarks.event)? };
-        let mut read = Vec::with_capacity(part.len());
         for info in part {
             last = Some(info.id);
             let seq_rows = rows.remove(&info.id).unwrap_or_default();
@@ -177,10 +133,20 @@ fn read_run(
             }
             let mut events = keyed.remove(&info.sequence_id).unwrap_or_default();
             add_task_events(tx.tx, info, &seq_rows, as_of.watermarks.event, &mut events)?;
-            read.push((info.clone(), seq_rows, events));
-        }
-        if out.send(Ok(read)).is_err() {
-            return Ok((last, false));
+            let eval = evaluate(&info.sequence_id, seq_rows, &events, policy, as_of.now);
+            let mut any = false;
+            for v in &eval.triplets {
+                if f.keeps(v, eval.complete) {
+                    any = true;
+                    counts.triplets += 1;
+                    counts.rewarded += u64::from(v.effective.reward.is_some());
+                    if !sink(v)? {
+                        counts.sequences += 1;
+                        return Ok((last, false));
+                    }
+                }
+            }
+            counts.sequences += u64::from(any);
         }
     }
     Ok((last, more))

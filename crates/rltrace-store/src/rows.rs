@@ -73,8 +73,7 @@ pub(crate) fn row_cols(full: bool) -> String {
 }
 
 pub(crate) fn stored_triplet(r: &Row<'_>, offset: usize) -> Result<StoredTriplet, StoreError> {
-    let trace_blob: Vec<u8> = r.get(offset + 1)?;
-    let trace_id: [u8; 16] = trace_blob.as_slice().try_into().map_err(|_| StoreError::Corrupt("trace id".into()))?;
+    let trace_id: [u8; 16] = r.get_ref(offset + 1)?.as_blob().ok().and_then(|b| b.try_into().ok()).ok_or_else(|| StoreError::Corrupt("trace id".into()))?;
     let span_id = r.get::<_, i64>(offset + 2)?.to_be_bytes();
     let explicit: Option<String> = r.get(offset + 3)?;
     let components: Option<String> = r.get(offset + 12)?;
