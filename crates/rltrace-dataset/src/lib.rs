@@ -142,19 +142,27 @@ pub fn resolve_as_of(store: &Store, as_of: Option<AsOf>) -> Result<AsOf, StoreEr
     }
 }
 
-/// Export `req` from `store` to `out` up to `as_of` (resolve it first with [`resolve_as_of`]);
-/// `embed_manifest` adds the manifest to the file. Returns the manifest (without the file's
-/// SHA-256, which only the caller can know). `progress` is called once per triplet read.
-pub fn export<W: Write + Send>(
-    store: &Store,
-    policy: &Policy,
-    req: &Request,
-    as_of: AsOf,
-    limits: &Limits,
-    embed_manifest: bool,
-    out: W,
-    progress: &mut dyn FnMut(),
-) -> Result<Value, DatasetError> {
+/// What one export reads and how: the store, the policy, the request, the snapshot (resolve it
+/// first with [`resolve_as_of`]), the memory bounds, and whether the file embeds its manifest.
+pub struct Run<'a> {
+    /// The store read.
+    pub store: &'a Store,
+    /// The reward policy of the effective rewards.
+    pub policy: &'a Policy,
+    /// Shape, format, filters and options.
+    pub req: &'a Request,
+    /// Rows read at most, and "now".
+    pub as_of: AsOf,
+    /// Memory bounds.
+    pub limits: &'a Limits,
+    /// Whether the manifest goes into the file (a last JSONL line, Parquet key-value metadata).
+    pub embed_manifest: bool,
+}
+
+/// Run an export to `out`. Returns the manifest (without the file's SHA-256, which only the
+/// caller can know). `progress` is called once per triplet read.
+pub fn export<W: Write + Send>(run: &Run<'_>, out: W, progress: &mut dyn FnMut()) -> Result<Value, DatasetError> {
+    let Run { store, policy, req, as_of, limits, embed_manifest } = *run;
     check(req)?;
     let mut w = writer(req, out)?;
     let mut counts = Counts::default();

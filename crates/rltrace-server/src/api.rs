@@ -819,7 +819,11 @@ pub async fn export(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Resu
         let limits = st.dataset_limits;
         let result = rltrace_dataset::resolve_as_of(&st.store, as_of).map_err(DatasetError::from).and_then(|as_of| {
             let out = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHANNEL_CHUNK) };
-            rltrace_dataset::export(&st.store, &policy, &req, as_of, &limits, with_manifest, out, &mut || {})
+            rltrace_dataset::export(
+                &rltrace_dataset::Run { store: &st.store, policy: &policy, req: &req, as_of, limits: &limits, embed_manifest: with_manifest },
+                out,
+                &mut || {},
+            )
         });
         if let Err(e) = result {
             match &e {

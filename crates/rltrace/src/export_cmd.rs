@@ -197,7 +197,7 @@ pub(crate) fn run(args: ExportArgs) -> Result<()> {
             let file = std::fs::File::create(&pending.tmp).with_context(|| format!("cannot create {}", pending.tmp.display()))?;
             let mut out = Hashing { inner: std::io::BufWriter::with_capacity(1 << 20, file), sha: Sha256::new() };
             let embed = req.format == Format::Parquet;
-            let m = rltrace_dataset::export(&store, &policy, &req, as_of, &limits, embed, &mut out, &mut progress)
+            let m = rltrace_dataset::export(&rltrace_dataset::Run { store: &store, policy: &policy, req: &req, as_of, limits: &limits, embed_manifest: embed }, &mut out, &mut progress)
                 .with_context(|| format!("export to {} failed (nothing written)", p.display()))?;
             out.flush().context("cannot write export")?;
             let sha = format!("sha256:{}", rltrace_core::ids::to_hex(&out.sha.finalize()));
@@ -214,7 +214,8 @@ pub(crate) fn run(args: ExportArgs) -> Result<()> {
         }
         None => {
             let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
-            let m = rltrace_dataset::export(&store, &policy, &req, as_of, &limits, false, &mut out, &mut progress).context("export failed")?;
+            let m = rltrace_dataset::export(&rltrace_dataset::Run { store: &store, policy: &policy, req: &req, as_of, limits: &limits, embed_manifest: false }, &mut out, &mut progress)
+                .context("export failed")?;
             out.flush().context("cannot write export")?;
             (m, None)
         }
