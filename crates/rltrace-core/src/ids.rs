@@ -53,11 +53,18 @@ pub fn parse_default_triplet_id(s: &str) -> Option<([u8; 16], [u8; 8])> {
 /// upper-case default id, or for an explicit `rl.triplet_id` that happens to look like one, finds
 /// its triplet whatever the case either side used.
 pub fn canonical_triplet_id(triplet_id: &str) -> std::borrow::Cow<'_, str> {
-    if parse_default_triplet_id(triplet_id).is_some() && triplet_id.bytes().any(|b| b.is_ascii_uppercase()) {
+    // Most ids have no upper case: they are looked at once, never parsed.
+    if triplet_id.len() == 48 && triplet_id.bytes().any(|b| b.is_ascii_uppercase()) && parse_default_triplet_id(triplet_id).is_some() {
         std::borrow::Cow::Owned(triplet_id.to_ascii_lowercase())
     } else {
         std::borrow::Cow::Borrowed(triplet_id)
     }
+}
+
+/// Whether two triplet ids name the same triplet: the same [`canonical_triplet_id`], told
+/// without building either when they are equal or differ other than in case.
+pub fn same_triplet_id(a: &str, b: &str) -> bool {
+    a == b || (a.len() == 48 && b.len() == 48 && a.eq_ignore_ascii_case(b) && canonical_triplet_id(a) == canonical_triplet_id(b))
 }
 
 /// `sha256` of `bytes` as lowercase hex.
@@ -69,6 +76,22 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_triplet_id_is_equality_of_canonical_forms() {
+        let lower = "0af7651916cd43dd8448eb211c80319cb7ad6b7169203331";
+        let upper = lower.to_ascii_uppercase();
+        let mixed = format!("{}{}", &upper[..20], &lower[20..]);
+        let explicit_hexlike = "not-a-default-id-but-it-has-forty-eight-chars-XY";
+        let ids = [lower, upper.as_str(), mixed.as_str(), explicit_hexlike, &explicit_hexlike.to_ascii_lowercase(), "t-1", "T-1", ""];
+        for a in ids {
+            for b in ids {
+                assert_eq!(same_triplet_id(a, b), canonical_triplet_id(a) == canonical_triplet_id(b), "{a:?} vs {b:?}");
+            }
+        }
+        assert!(same_triplet_id(lower, &upper));
+        assert!(!same_triplet_id("t-1", "T-1"), "an explicit id is compared as given");
+    }
 
     #[test]
     fn hex_round_trip_and_case() {

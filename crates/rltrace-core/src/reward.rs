@@ -483,7 +483,7 @@ pub fn reaches(e: &RewardEvent, value: f64, sequence_id: &str, triplets: &[Rewar
     let t = &triplets[i];
     match &e.target {
         RewardTarget::Triplet { triplet_id } => {
-            (crate::ids::canonical_triplet_id(t.triplet_id) == crate::ids::canonical_triplet_id(triplet_id)).then_some(value)
+            crate::ids::same_triplet_id(t.triplet_id, triplet_id).then_some(value)
         }
         RewardTarget::Sequence { strategy, .. } => sequence_share(strategy, value, i, triplets.len(), t),
         RewardTarget::Task { task_id, phase } => task_reaches(task_id, phase, sequence_id, t).then_some(value),
