@@ -37,9 +37,10 @@ pub const DEFAULT_MAX_INFLATED_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_CONCURRENT_EXPORTS: usize = 4;
 
 /// Default bound of OTLP/HTTP request bodies (after inflation) being decoded and ingested at
-/// once: 64 MiB. A request waits for its share (or is answered 503 when it cannot have it soon);
-/// one larger than the whole budget takes all of it.
-pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 64 * 1024 * 1024;
+/// once: 16 MiB, the largest body as sent. A request waits for its share (or is answered 503 when
+/// it cannot have it soon); one larger than the whole budget takes all of it. Bodies of the usual
+/// batch sizes (under 4 MiB) are bounded by the request count instead.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 16 * 1024 * 1024;
 
 /// HTTP/2 streams (gRPC requests) in flight on one connection.
 pub const GRPC_MAX_STREAMS_PER_CONNECTION: u32 = 8;
