@@ -13,38 +13,5 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-req="$root/tests/instrumentation/requirements.txt"
-venv="${RLTRACE_INSTR_VENV:-$HOME/.cache/rltrace-instr-venv}"
-python="${PYTHON:-python3}"
-py="$venv/bin/python"
-stamp="$venv/.rltrace-instr-requirements.sha256"
-
-[ -f "$req" ] || { echo "instrumentation-setup: $req not found" >&2; exit 1; }
-want="$(sha256sum "$req" | cut -d' ' -f1)"
-
-if [ -x "$py" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$py" -c 'import sys' 2>/dev/null; then
-  echo "$py"
-  exit 0
-fi
-
-if ! [ -x "$py" ] || ! "$py" -c 'import sys' 2>/dev/null; then
-  echo "instrumentation-setup: creating virtualenv $venv with $("$python" --version 2>&1)" >&2
-  rm -rf "$venv"
-  mkdir -p "$(dirname "$venv")"
-  "$python" -m venv "$venv" >&2
-fi
-rm -f "$stamp"
-echo "instrumentation-setup: installing $req" >&2
-"$py" -m pip install --quiet --disable-pip-version-check -r "$req" >&2
-"$py" -m pip check >&2
-"$py" -c '
-import openai, anthropic
-import opentelemetry.instrumentation.openai, opentelemetry.instrumentation.anthropic
-import openinference.instrumentation.openai, openinference.instrumentation.anthropic
-import opentelemetry.instrumentation.openai_v2
-import opentelemetry.processor.baggage
-import opentelemetry.exporter.otlp.proto.http.trace_exporter
-import pytest
-' >&2
-echo "$want" > "$stamp"
-echo "$py"
+exec bash "$root/.ci/cached-venv.sh" instrumentation-setup "$root/tests/instrumentation/requirements.txt" "${RLTRACE_INSTR_VENV:-$HOME/.cache/rltrace-instr-venv}" .rltrace-instr-requirements.sha256 \
+  '"$py" -m pip check && "$py" -c "import openai, anthropic, opentelemetry.instrumentation.openai, opentelemetry.instrumentation.anthropic, openinference.instrumentation.openai, openinference.instrumentation.anthropic, opentelemetry.instrumentation.openai_v2, opentelemetry.processor.baggage, opentelemetry.exporter.otlp.proto.http.trace_exporter, pytest"'

@@ -12,29 +12,5 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-req="$root/crates/rltrace/tests/python/requirements.txt"
-venv="${RLTRACE_VENV:-$HOME/.cache/rltrace-venv}"
-python="${PYTHON:-python3}"
-py="$venv/bin/python"
-stamp="$venv/.rltrace-requirements.sha256"
-
-[ -f "$req" ] || { echo "python-setup: $req not found" >&2; exit 1; }
-want="$(sha256sum "$req" | cut -d' ' -f1)"
-
-if [ -x "$py" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$py" -c 'import sys' 2>/dev/null; then
-  echo "$py"
-  exit 0
-fi
-
-if ! [ -x "$py" ] || ! "$py" -c 'import sys' 2>/dev/null; then
-  echo "python-setup: creating virtualenv $venv with $("$python" --version 2>&1)" >&2
-  rm -rf "$venv"
-  mkdir -p "$(dirname "$venv")"
-  "$python" -m venv "$venv" >&2
-fi
-rm -f "$stamp"
-echo "python-setup: installing $req" >&2
-"$py" -m pip install --quiet --disable-pip-version-check -r "$req" >&2
-"$py" -c 'import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter, opentelemetry.exporter.otlp.proto.grpc.trace_exporter, pyarrow.parquet, datasets' >&2
-echo "$want" > "$stamp"
-echo "$py"
+exec bash "$root/.ci/cached-venv.sh" python-setup "$root/crates/rltrace/tests/python/requirements.txt" "${RLTRACE_VENV:-$HOME/.cache/rltrace-venv}" .rltrace-requirements.sha256 \
+  '"$py" -c "import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter, opentelemetry.exporter.otlp.proto.grpc.trace_exporter, pyarrow.parquet, datasets"'
