@@ -60,17 +60,7 @@ pub fn inflate_gzip_metered(body: &[u8], max_bytes: usize, reserve: &mut dyn FnM
 
 /// Inflate a gzip body, failing as soon as the output would exceed `max_bytes`.
 pub fn inflate_gzip(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, InflateError> {
-    let decoder = flate2::read::MultiGzDecoder::new(body);
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max_bytes));
-    let limit = (max_bytes as u64).saturating_add(1);
-    decoder
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|e| InflateError::Invalid(e.to_string()))?;
-    if out.len() > max_bytes {
-        return Err(InflateError::TooLarge(max_bytes));
-    }
-    Ok(out)
+    inflate_gzip_metered(body, max_bytes, &mut |_| true)
 }
 
 #[cfg(test)]

@@ -350,12 +350,17 @@ impl Store {
     ) -> Result<(), StoreError> {
         let bytes: usize = spans.iter().map(PreparedSpan::approx_bytes).sum();
         let reply: Reply<IngestOutcome> = Box::new(reply);
-        let deadline = std::time::Instant::now() + wait;
-        let mut op = Op::Spans { spans, bytes, reply };
+        self.enqueue_waiting(Op::Spans { spans, bytes, reply }, bytes, Some(std::time::Instant::now() + wait))
+    }
+
+    /// Queue an operation, waiting while the queue is full (until `deadline`, then
+    /// [`StoreError::Overloaded`]; without one, for as long as it takes). A full queue hands the
+    /// operation back, and the same one is queued again.
+    fn enqueue_waiting(&self, mut op: Op, bytes: usize, deadline: Option<std::time::Instant>) -> Result<(), StoreError> {
         loop {
             match self.try_enqueue(op, bytes) {
                 Ok(()) => return Ok(()),
-                Err((StoreError::Overloaded, back)) if std::time::Instant::now() < deadline => {
+                Err((StoreError::Overloaded, back)) if deadline.is_none_or(|d| std::time::Instant::now() < d) => {
                     op = back;
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
@@ -421,18 +426,7 @@ impl Store {
         let reply: Reply<IngestOutcome> = Box::new(move |r| {
             let _ = tx.send(r);
         });
-        let mut op = Op::Spans { spans, bytes, reply };
-        // A full queue hands the batch back: wait and queue the same batch again.
-        loop {
-            match self.try_enqueue(op, bytes) {
-                Ok(()) => break,
-                Err((StoreError::Overloaded, back)) => {
-                    op = back;
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
+        self.enqueue_waiting(Op::Spans { spans, bytes, reply }, bytes, None)?;
         rx.recv().map_err(|_| StoreError::Closed)?
     }
 
