@@ -3,9 +3,12 @@
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use rltrace_core::span::{AttrValue, Origin, SpanEvent, SpanRecord};
+
+use crate::sink::{Sink, feed};
 
 /// Spans taken from a request, and the messages of the spans that could not be taken.
 #[derive(Debug, Default)]
@@ -20,67 +23,82 @@ pub struct ConvertedSpans {
 /// is not 8 non-zero bytes is rejected with a message; the rest are kept.
 pub fn request_to_spans(req: ExportTraceServiceRequest) -> ConvertedSpans {
     let mut out = ConvertedSpans::default();
-    for chunk in SpanChunks::new(req, usize::MAX) {
-        out.spans.extend(chunk.spans);
-        out.rejected.extend(chunk.rejected);
+    let delivered = for_each_part(req, usize::MAX, |part| {
+        out = part;
+        Ok::<(), std::convert::Infallible>(())
+    });
+    match delivered {
+        Ok(()) => out,
+        Err(never) => match never {},
     }
-    out
 }
 
-/// The spans of a request converted a chunk at a time: each item holds at most `max` spans
-/// (kept and rejected together), in the request's order. Each span's contents move out of the
-/// request as it is converted, so a large request is not held twice.
-pub struct SpanChunks {
-    resources: std::vec::IntoIter<ResourceSpans>,
-    scopes: std::vec::IntoIter<ScopeSpans>,
-    spans: std::iter::Enumerate<std::vec::IntoIter<Span>>,
-    resource: Vec<(String, AttrValue)>,
-    origin: Option<Arc<Origin>>,
+/// The spans of a request converted a part at a time: `deliver` gets parts of at most `max`
+/// spans (kept and rejected together), in the request's order. Each span's contents move out of
+/// the request as it is converted, so a large request is not held twice. The first error of
+/// `deliver` stops the conversion and is returned.
+pub fn for_each_part<E>(req: ExportTraceServiceRequest, max: usize, deliver: impl FnMut(ConvertedSpans) -> Result<(), E>) -> Result<(), E> {
+    let mut parts = Parts::new(max, deliver);
+    feed(req, &mut parts);
+    parts.finish()
+}
+
+/// A sink that converts spans and hands them on in parts of at most `max`.
+pub(crate) struct Parts<F, E> {
+    deliver: F,
     max: usize,
+    resource: Vec<(String, AttrValue)>,
+    origin: Arc<Origin>,
+    index: usize,
+    out: ConvertedSpans,
+    failed: Option<E>,
 }
 
-impl SpanChunks {
-    /// Chunks of at most `max` spans (at least one) of `req`.
-    pub fn new(req: ExportTraceServiceRequest, max: usize) -> SpanChunks {
-        SpanChunks {
-            resources: req.resource_spans.into_iter(),
-            scopes: Vec::new().into_iter(),
-            spans: Vec::new().into_iter().enumerate(),
-            resource: Vec::new(),
-            origin: None,
-            max: max.max(1),
+impl<E, F: FnMut(ConvertedSpans) -> Result<(), E>> Parts<F, E> {
+    pub(crate) fn new(max: usize, deliver: F) -> Parts<F, E> {
+        Parts { deliver, max: max.max(1), resource: Vec::new(), origin: Arc::default(), index: 0, out: ConvertedSpans::default(), failed: None }
+    }
+
+    /// Deliver what is left; the first error of `deliver`, if any.
+    pub(crate) fn finish(mut self) -> Result<(), E> {
+        if let Some(e) = self.failed {
+            return Err(e);
         }
+        if self.out.spans.is_empty() && self.out.rejected.is_empty() {
+            return Ok(());
+        }
+        (self.deliver)(std::mem::take(&mut self.out))
     }
 }
 
-impl Iterator for SpanChunks {
-    type Item = ConvertedSpans;
+impl<E, F: FnMut(ConvertedSpans) -> Result<(), E>> Sink for Parts<F, E> {
+    fn resource(&mut self, resource: Option<Resource>) {
+        self.resource = resource.map(|r| convert_attrs(r.attributes)).unwrap_or_default();
+    }
 
-    fn next(&mut self) -> Option<ConvertedSpans> {
-        let mut out = ConvertedSpans::default();
-        loop {
-            if let Some((i, span)) = self.spans.next() {
-                let origin = self.origin.as_ref().map(Arc::clone).unwrap_or_default();
-                match convert_span(span, origin) {
-                    Ok(s) => out.spans.push(s),
-                    Err(name) => out.rejected.push(format!(
-                        "span #{i} {name:?}: trace_id must be 16 non-zero bytes and span_id 8 non-zero bytes"
-                    )),
-                }
-                if out.spans.len() + out.rejected.len() >= self.max {
-                    return Some(out);
-                }
-            } else if let Some(ss) = self.scopes.next() {
-                let (scope_name, scope_version) = ss.scope.map(|s| (s.name, s.version)).unwrap_or_default();
-                self.origin = Some(Arc::new(Origin { resource: self.resource.clone(), scope_name, scope_version }));
-                self.spans = ss.spans.into_iter().enumerate();
-            } else if let Some(rs) = self.resources.next() {
-                self.resource = rs.resource.map(|r| convert_attrs(r.attributes)).unwrap_or_default();
-                self.scopes = rs.scope_spans.into_iter();
-            } else {
-                return (!out.spans.is_empty() || !out.rejected.is_empty()).then_some(out);
+    fn scope(&mut self, scope: Option<InstrumentationScope>) {
+        let (scope_name, scope_version) = scope.map(|s| (s.name, s.version)).unwrap_or_default();
+        self.origin = Arc::new(Origin { resource: self.resource.clone(), scope_name, scope_version });
+        self.index = 0;
+    }
+
+    fn span(&mut self, span: Span) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        let i = self.index;
+        self.index += 1;
+        match convert_span(span, Arc::clone(&self.origin)) {
+            Ok(s) => self.out.spans.push(s),
+            Err(name) => self.out.rejected.push(format!("span #{i} {name:?}: trace_id must be 16 non-zero bytes and span_id 8 non-zero bytes")),
+        }
+        if self.out.spans.len() + self.out.rejected.len() >= self.max {
+            if let Err(e) = (self.deliver)(std::mem::take(&mut self.out)) {
+                self.failed = Some(e);
+                return false;
             }
         }
+        true
     }
 }
 

@@ -2,7 +2,11 @@
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
+
+use crate::convert::{ConvertedSpans, Parts, for_each_part};
 pub use crate::json::MAX_VALUE_DEPTH;
+use crate::response::Encoding;
+use crate::sink::{Discard, Rebuild};
 
 /// A body that cannot be decoded at all (HTTP 400).
 #[derive(Debug, thiserror::Error)]
@@ -25,10 +29,65 @@ pub fn decode_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeE
 ///
 /// Beyond the specification's integers, enum names (`"SPAN_KIND_SERVER"`, `"STATUS_CODE_ERROR"`)
 /// are accepted, as some exporters write them; hex ids may be in either case; unknown fields are
-/// ignored. Attribute values nest at most [`MAX_VALUE_DEPTH`] levels. See the `json` module for
-/// every reading.
+/// ignored; a field that holds spans or their resource or scope may appear once. Attribute values
+/// nest at most [`MAX_VALUE_DEPTH`] levels. See the `json` module for every reading.
 pub fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeError> {
-    crate::json::decode(body).map_err(|e| DecodeError::Json(e.to_string()))
+    let mut rebuild = Rebuild::default();
+    crate::json::decode_into(body, &mut rebuild).map_err(|e| DecodeError::Json(e.to_string()))?;
+    Ok(rebuild.request)
+}
+
+/// Bodies up to this size are decoded whole, then converted in parts; larger bodies are read twice
+/// instead (checked, then converted as they are read), so that no more than a part of such a body
+/// exists decoded at once.
+pub const DECODE_WHOLE_MAX: usize = 4 << 20;
+
+/// Why [`decode_in_parts`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PartsError<E> {
+    /// The body cannot be decoded; nothing was delivered.
+    #[error(transparent)]
+    Decode(DecodeError),
+    /// The receiver of the parts failed; the parts before were delivered.
+    #[error("{0}")]
+    Deliver(E),
+}
+
+/// Decode a body and hand its spans to `deliver` converted, in parts of at most `max` spans, in
+/// the body's order. A body that cannot be decoded delivers nothing: a large body (over
+/// [`DECODE_WHOLE_MAX`]) is checked whole before its first part is delivered, then read again
+/// part by part, so its decoded spans are never held all at once.
+pub fn decode_in_parts<E>(
+    encoding: Encoding,
+    body: &[u8],
+    max: usize,
+    deliver: impl FnMut(ConvertedSpans) -> Result<(), E>,
+) -> Result<(), PartsError<E>> {
+    if body.len() > DECODE_WHOLE_MAX {
+        let streams = match encoding {
+            Encoding::Json => crate::json::decode_into(body, &mut Discard).map(|()| true).map_err(|e| DecodeError::Json(e.to_string())),
+            // A protobuf body whose resource or scope comes again after its spans is decoded
+            // whole: protobuf merges the copies, so the spans before would get another resource.
+            Encoding::Protobuf => crate::protobuf::walk(body, &mut Discard).map_err(DecodeError::Protobuf),
+        }
+        .map_err(PartsError::Decode)?;
+        if streams {
+            let mut parts = Parts::new(max, deliver);
+            let decoded = match encoding {
+                Encoding::Json => crate::json::decode_into(body, &mut parts).map_err(|e| DecodeError::Json(e.to_string())),
+                Encoding::Protobuf => crate::protobuf::walk(body, &mut parts).map(|_| ()).map_err(DecodeError::Protobuf),
+            };
+            // Only the receiver can stop a body that was checked: its error comes first.
+            parts.finish().map_err(PartsError::Deliver)?;
+            return decoded.map_err(PartsError::Decode);
+        }
+    }
+    let req = match encoding {
+        Encoding::Protobuf => decode_protobuf(body),
+        Encoding::Json => decode_json(body),
+    }
+    .map_err(PartsError::Decode)?;
+    for_each_part(req, max, deliver).map_err(PartsError::Deliver)
 }
 
 #[cfg(test)]
@@ -383,5 +442,145 @@ mod tests {
         assert!(decode_json(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"00"#).is_err());
         assert!(decode_protobuf(&[0xff, 0xff, 0xff]).is_err());
         assert!(decode_protobuf(b"").expect("empty is a valid empty request").resource_spans.is_empty());
+    }
+
+    /// An OTLP/JSON body of `n` spans named `s0`.. under one resource and scope, larger than
+    /// [`DECODE_WHOLE_MAX`] when `pad` is large enough.
+    fn many_json_spans(n: usize, pad: usize) -> String {
+        let spans: Vec<String> = (0..n)
+            .map(|i| {
+                format!(r#"{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"{:016x}","name":"s{i}","attributes":[{{"key":"pad","value":{{"stringValue":"{}"}}}}]}}"#, i + 1, "p".repeat(pad))
+            })
+            .collect();
+        format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},"scopeSpans":[{{"scope":{{"name":"sc"}},"spans":[{}]}}]}}]}}"#,
+            spans.join(",")
+        )
+    }
+
+    fn parts_of(body: &[u8], max: usize) -> Result<Vec<ConvertedSpans>, String> {
+        let mut parts = Vec::new();
+        decode_in_parts(Encoding::Json, body, max, |p| {
+            parts.push(p);
+            Ok::<(), String>(())
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(parts)
+    }
+
+    #[test]
+    fn a_large_json_body_arrives_in_parts_in_order() {
+        let body = many_json_spans(5000, 1000);
+        assert!(body.len() > DECODE_WHOLE_MAX, "{}", body.len());
+        let parts = parts_of(body.as_bytes(), 2048).expect("decodes");
+        assert_eq!(parts.iter().map(|p| p.spans.len()).collect::<Vec<_>>(), vec![2048, 2048, 904]);
+        let names: Vec<String> = parts.iter().flat_map(|p| p.spans.iter().map(|s| s.name.clone())).collect();
+        assert_eq!(names, (0..5000).map(|i| format!("s{i}")).collect::<Vec<_>>());
+        let last = &parts[2].spans[903];
+        assert_eq!((last.origin.scope_name.as_str(), last.origin.resource.len()), ("sc", 1));
+        // The same spans as the whole decoding gives.
+        let whole = crate::request_to_spans(decode_json(body.as_bytes()).expect("decodes"));
+        assert_eq!(whole.spans, parts.into_iter().flat_map(|p| p.spans).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_large_json_body_that_breaks_at_its_end_delivers_nothing() {
+        let body = many_json_spans(5000, 1000);
+        let mut delivered = 0;
+        for broken in [&body[..body.len() - 3], &body.replacen(r#""name":"s4999""#, r#""name":49"#, 1)[..]] {
+            let r = decode_in_parts(Encoding::Json, broken.as_bytes(), 2048, |p| {
+                delivered += p.spans.len();
+                Ok::<(), String>(())
+            });
+            assert!(matches!(r, Err(PartsError::Decode(DecodeError::Json(_)))), "{r:?}");
+        }
+        assert_eq!(delivered, 0, "a body that cannot be decoded delivers no part");
+    }
+
+    #[test]
+    fn the_receivers_error_stops_the_parts() {
+        let body = many_json_spans(5000, 1000);
+        let mut calls = 0;
+        let r = decode_in_parts(Encoding::Json, body.as_bytes(), 1000, |_| {
+            calls += 1;
+            if calls == 2 { Err("queue full") } else { Ok(()) }
+        });
+        assert!(matches!(r, Err(PartsError::Deliver("queue full"))), "{r:?}");
+        assert_eq!(calls, 2, "no part after the failing one");
+    }
+
+    #[test]
+    fn spans_before_their_resource_or_scope_wait_for_it() {
+        // Keys in any order, as JSON allows: the spans still get their resource and scope.
+        let body = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"0000000000000001","name":"a"}],"scope":{"name":"late-scope"}}],
+            "resource":{"attributes":[{"key":"service.name","value":{"stringValue":"late"}}]}},
+            {"resource":{"attributes":[]},"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"0000000000000002","name":"b"}]}]}]}"#;
+        let req = decode_json(body.as_bytes()).expect("decodes");
+        assert_eq!(req.resource_spans.len(), 2);
+        let first = &req.resource_spans[0];
+        assert_eq!(first.resource.as_ref().map(|r| r.attributes.len()), Some(1));
+        assert_eq!(first.scope_spans[0].scope.as_ref().map(|s| s.name.as_str()), Some("late-scope"));
+        assert_eq!(first.scope_spans[0].spans[0].name, "a");
+        assert_eq!(req.resource_spans[1].scope_spans[0].scope, None);
+        let spans = crate::request_to_spans(req).spans;
+        assert_eq!(spans[0].origin.scope_name, "late-scope");
+        assert_eq!(spans[0].origin.resource[0].0, "service.name");
+        assert!(spans[1].origin.resource.is_empty());
+        // A field that holds spans, or their resource or scope, may appear once.
+        for dup in [
+            r#"{"resourceSpans":[],"resourceSpans":[]}"#,
+            r#"{"resourceSpans":[{"resource":{},"resource":{}}]}"#,
+            r#"{"resourceSpans":[{"scopeSpans":[],"scopeSpans":[]}]}"#,
+            r#"{"resourceSpans":[{"scopeSpans":[{"scope":{},"scope":{}}]}]}"#,
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[],"spans":[]}]}]}"#,
+        ] {
+            assert!(decode_err(dup).contains("duplicate field"), "{dup}");
+        }
+    }
+
+    #[test]
+    fn a_large_protobuf_body_arrives_in_parts_and_a_broken_one_delivers_nothing() {
+        use prost::Message as _;
+        let req = decode_json(many_json_spans(5000, 1000).as_bytes()).expect("decodes");
+        let body = req.encode_to_vec();
+        assert!(body.len() > DECODE_WHOLE_MAX, "{}", body.len());
+        let whole = crate::request_to_spans(req.clone()).spans;
+        let mut parts = Vec::new();
+        decode_in_parts(Encoding::Protobuf, &body, 2048, |p| {
+            parts.push(p);
+            Ok::<(), String>(())
+        })
+        .expect("decodes");
+        assert_eq!(parts.iter().map(|p| p.spans.len()).collect::<Vec<_>>(), vec![2048, 2048, 904]);
+        assert_eq!(whole, parts.into_iter().flat_map(|p| p.spans).collect::<Vec<_>>());
+
+        let mut delivered = 0;
+        let r = decode_in_parts(Encoding::Protobuf, &body[..body.len() - 10], 2048, |p| {
+            delivered += p.spans.len();
+            Ok::<(), String>(())
+        });
+        assert!(matches!(r, Err(PartsError::Decode(DecodeError::Protobuf(_)))), "{r:?}");
+        assert_eq!(delivered, 0, "a body that cannot be decoded delivers no part");
+
+        // The resource written after the spans (protobuf allows any field order, and merges a
+        // field that appears twice): every span still gets the resource a whole decoding gives.
+        let mut late = Vec::new();
+        let rs = &req.resource_spans[0];
+        for ss in &rs.scope_spans {
+            prost::encoding::message::encode(2, ss, &mut late);
+        }
+        if let Some(r) = &rs.resource {
+            prost::encoding::message::encode(1, r, &mut late);
+        }
+        let mut body = Vec::new();
+        prost::encoding::bytes::encode(1, &late, &mut body);
+        assert!(body.len() > DECODE_WHOLE_MAX);
+        let mut spans = Vec::new();
+        decode_in_parts(Encoding::Protobuf, &body, 2048, |p| {
+            spans.extend(p.spans);
+            Ok::<(), String>(())
+        })
+        .expect("decodes");
+        assert_eq!(spans, whole);
     }
 }

@@ -19,23 +19,29 @@
 use std::fmt;
 
 use base64::Engine;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status, span};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::sink::{Rebuild, Sink, feed_scopes};
 
 /// Deepest nesting of `arrayValue` / `kvlistValue` inside one attribute value: an attribute whose
 /// value is a list of scalars has depth 1, a list of lists depth 2. Deeper values are an error.
 pub const MAX_VALUE_DEPTH: usize = 16;
 
-/// Decode an OTLP/JSON body (the whole body must be one object, trailing whitespace allowed).
-pub(crate) fn decode(body: &[u8]) -> Result<ExportTraceServiceRequest, serde_json::Error> {
+/// Decode an OTLP/JSON body (the whole body must be one object, trailing whitespace allowed) into
+/// `sink`, a span at a time. Spans reach the sink as they are read when their resource and scope
+/// come before them in the body (the order of the protobuf fields, which exporters follow);
+/// spans placed before their resource or scope are held until it is read.
+pub(crate) fn decode_into(body: &[u8], sink: &mut dyn Sink) -> Result<(), serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let req = de.deserialize_map(RequestV)?;
-    de.end()?;
-    Ok(req)
+    de.deserialize_map(RequestV(sink))?;
+    de.end()
 }
+
+/// The message of the error that ends decoding when the sink stops it.
+pub(crate) const STOPPED: &str = "decoding stopped by the receiver of the spans";
 
 // ----- field names -----
 
@@ -383,22 +389,74 @@ impl<'de> DeserializeSeed<'de> for Base64 {
 
 // ----- messages -----
 
-struct RequestV;
+struct RequestV<'s>(&'s mut dyn Sink);
 
-impl<'de> Visitor<'de> for RequestV {
-    type Value = ExportTraceServiceRequest;
+impl<'de> Visitor<'de> for RequestV<'_> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an OTLP/JSON ExportTraceServiceRequest object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut req = ExportTraceServiceRequest::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = false;
         while let Some(k) = map.next_key::<RequestField>()? {
             match k {
-                RequestField::ResourceSpans => req.resource_spans = next(&mut map, ListOf(Message(ResourceSpansV)))?,
+                RequestField::ResourceSpans => {
+                    once(&mut seen, "resourceSpans")?;
+                    map.next_value_seed(NullOr(Each(&mut *self.0, Element::ResourceSpans)))?;
+                }
                 RequestField::Unknown => skip(&mut map)?,
             }
         }
-        Ok(req)
+        Ok(())
+    }
+}
+
+/// A field that may appear once: a second copy is an error (as in the protobuf JSON mapping),
+/// since the spans read after the first have already been handed on.
+fn once<E: de::Error>(seen: &mut bool, field: &str) -> Result<(), E> {
+    if std::mem::replace(seen, true) {
+        return Err(E::custom(format!("duplicate field `{field}`")));
+    }
+    Ok(())
+}
+
+/// The elements of a JSON array handed to the sink as each is read.
+struct Each<'s>(&'s mut dyn Sink, Element);
+
+/// What an array of [`Each`] holds.
+#[derive(Clone, Copy)]
+enum Element {
+    ResourceSpans,
+    ScopeSpans,
+    Span,
+}
+
+impl<'de> DeserializeSeed<'de> for Each<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Each<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let sink = self.0;
+        match self.1 {
+            Element::ResourceSpans => while seq.next_element_seed(Message(ResourceSpansV(&mut *sink)))?.is_some() {},
+            Element::ScopeSpans => while seq.next_element_seed(Message(ScopeSpansV(&mut *sink)))?.is_some() {},
+            Element::Span => {
+                while let Some(span) = seq.next_element_seed(Message(SpanV))? {
+                    if !sink.span(span) {
+                        return Err(de::Error::custom(STOPPED));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -413,25 +471,57 @@ impl<'de, V: Visitor<'de>> DeserializeSeed<'de> for Message<V> {
     }
 }
 
-#[derive(Clone, Copy)]
-struct ResourceSpansV;
+/// A `ResourceSpans`: its resource goes to the sink first, then its scopes; scopes placed before
+/// the resource are held (rebuilt) until the object ends.
+struct ResourceSpansV<'s>(&'s mut dyn Sink);
 
-impl<'de> Visitor<'de> for ResourceSpansV {
-    type Value = ResourceSpans;
+impl<'de> Visitor<'de> for ResourceSpansV<'_> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a ResourceSpans object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut rs = ResourceSpans::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let sink = self.0;
+        let (mut saw_resource, mut saw_scopes, mut started) = (false, false, false);
+        let mut held = None;
+        let mut waiting: Option<Rebuild> = None;
+        let mut schema_url = String::new();
         while let Some(k) = map.next_key::<ResourceSpansField>()? {
             match k {
-                ResourceSpansField::Resource => rs.resource = map.next_value_seed(NullOr(Message(ResourceV)))?,
-                ResourceSpansField::ScopeSpans => rs.scope_spans = next(&mut map, ListOf(Message(ScopeSpansV)))?,
-                ResourceSpansField::SchemaUrl => rs.schema_url = next(&mut map, plain::<String>())?,
+                ResourceSpansField::Resource => {
+                    once(&mut saw_resource, "resource")?;
+                    let resource = map.next_value_seed(NullOr(Message(ResourceV)))?;
+                    if saw_scopes {
+                        held = resource;
+                    } else {
+                        sink.resource(resource);
+                        started = true;
+                    }
+                }
+                ResourceSpansField::ScopeSpans => {
+                    once(&mut saw_scopes, "scopeSpans")?;
+                    if started {
+                        map.next_value_seed(NullOr(Each(&mut *sink, Element::ScopeSpans)))?;
+                    } else {
+                        let mut rebuild = Rebuild::default();
+                        rebuild.resource(None);
+                        map.next_value_seed(NullOr(Each(&mut rebuild, Element::ScopeSpans)))?;
+                        waiting = Some(rebuild);
+                    }
+                }
+                ResourceSpansField::SchemaUrl => schema_url = next(&mut map, plain::<String>())?,
                 ResourceSpansField::Unknown => skip(&mut map)?,
             }
         }
-        Ok(rs)
+        if !started {
+            sink.resource(held);
+        }
+        let scopes = waiting.map(|w| w.request.resource_spans.into_iter().flat_map(|rs| rs.scope_spans).collect()).unwrap_or_default();
+        if !feed_scopes(scopes, sink) {
+            return Err(de::Error::custom(STOPPED));
+        }
+        sink.end_resource(schema_url);
+        Ok(())
     }
 }
 
@@ -456,25 +546,55 @@ impl<'de> Visitor<'de> for ResourceV {
     }
 }
 
-#[derive(Clone, Copy)]
-struct ScopeSpansV;
+/// A `ScopeSpans`: its scope goes to the sink first, then each span as it is read; spans placed
+/// before the scope are held until the object ends.
+struct ScopeSpansV<'s>(&'s mut dyn Sink);
 
-impl<'de> Visitor<'de> for ScopeSpansV {
-    type Value = ScopeSpans;
+impl<'de> Visitor<'de> for ScopeSpansV<'_> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a ScopeSpans object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut ss = ScopeSpans::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let sink = self.0;
+        let (mut saw_scope, mut saw_spans, mut started) = (false, false, false);
+        let mut held = None;
+        let mut waiting: Vec<Span> = Vec::new();
+        let mut schema_url = String::new();
         while let Some(k) = map.next_key::<ScopeSpansField>()? {
             match k {
-                ScopeSpansField::Scope => ss.scope = map.next_value_seed(NullOr(Message(ScopeV)))?,
-                ScopeSpansField::Spans => ss.spans = next(&mut map, ListOf(Message(SpanV)))?,
-                ScopeSpansField::SchemaUrl => ss.schema_url = next(&mut map, plain::<String>())?,
+                ScopeSpansField::Scope => {
+                    once(&mut saw_scope, "scope")?;
+                    let scope = map.next_value_seed(NullOr(Message(ScopeV)))?;
+                    if saw_spans {
+                        held = scope;
+                    } else {
+                        sink.scope(scope);
+                        started = true;
+                    }
+                }
+                ScopeSpansField::Spans => {
+                    once(&mut saw_spans, "spans")?;
+                    if started {
+                        map.next_value_seed(NullOr(Each(&mut *sink, Element::Span)))?;
+                    } else {
+                        waiting = next(&mut map, ListOf(Message(SpanV)))?;
+                    }
+                }
+                ScopeSpansField::SchemaUrl => schema_url = next(&mut map, plain::<String>())?,
                 ScopeSpansField::Unknown => skip(&mut map)?,
             }
         }
-        Ok(ss)
+        if !started {
+            sink.scope(held);
+        }
+        for span in waiting {
+            if !sink.span(span) {
+                return Err(de::Error::custom(STOPPED));
+            }
+        }
+        sink.end_scope(schema_url);
+        Ok(())
     }
 }
 

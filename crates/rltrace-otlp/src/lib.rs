@@ -8,10 +8,12 @@ mod convert;
 mod decode;
 mod gzip;
 mod json;
+mod protobuf;
 mod response;
+mod sink;
 
-pub use convert::{ConvertedSpans, SpanChunks, request_to_spans};
-pub use decode::{DecodeError, MAX_VALUE_DEPTH, decode_json, decode_protobuf};
+pub use convert::{ConvertedSpans, for_each_part, request_to_spans};
+pub use decode::{DECODE_WHOLE_MAX, DecodeError, MAX_VALUE_DEPTH, PartsError, decode_in_parts, decode_json, decode_protobuf};
 pub use gzip::{INFLATE_STEP, InflateError, inflate_gzip, inflate_gzip_metered};
 pub use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 pub use response::{Encoding, encode_response, encode_status};

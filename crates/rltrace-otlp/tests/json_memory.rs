@@ -2,7 +2,9 @@
 //! (DESIGN section 4: memory stays bounded for JSON bodies too). A value tree of a load-generator
 //! body costs about fifteen times the body; the typed decoder about one and a half times.
 //!
-//! Alone in its test binary so that the process's peak RSS (`VmHWM`) measures this decode only.
+//! Decoded in parts (`decode_in_parts`), a large body costs less than its own size.
+//!
+//! Alone in its test binary so that the process's peak RSS (`VmHWM`) measures these decodes only.
 
 #[cfg(target_os = "linux")]
 fn peak_rss_bytes() -> u64 {
@@ -39,10 +41,30 @@ fn body(spans: u64) -> Vec<u8> {
 
 #[cfg(target_os = "linux")]
 #[test]
-fn decoding_a_json_body_costs_a_small_multiple_of_its_size() {
+fn decoding_a_json_body_costs_a_small_multiple_of_its_size_and_in_parts_less_than_it() {
     const SPANS: u64 = 10_000;
     let body = body(SPANS);
     assert!(body.len() > 12 << 20, "a body of {} bytes", body.len());
+    assert!(body.len() > rltrace_otlp::DECODE_WHOLE_MAX);
+
+    // In parts first (the peak only grows): a part of 2,048 spans at a time exists decoded.
+    let before = peak_rss_bytes();
+    let mut seen = 0;
+    rltrace_otlp::decode_in_parts(rltrace_otlp::Encoding::Json, &body, 2048, |part| {
+        assert!(part.spans.len() <= 2048);
+        seen += part.spans.len() as u64;
+        Ok::<(), String>(())
+    })
+    .expect("valid OTLP/JSON");
+    let grown_in_parts = peak_rss_bytes().saturating_sub(before);
+    assert_eq!(seen, SPANS);
+    assert!(
+        grown_in_parts < body.len() as u64 / 2,
+        "decoding {} MB of OTLP/JSON in parts raised the peak RSS by {} MB",
+        body.len() >> 20,
+        grown_in_parts >> 20
+    );
+
     let before = peak_rss_bytes();
     let req = rltrace_otlp::decode_json(&body).expect("valid OTLP/JSON");
     let grown = peak_rss_bytes().saturating_sub(before);

@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
 use rltrace_core::triplet::analyze;
-use rltrace_otlp::{Encoding, SpanChunks, decode_json, decode_protobuf, encode_response, encode_status};
+use rltrace_otlp::{ConvertedSpans, Encoding, PartsError, encode_response, encode_status};
 use rltrace_store::{StoreError, prepare_spans};
 
 use crate::AppState;
@@ -77,66 +77,85 @@ pub const SPANS_PER_PART: usize = 2048;
 /// How long a later part of an admitted request waits for room in the writer's queue.
 const PART_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Run the ingest pipeline on a decoded request; resolves after the spans are committed.
-///
-/// `permit` bounds the requests being decoded and prepared at once; it is released as soon as
-/// every part's prepared rows are handed to the writer's bounded queue, which bounds the rest. The
-/// first part finding the queue full makes the request overloaded (nothing of it queued); a later
-/// part waits for room. A request that fails after some parts were queued was not acknowledged:
-/// those parts are stored, and the exporter's retry finds them as duplicates.
+/// Run the ingest pipeline on a decoded request (gRPC); resolves after the spans are committed.
 pub async fn ingest(state: &AppState, req: ExportTraceServiceRequest, permit: IngestPermit) -> Result<Accepted, IngestError> {
-    let limits = state.limits.span_limits;
-    let store = state.store.clone();
+    let mut parts = Parts::new(state);
     let work = tokio::task::spawn_blocking(move || {
-        let mut received = 0usize;
-        let mut rejected = Vec::new();
-        let mut replies = Vec::new();
-        for chunk in SpanChunks::new(req, SPANS_PER_PART) {
-            received += chunk.spans.len() + chunk.rejected.len();
-            rejected.extend(chunk.rejected);
-            let mut analyzed = Vec::with_capacity(chunk.spans.len());
-            for span in chunk.spans {
-                match analyze(span, &limits) {
-                    Ok(a) => analyzed.push(a),
-                    Err(msg) => rejected.push(msg),
-                }
-            }
-            let prepared = prepare_spans(analyzed);
-            if prepared.is_empty() {
-                continue;
-            }
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let reply = move |r| {
-                let _ = tx.send(r);
-            };
-            let submitted = if replies.is_empty() { store.submit_spans(prepared, reply) } else { store.submit_spans_within(prepared, reply, PART_WAIT) };
-            if let Err(e) = submitted {
-                return (received, rejected, replies, Some(e));
-            }
-            replies.push(rx);
-        }
-        (received, rejected, replies, None)
+        let failed = rltrace_otlp::for_each_part(req, SPANS_PER_PART, |part| parts.queue(part)).err();
+        (parts, failed)
     });
-    let (received, mut rejected, replies, failed) = work.await.map_err(|e| IngestError::Store(e.to_string()))?;
-    drop(permit);
-    state.metrics.received(received);
-    match failed {
-        None => {}
-        Some(StoreError::Overloaded) => {
-            state.metrics.overloaded();
-            return Err(IngestError::Overloaded);
+    let (parts, failed) = work.await.map_err(|e| IngestError::Store(e.to_string()))?;
+    parts.committed(state, failed, permit).await
+}
+
+/// One request's parts on their way to the writer: each part is analysed, prepared and queued in
+/// turn on a blocking thread, then [`Parts::committed`] waits for the commits.
+///
+/// The request's permit bounds the requests being decoded and prepared at once; it is released
+/// as soon as every part's prepared rows are handed to the writer's bounded queue, which bounds
+/// the rest. The first part finding the queue full makes the request overloaded (nothing of it
+/// queued); a later part waits for room. A request that fails after some parts were queued was
+/// not acknowledged: those parts are stored, and the exporter's retry finds them as duplicates.
+struct Parts {
+    store: rltrace_store::Store,
+    limits: rltrace_core::Limits,
+    received: usize,
+    rejected: Vec<String>,
+    replies: Vec<tokio::sync::oneshot::Receiver<Result<rltrace_store::IngestOutcome, StoreError>>>,
+}
+
+impl Parts {
+    fn new(state: &AppState) -> Parts {
+        Parts { store: state.store.clone(), limits: state.limits.span_limits, received: 0, rejected: Vec::new(), replies: Vec::new() }
+    }
+
+    /// Analyse, prepare and queue one part (blocking: a later part may wait for room).
+    fn queue(&mut self, part: ConvertedSpans) -> Result<(), StoreError> {
+        self.received += part.spans.len() + part.rejected.len();
+        self.rejected.extend(part.rejected);
+        let mut analyzed = Vec::with_capacity(part.spans.len());
+        for span in part.spans {
+            match analyze(span, &self.limits) {
+                Ok(a) => analyzed.push(a),
+                Err(msg) => self.rejected.push(msg),
+            }
         }
-        Some(e) => return Err(IngestError::Store(e.to_string())),
+        let prepared = prepare_spans(analyzed);
+        if prepared.is_empty() {
+            return Ok(());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let reply = move |r| {
+            let _ = tx.send(r);
+        };
+        if self.replies.is_empty() { self.store.submit_spans(prepared, reply) } else { self.store.submit_spans_within(prepared, reply, PART_WAIT) }?;
+        self.replies.push(rx);
+        Ok(())
     }
-    let (mut stored, mut duplicates) = (0, 0);
-    for rx in replies {
-        let outcome = rx.await.map_err(|_| IngestError::Store("store writer stopped".into()))?.map_err(|e| IngestError::Store(e.to_string()))?;
-        stored += outcome.stored;
-        duplicates += outcome.duplicates;
-        rejected.extend(outcome.rejected);
+
+    /// After the last part (or the failure `failed` of one): release the permit, then wait for
+    /// every queued part's commit.
+    async fn committed(self, state: &AppState, failed: Option<StoreError>, permit: IngestPermit) -> Result<Accepted, IngestError> {
+        drop(permit);
+        state.metrics.received(self.received);
+        match failed {
+            None => {}
+            Some(StoreError::Overloaded) => {
+                state.metrics.overloaded();
+                return Err(IngestError::Overloaded);
+            }
+            Some(e) => return Err(IngestError::Store(e.to_string())),
+        }
+        let (mut stored, mut duplicates, mut rejected) = (0, 0, self.rejected);
+        for rx in self.replies {
+            let outcome = rx.await.map_err(|_| IngestError::Store("store writer stopped".into()))?.map_err(|e| IngestError::Store(e.to_string()))?;
+            stored += outcome.stored;
+            duplicates += outcome.duplicates;
+            rejected.extend(outcome.rejected);
+        }
+        state.metrics.outcome(stored, duplicates, rejected.len());
+        Ok(summarize(rejected))
     }
-    state.metrics.outcome(stored, duplicates, rejected.len());
-    Ok(summarize(rejected))
 }
 
 fn summarize(rejected: Vec<String>) -> Accepted {
@@ -235,7 +254,10 @@ pub async fn otlp_http(State(state): State<AppState>, headers: HeaderMap, body: 
     };
     let max_inflated = limits.max_inflated_bytes;
     let runtime = tokio::runtime::Handle::current();
-    let decoded = tokio::task::spawn_blocking(move || -> Result<(ExportTraceServiceRequest, OwnedSemaphorePermit), (StatusCode, i32, String)> {
+    let mut parts = Parts::new(&state);
+    // Inflate, decode and queue the parts on one blocking thread; a body that cannot be decoded
+    // queues nothing (a large OTLP/JSON body is checked whole before its first part).
+    let work = tokio::task::spawn_blocking(move || -> Result<(Parts, Option<StoreError>, OwnedSemaphorePermit), Refusal> {
         let (raw, held) = match content_encoding.as_str() {
             "gzip" | "x-gzip" => {
                 let (inflated, held) = inflate_within_budget(&bytes, max_inflated, held, &budget, total_kib, &runtime)?;
@@ -244,15 +266,14 @@ pub async fn otlp_http(State(state): State<AppState>, headers: HeaderMap, body: 
             "identity" | "" => (bytes, held),
             other => return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, GRPC_INVALID_ARGUMENT, format!("content encoding {other:?} is not supported; use gzip or none"))),
         };
-        match encoding {
-            Encoding::Protobuf => decode_protobuf(&raw),
-            Encoding::Json => decode_json(&raw),
+        match rltrace_otlp::decode_in_parts(encoding, &raw, SPANS_PER_PART, |part| parts.queue(part)) {
+            Ok(()) => Ok((parts, None, held)),
+            Err(PartsError::Deliver(e)) => Ok((parts, Some(e), held)),
+            Err(PartsError::Decode(e)) => Err((StatusCode::BAD_REQUEST, GRPC_INVALID_ARGUMENT, e.to_string())),
         }
-        .map(|req| (req, held))
-        .map_err(|e| (StatusCode::BAD_REQUEST, GRPC_INVALID_ARGUMENT, e.to_string()))
     })
     .await;
-    let (req, held) = match decoded {
+    let (parts, failed, held) = match work {
         Ok(Ok(r)) => r,
         Ok(Err((status, code, msg))) => {
             if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -262,7 +283,7 @@ pub async fn otlp_http(State(state): State<AppState>, headers: HeaderMap, body: 
         }
         Err(e) => return otlp_error(encoding, StatusCode::INTERNAL_SERVER_ERROR, GRPC_INTERNAL, &e.to_string()),
     };
-    match ingest(&state, req, IngestPermit { _request: permit, _bytes: Some(held) }).await {
+    match parts.committed(&state, failed, IngestPermit { _request: permit, _bytes: Some(held) }).await {
         Ok(acc) => {
             let mut resp = (StatusCode::OK, encode_response(encoding, acc.rejected as i64, &acc.message)).into_response();
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
