@@ -40,7 +40,7 @@ pub fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeError
 /// Bodies up to this size are decoded whole, then converted in parts; larger bodies are read twice
 /// instead (checked, then converted as they are read), so that no more than a part of such a body
 /// exists decoded at once.
-pub const DECODE_WHOLE_MAX: usize = 4 << 20;
+pub const DECODE_WHOLE_MAX: usize = 8 << 20;
 
 /// Why [`decode_in_parts`] stopped.
 #[derive(Debug, thiserror::Error)]
@@ -470,7 +470,7 @@ mod tests {
 
     #[test]
     fn a_large_json_body_arrives_in_parts_in_order() {
-        let body = many_json_spans(5000, 1000);
+        let body = many_json_spans(5000, 2000);
         assert!(body.len() > DECODE_WHOLE_MAX, "{}", body.len());
         let parts = parts_of(body.as_bytes(), 2048).expect("decodes");
         assert_eq!(parts.iter().map(|p| p.spans.len()).collect::<Vec<_>>(), vec![2048, 2048, 904]);
@@ -485,7 +485,7 @@ mod tests {
 
     #[test]
     fn a_large_json_body_that_breaks_at_its_end_delivers_nothing() {
-        let body = many_json_spans(5000, 1000);
+        let body = many_json_spans(5000, 2000);
         let mut delivered = 0;
         for broken in [&body[..body.len() - 3], &body.replacen(r#""name":"s4999""#, r#""name":49"#, 1)[..]] {
             let r = decode_in_parts(Encoding::Json, broken.as_bytes(), 2048, |p| {
@@ -499,7 +499,7 @@ mod tests {
 
     #[test]
     fn the_receivers_error_stops_the_parts() {
-        let body = many_json_spans(5000, 1000);
+        let body = many_json_spans(5000, 2000);
         let mut calls = 0;
         let r = decode_in_parts(Encoding::Json, body.as_bytes(), 1000, |_| {
             calls += 1;
@@ -541,7 +541,7 @@ mod tests {
     #[test]
     fn a_large_protobuf_body_arrives_in_parts_and_a_broken_one_delivers_nothing() {
         use prost::Message as _;
-        let req = decode_json(many_json_spans(5000, 1000).as_bytes()).expect("decodes");
+        let req = decode_json(many_json_spans(5000, 2000).as_bytes()).expect("decodes");
         let body = req.encode_to_vec();
         assert!(body.len() > DECODE_WHOLE_MAX, "{}", body.len());
         let whole = crate::request_to_spans(req.clone()).spans;

@@ -875,9 +875,9 @@ fn a_large_request_is_stored_in_parts_in_order_within_the_bytes_budget() {
 #[test]
 fn a_large_json_body_is_checked_whole_then_stored_in_parts() {
     let s = Server::start(&[]);
-    // About 6 MB of OTLP/JSON: more than bodies decoded whole, so it is read twice, checked
+    // About 10 MB of OTLP/JSON: more than bodies decoded whole, so it is read twice, checked
     // first and then converted and stored part by part as it is read.
-    let req = many_spans(0x62, "json-parts", 9_000, &[4500]);
+    let req = many_spans(0x62, "json-parts", 14_000, &[7000]);
     let body = serde_json::to_vec(&req).expect("serialize");
     assert!(body.len() > rltrace_otlp::DECODE_WHOLE_MAX, "{}", body.len());
 
@@ -890,10 +890,18 @@ fn a_large_json_body_is_checked_whole_then_stored_in_parts() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
     let answer = json_of(&answer);
     assert_eq!(json_int(&answer["partialSuccess"]["rejectedSpans"]), Some(1), "{answer}");
-    let (status, seq) = get_json(&s.url("/api/v1/sequences/json-parts?limit=9000"));
-    assert_eq!(status, 200, "{seq}");
-    let steps: Vec<i64> = seq["triplets"].as_array().expect("triplets").iter().map(|t| t["state"]["step"].as_i64().expect("step")).collect();
-    assert_eq!(steps, (0..9_000).filter(|i| *i != 4500).collect::<Vec<_>>(), "stored once each, in the order sent");
+    let mut steps = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = get_json(&s.url(&format!("/api/v1/sequences/json-parts?limit=10000{cursor}")));
+        assert_eq!(status, 200, "{page}");
+        steps.extend(page["triplets"].as_array().expect("triplets").iter().map(|t| t["state"]["step"].as_i64().expect("step")));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(steps, (0..14_000).filter(|i| *i != 7000).collect::<Vec<_>>(), "stored once each, in the order sent");
 }
 
 fn sequence_triplets_count(s: &Server, sequence_id: &str) -> i64 {
