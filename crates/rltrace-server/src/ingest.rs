@@ -174,6 +174,22 @@ fn summarize(rejected: Vec<String>) -> Accepted {
 
 /// Read and discard a request body (up to `max` bytes) so that an early answer leaves the
 /// connection usable and the client sees the answer rather than a reset.
+/// Read a body of at most `max` bytes into one buffer, sized from `Content-Length` when it is
+/// given (within `max`), each frame copied in and freed as it arrives: the body is held once, not
+/// as frames and then again as their concatenation. `Err(None)`: over `max`.
+async fn read_body(mut body: Body, max: usize, length: Option<usize>) -> Result<bytes::Bytes, Option<axum::Error>> {
+    let mut buf = bytes::BytesMut::with_capacity(length.unwrap_or(0).min(max));
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame.map_err(Some)?.data_ref() {
+            if buf.len() + data.len() > max {
+                return Err(None);
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
 async fn drain(mut body: Body, max: usize) {
     let mut seen = 0usize;
     while let Some(Ok(frame)) = body.frame().await {
@@ -218,7 +234,8 @@ pub async fn otlp_http(State(state): State<AppState>, headers: HeaderMap, body: 
         }
     };
     let limits = &state.limits;
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if let Some(len) = length
         && len > limits.max_body_bytes
     {
         return otlp_error(encoding, StatusCode::PAYLOAD_TOO_LARGE, GRPC_RESOURCE_EXHAUSTED, &format!("request body of {len} bytes exceeds the limit of {} bytes", limits.max_body_bytes));
@@ -228,14 +245,12 @@ pub async fn otlp_http(State(state): State<AppState>, headers: HeaderMap, body: 
         drain(body, limits.max_body_bytes).await;
         return otlp_error(encoding, StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, "rltrace is overloaded, retry later");
     };
-    let bytes = match http_body_util::Limited::new(body, limits.max_body_bytes).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                return otlp_error(encoding, StatusCode::PAYLOAD_TOO_LARGE, GRPC_RESOURCE_EXHAUSTED, &format!("request body exceeds the limit of {} bytes", limits.max_body_bytes));
-            }
-            return otlp_error(encoding, StatusCode::BAD_REQUEST, GRPC_INVALID_ARGUMENT, &format!("cannot read request body: {e}"));
+    let bytes = match read_body(body, limits.max_body_bytes, length).await {
+        Ok(b) => b,
+        Err(None) => {
+            return otlp_error(encoding, StatusCode::PAYLOAD_TOO_LARGE, GRPC_RESOURCE_EXHAUSTED, &format!("request body exceeds the limit of {} bytes", limits.max_body_bytes));
         }
+        Err(Some(e)) => return otlp_error(encoding, StatusCode::BAD_REQUEST, GRPC_INVALID_ARGUMENT, &format!("cannot read request body: {e}")),
     };
     // The body's share of the bytes budget, waited for in arrival order (the semaphore is
     // fair), so large bodies are not starved by small ones. A gzip body first takes a guess of
