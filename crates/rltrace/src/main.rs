@@ -7,6 +7,11 @@ mod import;
 mod loadgen;
 mod reward_cmd;
 
+/// jemalloc, with a background thread returning freed pages (`.cargo/config.toml`): glibc's
+/// per-thread arenas kept what large requests freed (docs/BENCHMARKS.md, "OTLP/JSON overload").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
