@@ -154,10 +154,11 @@ fn num_input(id: &str, name: &str, value: String, label: &str) -> Markup {
     html! { label for=(id) { (label) } input id=(id) name=(name) inputmode="decimal" size="6" value=(value); }
 }
 
+/// The form; `current` is the policy its fields show where the query sends nothing (the
+/// proposed policy once read, else the collector's).
 fn form(p: &Params, current: &Policy) -> Markup {
-    let edited = p.get("edit").is_some();
-    // A field shows what was sent, or the current policy's value.
-    let val = |key: &str, cur: String| if edited { p.get(key).unwrap_or("").to_string() } else { cur };
+    // A field shows what was sent, or the policy's value.
+    let val = |key: &str, cur: String| p.get(key).map_or(cur, str::to_string);
     let sources = names(p, "w.", &KNOWN_SOURCES, current.sources.keys().cloned());
     let components = names(p, "c.", &KNOWN_COMPONENTS, current.components.keys().cloned());
     let h = &current.hitl;
@@ -172,7 +173,7 @@ fn form(p: &Params, current: &Policy) -> Markup {
                     thead { tr { th scope="col" { "Source" } th scope="col" { "Weight" } th scope="col" { "Aggregation" } } }
                     tbody {
                         @for s in &sources {
-                            @let agg = if edited { p.get(&format!("a.{s}")).unwrap_or("").to_string() } else { current.sources.get(s).and_then(|x| x.aggregation).map(|a| a.name().to_string()).unwrap_or_default() };
+                            @let agg = p.get(&format!("a.{s}")).map(str::to_string).unwrap_or_else(|| current.sources.get(s).and_then(|x| x.aggregation).map(|a| a.name().to_string()).unwrap_or_default());
                             tr {
                                 th scope="row" { label for={ "w-" (s) } { (s) } }
                                 td { input id={ "w-" (s) } name={ "w." (s) } inputmode="decimal" size="6" value=(val(&format!("w.{s}"), current.source_weight(s).to_string())); }
@@ -254,7 +255,7 @@ fn results(w: &WhatIfResponse, download: &str) -> Markup {
                 @if w.skipped_long_sequences > 0 { ", " (w.skipped_long_sequences) " very long sequences passed over" }
                 "; " strong id="changed-triplets" { (count(w.changed_triplets)) } " triplets change."
             }
-            div class="grid2" {
+            div class="pair" {
                 section {
                     h3 { "Current policy" }
                     (super::charts::histogram("Effective rewards, current policy", &w.current.bins, max, "cur"))
@@ -302,7 +303,9 @@ fn canonical_query(p: &Params) -> String {
 /// `GET /ui/whatif`.
 pub async fn page(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Response {
     let p = Params::parse(raw.as_deref());
-    let outcome = match proposed(&p, &st.policy).and_then(|policy| params(&p, policy)) {
+    let policy = proposed(&p, &st.policy);
+    let shown_policy = policy.as_ref().map_or_else(|_| (*st.policy).clone(), Clone::clone);
+    let outcome = match policy.and_then(|policy| params(&p, policy)) {
         Ok(params) => run(&st, params).await,
         Err(e) => Err(e),
     };
@@ -320,7 +323,7 @@ pub async fn page(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Respon
             code { "POST /api/v1/whatif" } "."
         }
         div class="whatif-layout" {
-            (form(&p, &st.policy))
+            (form(&p, &shown_policy))
             div { (shown) }
         }
     };
