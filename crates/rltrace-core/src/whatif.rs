@@ -244,7 +244,9 @@ pub fn overview(sample: &[SampledSequence], policy: &Policy, now: Micros, bins: 
     let end = points.iter().map(|p| p.0).max().unwrap_or(0).max(start + 1);
     let width = ((end - start) as f64 / buckets as f64).max(1.0);
     let bucket_of = |t: Micros| (((t - start) as f64 / width).floor() as usize).min(buckets - 1);
-    let mut per_role: BTreeMap<&str, (u64, Vec<(f64, u64)>)> = BTreeMap::new();
+    // Per role: rewarded triplets, and per bucket the sum and count of rewards.
+    type Sums = (u64, Vec<(f64, u64)>);
+    let mut per_role: BTreeMap<&str, Sums> = BTreeMap::new();
     for (t, role, r) in &points {
         let entry = per_role.entry(role).or_insert_with(|| (0, vec![(0.0, 0); buckets]));
         entry.0 += 1;
