@@ -74,6 +74,7 @@ pub fn table() -> Vec<Route> {
         Route::get("/ui/whatif", ui::whatif_page::page).undocumented(),
         Route::get("/ui/whatif/policy.toml", ui::whatif_page::download).undocumented(),
         Route::get("/ui/assets/{name}", ui::asset).undocumented(),
+        Route::get("/ui/{*rest}", ui::not_found).undocumented(),
     ]
 }
 

@@ -311,6 +311,9 @@ fn csrf_headers_and_assets() {
     let r = c.get(s.url("/ui")).send().expect("GET");
     assert_eq!(r.status(), 200, "/ui redirects to /ui/");
     assert_eq!(c.get(s.url("/ui/sequences/nope")).send().expect("GET").status(), 404);
+    let r = c.get(s.url("/ui/no/such/page")).send().expect("GET");
+    assert_eq!(r.status(), 404);
+    assert!(r.headers()["content-type"].to_str().is_ok_and(|t| t.starts_with("text/html")), "an HTML page");
     assert_eq!(c.get(s.url("/ui/traces/zz")).send().expect("GET").status(), 400);
 }
 

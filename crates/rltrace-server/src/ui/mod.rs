@@ -112,6 +112,11 @@ pub async fn index_redirect() -> Response {
     see_other("/ui/")
 }
 
+/// Any other `GET /ui/...`: a page saying so (404).
+pub async fn not_found() -> Response {
+    error_page(&ApiError::NotFound("no such page".into()))
+}
+
 /// `GET /ui/assets/{name}`: an embedded asset.
 pub async fn asset(name: Result<Path<String>, PathRejection>) -> Response {
     let found = name.ok().and_then(|Path(n)| page::asset(&n));
