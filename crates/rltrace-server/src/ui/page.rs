@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 use rltrace_core::time::{Micros, format_micros};
 
 /// The stylesheet.
@@ -242,11 +242,6 @@ pub fn asset(name: &str) -> Option<Response> {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     Some(resp)
-}
-
-/// Raw markup for a fixed, trusted string (never for a value from a span).
-pub fn trusted(s: &'static str) -> PreEscaped<&'static str> {
-    PreEscaped(s)
 }
 
 #[cfg(test)]
