@@ -17,6 +17,7 @@ pub mod sequence;
 pub mod span;
 pub mod time;
 pub mod triplet;
+pub mod whatif;
 
 pub use policy::Policy;
 pub use reward::{RewardEvent, RewardTarget, Strategy};

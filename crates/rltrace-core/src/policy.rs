@@ -171,15 +171,35 @@ pub enum PolicyError {
     /// Not valid TOML or not of the policy's shape.
     #[error("policy is not valid: {0}")]
     Parse(String),
-    /// A weight that is negative or not finite.
-    #[error("policy weight of {0} must be a finite number >= 0")]
+    /// A field of the policy's shape that is wrong (unknown, of the wrong type): its path
+    /// (`sources.hitl.weight`) and what is wrong.
+    #[error("{path}: {message}")]
+    Field {
+        /// Dotted path of the field.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A weight that is negative or not finite; its path (`sources.hitl.weight`, `components.success`).
+    #[error("{0}: a policy weight must be a finite number >= 0")]
     Weight(String),
-    /// A value that must be in [0, 1].
-    #[error("policy value {0} must be a number in [0, 1]")]
+    /// A value that must be in [0, 1]; its path (`hitl.approved`).
+    #[error("{0}: a policy value must be a number in [0, 1]")]
     Unit(String),
-    /// A source name that is not `[a-z0-9_.-]{{1,64}}`.
-    #[error("policy names an invalid source: {0}")]
+    /// A source name that is not `[a-z0-9_.-]{{1,64}}`; its path (`sources.HITL`).
+    #[error("{0}: not a valid source name ([a-z0-9_.-], 1 to 64 characters)")]
     Source(String),
+}
+
+impl PolicyError {
+    /// The dotted path of the bad field, when the error names one.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            PolicyError::Parse(_) => None,
+            PolicyError::Field { path, .. } => Some(path),
+            PolicyError::Weight(p) | PolicyError::Unit(p) | PolicyError::Source(p) => Some(p),
+        }
+    }
 }
 
 impl Policy {
@@ -192,15 +212,49 @@ impl Policy {
     /// ```
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
         let p: Policy = toml::from_str(text).map_err(|e| PolicyError::Parse(e.to_string()))?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Read and validate a policy given as JSON (the structure of the TOML file): a field of the
+    /// wrong shape or a value out of range is reported with its dotted path.
+    ///
+    /// ```
+    /// let bad = serde_json::json!({"sources": {"hitl": {"weight": "heavy"}}});
+    /// let e = rltrace_core::Policy::from_json_value(&bad).unwrap_err();
+    /// assert_eq!(e.path(), Some("sources.hitl.weight"));
+    /// ```
+    pub fn from_json_value(value: &serde_json::Value) -> Result<Policy, PolicyError> {
+        let p: Policy = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            if path == "." { PolicyError::Parse(message) } else { PolicyError::Field { path, message } }
+        })?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Read a policy from TOML text like [`Policy::from_json_value`], with the dotted path of a
+    /// bad field; TOML that does not parse at all is [`PolicyError::Parse`].
+    pub fn from_toml_with_paths(text: &str) -> Result<Policy, PolicyError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| PolicyError::Parse(e.to_string()))?;
+        let value = serde_json::to_value(table).map_err(|e| PolicyError::Parse(e.to_string()))?;
+        Policy::from_json_value(&value)
+    }
+
+    /// Check every value: weights finite and >= 0, source names valid, decision values,
+    /// penalties and the fallback in [0, 1].
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let p = self;
         for (name, s) in &p.sources {
-            crate::reward::validate_source(name).map_err(|_| PolicyError::Source(name.clone()))?;
+            crate::reward::validate_source(name).map_err(|_| PolicyError::Source(format!("sources.{name}")))?;
             if !s.weight.is_finite() || s.weight < 0.0 {
-                return Err(PolicyError::Weight(format!("source {name}")));
+                return Err(PolicyError::Weight(format!("sources.{name}.weight")));
             }
         }
         for (name, w) in &p.components {
             if !w.is_finite() || *w < 0.0 {
-                return Err(PolicyError::Weight(format!("component {name}")));
+                return Err(PolicyError::Weight(format!("components.{name}")));
             }
         }
         let unit = |name: &str, v: f64| if v.is_finite() && (0.0..=1.0).contains(&v) { Ok(()) } else { Err(PolicyError::Unit(name.to_string())) };
@@ -214,7 +268,32 @@ impl Policy {
         if let Some(d) = p.default_reward {
             unit("default_reward", d)?;
         }
-        Ok(p)
+        Ok(())
+    }
+
+    /// The policy as the TOML text of a `--policy` file ([`Policy::from_toml`] reads it back to
+    /// the same policy). Durations are written in seconds.
+    pub fn to_toml(&self) -> Result<String, PolicyError> {
+        fn strip_nulls(v: &mut serde_json::Value) {
+            if let serde_json::Value::Object(o) = v {
+                o.retain(|_, x| !x.is_null());
+                o.values_mut().for_each(strip_nulls);
+            }
+        }
+        let mut v = self.to_json();
+        strip_nulls(&mut v);
+        // Plain values first, then tables, as TOML needs them.
+        let mut out = String::new();
+        let mut tables = serde_json::Map::new();
+        let mut plain = serde_json::Map::new();
+        if let serde_json::Value::Object(o) = v {
+            for (k, x) in o {
+                if x.is_object() { tables.insert(k, x); } else { plain.insert(k, x); }
+            }
+        }
+        out.push_str(&toml::to_string(&plain).map_err(|e| PolicyError::Parse(e.to_string()))?);
+        out.push_str(&toml::to_string(&tables).map_err(|e| PolicyError::Parse(e.to_string()))?);
+        Ok(out)
     }
 
     /// Weight of `source` (1 when the policy does not name it).
@@ -297,6 +376,33 @@ mod tests {
         assert_eq!(p.hitl.approved, 1.0);
         assert_eq!(p.defects.high, 0.4);
         assert_eq!(p.defects.critical, 1.0);
+    }
+
+    #[test]
+    fn json_policies_report_the_path_of_a_bad_field() {
+        use serde_json::json;
+        let path = |v: serde_json::Value| Policy::from_json_value(&v).err().and_then(|e| e.path().map(str::to_string));
+        assert_eq!(path(json!({"sources": {"hitl": {"weight": "heavy"}}})).as_deref(), Some("sources.hitl.weight"));
+        assert_eq!(path(json!({"sources": {"hitl": {"weight": -1.0}}})).as_deref(), Some("sources.hitl.weight"));
+        assert_eq!(path(json!({"sources": {"hitl": {"aggregation": "median"}}})).as_deref(), Some("sources.hitl.aggregation"));
+        assert_eq!(path(json!({"hitl": {"approved": 1.5}})).as_deref(), Some("hitl.approved"));
+        assert_eq!(path(json!({"defects": {"Huge": 0.5}})).as_deref(), Some("defects.Huge"));
+        assert_eq!(path(json!({"components": {"success": -0.5}})).as_deref(), Some("components.success"));
+        assert_eq!(path(json!({"sources": {"HITL": {}}})).as_deref(), Some("sources.HITL"));
+        assert!(Policy::from_json_value(&json!({"sources": {"hitl": {"weight": 2.0}}})).is_ok());
+        let e = Policy::from_toml_with_paths("[sources.hitl]\nweight = \"x\"\n").expect_err("bad");
+        assert_eq!(e.path(), Some("sources.hitl.weight"));
+        assert!(Policy::from_toml_with_paths("not toml [").expect_err("bad").path().is_none());
+    }
+
+    #[test]
+    fn toml_text_reads_back_to_the_same_policy() {
+        let text = "reward_wait = \"24h\"\ndefault_reward = 0.3\nsequence_idle = \"1h\"\n[sources.hitl]\nweight = 3.0\naggregation = \"mean\"\n[sources.tests]\nweight = 0.5\n[components]\nsuccess = 0.4\nlatency = 0.2\n[hitl]\napproved_with_changes = 0.6\n[defects]\nHigh = 0.4\n";
+        let p = Policy::from_toml(text).expect("valid");
+        let back = Policy::from_toml(&p.to_toml().expect("toml")).expect("reads back");
+        assert_eq!(back, p);
+        let d = Policy::default();
+        assert_eq!(Policy::from_toml(&d.to_toml().expect("toml")).expect("reads back"), d);
     }
 
     #[test]

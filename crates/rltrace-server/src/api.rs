@@ -23,7 +23,7 @@ use utoipa::IntoParams;
 use crate::AppState;
 use crate::dto::{
     DefectCallback, ErrorBody, Health, HitlCallback, RewardEvent, RewardRequest, RewardRequestTarget, SequenceDetail, SequencePage, Stats,
-    TestsCallback, Trace, TripletDetail, TripletPage,
+    TestsCallback, Trace, TripletDetail, TripletPage, WhatIfRequest, WhatIfResponse,
 };
 use crate::error::ApiError;
 
@@ -339,7 +339,7 @@ pub(crate) fn encode_cursor(tag: &str, pos: i64) -> String {
     rltrace_core::ids::to_hex(format!("{tag}:{pos}").as_bytes())
 }
 
-fn decode_cursor(tag: &str, c: &str) -> Option<i64> {
+pub(crate) fn decode_cursor(tag: &str, c: &str) -> Option<i64> {
     if c.len() % 2 != 0 || c.len() > 64 {
         return None;
     }
@@ -606,7 +606,7 @@ fn opt_non_empty(field: &str, v: Option<String>) -> Result<Option<String>, ApiEr
     v.map(|v| non_empty(field, v)).transpose()
 }
 
-fn parse_reward(body: &Value, header_key: Option<String>) -> Result<NewReward, ApiError> {
+pub(crate) fn parse_reward(body: &Value, header_key: Option<String>) -> Result<NewReward, ApiError> {
     let v = |m: String| ApiError::Validation(m);
     let RewardRequest { target, value, source, reason, idempotency_key, metadata, pending } = typed(body)?;
     let target = match target {
@@ -638,7 +638,7 @@ fn parse_reward(body: &Value, header_key: Option<String>) -> Result<NewReward, A
 
 /// Append a validated reward and answer as the reward API does: 201 new, 200 replay, 409 key
 /// conflict, 404 unknown target.
-async fn append(st: &AppState, req: NewReward) -> Result<Response, ApiError> {
+pub(crate) async fn append(st: &AppState, req: NewReward) -> Result<Response, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     st.store.submit_reward(req, move |r| {
         let _ = tx.send(r);
@@ -779,6 +779,32 @@ pub async fn callback_defects(State(st): State<AppState>, headers: HeaderMap, bo
     let body = json_body(body).await?;
     let req = crate::callbacks::parse_defect(&body, idempotency_header(&headers), &st.policy)?;
     append(&st, req).await
+}
+
+/// Try a reward policy: the distribution of effective rewards under the current and the
+/// proposed policy, and the sequences that change most. Nothing is stored.
+///
+/// Evaluates the most recent sequences matching the filters (at most `sequences`, default 1,000,
+/// at most 10,000; at most 100,000 triplets) and says how many it evaluated and whether older
+/// ones were left out (`bounded`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/whatif",
+    operation_id = "whatIf",
+    tag = "rewards",
+    request_body = WhatIfRequest,
+    responses(
+        (status = 200, description = "Both distributions and the most-changed sequences.", body = WhatIfResponse),
+        (status = 400, description = "The body is not JSON.", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+        (status = 422, description = "Wrong shape, or an invalid policy: the message starts with the bad field's path (`policy.sources.hitl.weight: ...`).", body = ErrorBody),
+        (status = 500, description = "The store failed.", body = ErrorBody),
+    )
+)]
+pub async fn what_if(State(st): State<AppState>, body: Body) -> Result<Json<WhatIfResponse>, ApiError> {
+    let body = json_body(body).await?;
+    let params = crate::whatif::parse_request(&body)?;
+    Ok(Json(crate::whatif::run(&st, params).await?))
 }
 
 // ---------------------------------------------------------------------------------------------

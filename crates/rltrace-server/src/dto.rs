@@ -723,6 +723,127 @@ impl Stats {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What-if
+// ---------------------------------------------------------------------------------------------
+
+/// `POST /api/v1/whatif`: a proposed reward policy and the filters of the sample it is tried on.
+/// Nothing is stored.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WhatIfRequest {
+    /// The proposed policy: the structure of the `--policy` TOML file as JSON
+    /// (`{"sources": {"hitl": {"weight": 3}}, "hitl": {"approved_with_changes": 0.6}}`), or
+    /// `{"toml": "..."}` holding the file's text. Omitted fields take their defaults, as in the file.
+    #[schema(value_type = Object)]
+    pub policy: Value,
+    /// Only this sequence.
+    pub sequence_id: Option<String>,
+    /// Sequences with a triplet of this `state.agent_role`; only that role's triplets are counted.
+    pub role: Option<String>,
+    /// Triplets at or after this time (RFC 3339).
+    #[schema(format = DateTime)]
+    pub since: Option<String>,
+    /// Triplets at or before this time (RFC 3339).
+    #[schema(format = DateTime)]
+    pub until: Option<String>,
+    /// Only triplets of complete (or incomplete) sequences, completeness under the current policy.
+    pub complete: Option<bool>,
+    /// The most recent sequences matching the filters to evaluate, 1 to 10,000 (default 1,000).
+    #[schema(minimum = 1, maximum = 10000)]
+    pub sequences: Option<u64>,
+    /// Histogram bins over [0, 1], 1 to 100 (default 10).
+    #[schema(minimum = 1, maximum = 100)]
+    pub bins: Option<u64>,
+    /// Most-changed sequences returned, 0 to 200 (default 20).
+    #[schema(minimum = 0, maximum = 200)]
+    pub top: Option<u64>,
+}
+
+/// A distribution of effective rewards over the evaluated triplets.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RewardDistribution {
+    /// Triplets per bin: bin `i` of `n` counts rewards in `[i/n, (i+1)/n)`, the last one also 1.0.
+    pub bins: Vec<u64>,
+    /// Mean effective reward of the rewarded triplets; null when none is.
+    #[schema(required)]
+    pub mean: Option<f64>,
+    /// Triplets with an effective reward.
+    pub rewarded: u64,
+    /// Triplets without one.
+    pub unrewarded: u64,
+}
+
+impl From<rltrace_core::whatif::Histogram> for RewardDistribution {
+    fn from(h: rltrace_core::whatif::Histogram) -> Self {
+        let (rewarded, mean) = (h.rewarded(), h.mean());
+        let rltrace_core::whatif::Histogram { bins, unrewarded, sum: _ } = h;
+        RewardDistribution { bins, mean, rewarded, unrewarded }
+    }
+}
+
+/// One sequence whose rewards change under the proposed policy.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChangedSequence {
+    /// Mean over its counted triplets of the absolute change of the effective reward (a reward
+    /// that appears or vanishes counts 1).
+    pub change: f64,
+    /// Triplets whose effective reward differs.
+    pub changed_triplets: u64,
+    /// Mean effective reward under the current policy.
+    #[schema(required)]
+    pub current_mean: Option<f64>,
+    /// Mean effective reward under the proposed policy.
+    #[schema(required)]
+    pub proposed_mean: Option<f64>,
+    /// The sequence id.
+    pub sequence_id: String,
+    /// Triplets counted.
+    pub triplets: u64,
+}
+
+impl From<rltrace_core::whatif::Changed> for ChangedSequence {
+    fn from(c: rltrace_core::whatif::Changed) -> Self {
+        let rltrace_core::whatif::Changed { sequence_id, triplets, changed_triplets, current_mean, proposed_mean, change } = c;
+        ChangedSequence { change, changed_triplets: changed_triplets as u64, current_mean, proposed_mean, sequence_id, triplets: triplets as u64 }
+    }
+}
+
+/// The answer of `POST /api/v1/whatif`: both distributions over the same triplets and the
+/// sequences that change most. Computed on the most recent sequences matching the filters, at
+/// most `max_sequences` of them; nothing is stored.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WhatIfResponse {
+    /// The sample stopped at a bound (sequences, triplets or rows looked at) before the oldest
+    /// matching sequence: older ones were not evaluated.
+    pub bounded: bool,
+    /// Triplets whose effective reward differs between the two policies.
+    pub changed_triplets: u64,
+    /// Under the collector's current policy.
+    pub current: RewardDistribution,
+    /// The current policy's hash (`sha256:...`, as in export manifests).
+    pub current_policy_hash: String,
+    /// Sequences evaluated.
+    pub evaluated_sequences: u64,
+    /// Triplets counted (those the filters keep).
+    pub evaluated_triplets: u64,
+    /// The bound on sequences evaluated for this request.
+    pub max_sequences: u64,
+    /// The sequences whose rewards change most, largest change first.
+    pub most_changed: Vec<ChangedSequence>,
+    /// The proposed policy as read, every default filled in (JSON).
+    #[schema(value_type = Object)]
+    pub policy: Value,
+    /// The proposed policy's hash.
+    pub policy_hash: String,
+    /// The proposed policy as a `--policy` TOML file.
+    pub policy_toml: String,
+    /// Under the proposed policy.
+    pub proposed: RewardDistribution,
+    /// Sequences passed over because they alone exceed the triplet bound (100,000).
+    pub skipped_long_sequences: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
 // Request bodies
 // ---------------------------------------------------------------------------------------------
 

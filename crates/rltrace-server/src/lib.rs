@@ -13,6 +13,8 @@ pub mod ingest;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod ui;
+pub mod whatif;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::MethodRouter;
 
-use crate::{AppState, api, ingest};
+use crate::{AppState, api, ingest, ui};
 
 /// One route: a method on a path template.
 pub struct Route {
@@ -17,7 +17,7 @@ pub struct Route {
     /// The path template, as axum and OpenAPI write it (`/api/v1/sequences/{sequence_id}`).
     pub path: &'static str,
     /// Whether `/openapi.json` documents it: everything but OTLP's `POST /v1/traces`, which the
-    /// OpenTelemetry specification defines.
+    /// OpenTelemetry specification defines, and the web UI's pages under `/ui`.
     pub documented: bool,
     handler: MethodRouter<AppState>,
 }
@@ -54,12 +54,27 @@ pub fn table() -> Vec<Route> {
         Route::post("/api/v1/callbacks/hitl", api::callback_hitl),
         Route::post("/api/v1/callbacks/tests", api::callback_tests),
         Route::post("/api/v1/callbacks/defects", api::callback_defects),
+        Route::post("/api/v1/whatif", api::what_if),
         Route::get("/api/v1/export", api::export),
         Route::get("/api/v1/stats", api::stats),
         Route::get("/healthz", api::healthz),
         Route::get("/readyz", api::readyz),
         Route::get("/metrics", api::metrics),
         Route::get("/openapi.json", api::openapi),
+        // The web UI: HTML pages, not part of the REST API's document.
+        Route::get("/ui", ui::index_redirect).undocumented(),
+        Route::get("/ui/", ui::views::overview).undocumented(),
+        Route::get("/ui/sequences", ui::views::sequences).undocumented(),
+        Route::get("/ui/sequences/{sequence_id}", ui::views::sequence).undocumented(),
+        Route::post("/ui/sequences/{sequence_id}/rewards", ui::add_reward).undocumented(),
+        Route::get("/ui/triplets/{triplet_id}", ui::views::triplet).undocumented(),
+        Route::get("/ui/traces/{trace_id}", ui::views::trace).undocumented(),
+        Route::get("/ui/review", ui::review::queue).undocumented(),
+        Route::post("/ui/review", ui::review::decide).undocumented(),
+        Route::get("/ui/whatif", ui::whatif_page::page).undocumented(),
+        Route::get("/ui/whatif/policy.toml", ui::whatif_page::download).undocumented(),
+        Route::get("/ui/assets/{name}", ui::asset).undocumented(),
+        Route::get("/ui/{*rest}", ui::not_found).undocumented(),
     ]
 }
 

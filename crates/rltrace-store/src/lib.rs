@@ -14,6 +14,7 @@ mod ledger;
 mod migrate;
 mod prepare;
 mod read;
+mod recent;
 mod rewarded;
 mod rows;
 mod schema;
@@ -33,6 +34,7 @@ use rusqlite::Connection;
 
 pub use prepare::{PreparedSpan, prepare_spans};
 pub use export::{AsOf, ExportCounts, SEQUENCES_PER_READ};
+pub use recent::RecentSample;
 pub use read::{Counts, Page, ReadTx, SequenceDetail, SequenceFilter, SequenceSummary, Stats, TripletDetail, TripletFilter};
 pub use schema::{Migration, SCHEMA_VERSION};
 pub use spans::SpanOut;
