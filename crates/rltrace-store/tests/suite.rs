@@ -448,3 +448,34 @@ fn triplet_pages_of_a_sequence_match_the_whole_sequence() {
         }
     }
 }
+
+/// The sample the what-if and the overview read: the newest sequences first, by role when asked,
+/// within the bounds on sequences and triplets (a sequence longer than the triplet bound is passed
+/// over and counted), or one sequence by name; each with all its rows and the events reaching it.
+#[test]
+fn recent_sequences_are_newest_first_within_their_bounds() {
+    let (_d, store) = temp_store();
+    for seq in 0..6u32 {
+        let role = if seq % 2 == 0 { "Code" } else { "Test" };
+        let n = if seq == 4 { 5 } else { 2 };
+        let spans = (0..n).map(|k| triplet_span(10 + seq, k, &format!("r-{seq}"), &[("rl.state.agent_role", s(role))])).collect();
+        store.ingest_blocking(prepare(spans)).expect("ingest");
+    }
+    created(store.append_reward_blocking(on_sequence("r-5", Strategy::Uniform, Some(1.0), "hitl")));
+    let names = |f: &SequenceFilter, limit: usize, max: usize| {
+        let sample = store.read(|tx| tx.recent_sequences(f, None, limit, max)).expect("read");
+        let names: Vec<String> = sample.sequences.iter().map(|q| q.sequence_id.clone()).collect();
+        (names, sample.skipped_long, sample.bounded)
+    };
+    let all = SequenceFilter::default();
+    assert_eq!(names(&all, 100, 100), (vec!["r-5", "r-4", "r-3", "r-2", "r-1", "r-0"].into_iter().map(String::from).collect(), 0, false));
+    assert_eq!(names(&all, 2, 100), (vec!["r-5".to_string(), "r-4".to_string()], 0, true), "the sequence bound");
+    assert_eq!(names(&all, 100, 4), (vec!["r-5".to_string(), "r-3".to_string()], 1, true), "r-4 (5 triplets) is over the triplet bound alone; r-2 would pass it");
+    let code = SequenceFilter { role: Some("Code".into()), ..SequenceFilter::default() };
+    assert_eq!(names(&code, 100, 100).0, vec!["r-4", "r-2", "r-0"]);
+    let one = store.read(|tx| tx.recent_sequences(&all, Some("r-5"), 100, 100)).expect("read");
+    assert_eq!(one.sequences.len(), 1);
+    assert_eq!(one.sequences[0].rows.len(), 2);
+    assert_eq!(one.sequences[0].events.len(), 1, "the sequence reward reaching it");
+    assert!(store.read(|tx| tx.recent_sequences(&all, Some("absent"), 100, 100)).expect("read").sequences.is_empty());
+}
