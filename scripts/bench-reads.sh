@@ -2,7 +2,8 @@
 # Read paths at scale (DESIGN section 8): fills a new store through a running collector with
 # `rltrace loadgen --fill` (default 10,000,000 triplets in 1,000,000 sequences, one of them
 # 10,000 triplets long: task-0), then times each read of section 8 with curl, five runs each
-# (the median and the slowest are printed). Loopback only; the fill is bounded in count and time.
+# (the median and the slowest are printed), then every web UI page the same way. Loopback only; the
+# fill is bounded in count and time.
 # Usage: scripts/bench-reads.sh [TRIPLETS] [SEQUENCES] [DIR]   (DIR holding a filled store is reused;
 # SKIP_EXPORT=1 leaves out the export of every triplet)
 set -euo pipefail
@@ -70,6 +71,30 @@ for t in 11 222 3333 44444 555555; do
     "$S/callbacks/defects"
 done
 timed "GET /stats (after the rewards)" "$S/stats"
+
+# The web UI's pages (DESIGN section 8: each under 200 ms); each must answer 200 first.
+page() {
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$2")
+  [ "$code" = 200 ] || { echo "   $1 answered $code"; exit 1; }
+  timed "$@"
+}
+echo "== web UI pages"
+U="http://$HTTP/ui"
+TRIPLET=$(curl -s "$S/triplets?sequence_id=$MID&limit=1" | sed -E 's/.*"triplet_id":"([^"]+)".*/\1/')
+TRACE=$(curl -s "$S/triplets?sequence_id=$MID&limit=1" | sed -E 's/.*"trace_id":"([^"]+)".*/\1/')
+page "/ui/ (overview: counts, charts over the newest 500 sequences)" "$U/"
+page "/ui/sequences (first page of 50)" "$U/sequences"
+page "/ui/sequences?role=Code&rewarded=true" "$U/sequences?role=Code&rewarded=true"
+page "/ui/sequences?review=pending" "$U/sequences?review=pending"
+page "/ui/sequences/$MID (a 10-triplet sequence)" "$U/sequences/$MID"
+page "/ui/sequences/task-0 (10,000 triplets: the first 50)" "$U/sequences/task-0"
+page "/ui/triplets/{id} (a triplet of $MID)" "$U/triplets/$TRIPLET"
+page "/ui/traces/{id} (its trace)" "$U/traces/$TRACE"
+page "/ui/review (the queue, 20 oldest)" "$U/review"
+page "/ui/whatif (the newest 1,000 sequences, current policy)" "$U/whatif"
+page "/ui/whatif?edit=1&w.hitl=3&a.hitl=mean (an edited policy)" "$U/whatif?edit=1&w.hitl=3&a.hitl=mean"
+page "/ui/whatif?...&role=Code&sequences=200" "$U/whatif?edit=1&w.hitl=3&role=Code&sequences=200"
 [ "${SKIP_EXPORT:-0}" = 1 ] && exit 0
 echo "== export of every triplet"
 /usr/bin/time -f "   %e s wall, %M KB max RSS of curl" curl -s -o "$WORK/export.jsonl" "$S/export?format=jsonl"

@@ -27,63 +27,59 @@ pub(crate) fn walk(mut buf: &[u8], sink: &mut dyn Sink) -> Result<bool, String> 
 }
 
 /// One `ResourceSpans`: `resource` (1), `scope_spans` (2), `schema_url` (3).
-fn resource_spans(mut buf: &[u8], sink: &mut dyn Sink) -> Result<bool, String> {
-    let (mut resource, mut started, mut ordered, mut schema_url) = (None::<Resource>, false, true, String::new());
-    while !buf.is_empty() {
-        let (tag, wire) = decode_key(&mut buf).map_err(|e| e.to_string())?;
-        match tag {
-            1 => {
-                let msg = field(&mut buf, wire, tag)?;
-                ordered &= !started;
-                resource.get_or_insert_with(Resource::default).merge(msg).map_err(|e| e.to_string())?;
-            }
-            2 => {
-                if !started {
-                    sink.resource(resource.take());
-                    started = true;
-                }
-                ordered &= scope_spans(field(&mut buf, wire, tag)?, sink)?;
-            }
-            3 => string(wire, &mut schema_url, &mut buf)?,
-            _ => skip(wire, tag, &mut buf)?,
-        }
-    }
-    if !started {
-        sink.resource(resource);
-    }
-    sink.end_resource(schema_url);
-    Ok(ordered)
+fn resource_spans(buf: &[u8], sink: &mut dyn Sink) -> Result<bool, String> {
+    level::<Resource>(buf, sink, |s, r| s.resource(r), scope_spans, |s, url| s.end_resource(url))
 }
 
 /// One `ScopeSpans`: `scope` (1), `spans` (2), `schema_url` (3).
-fn scope_spans(mut buf: &[u8], sink: &mut dyn Sink) -> Result<bool, String> {
-    let (mut scope, mut started, mut ordered, mut schema_url) = (None::<InstrumentationScope>, false, true, String::new());
+fn scope_spans(buf: &[u8], sink: &mut dyn Sink) -> Result<bool, String> {
+    level::<InstrumentationScope>(buf, sink, |s, scope| s.scope(scope), span, |s, url| s.end_scope(url))
+}
+
+/// One span, decoded whole by prost and handed on.
+fn span(buf: &[u8], sink: &mut dyn Sink) -> Result<bool, String> {
+    let span = Span::decode(buf).map_err(|e| e.to_string())?;
+    if !sink.span(span) {
+        return Err(crate::json::STOPPED.to_string());
+    }
+    Ok(true)
+}
+
+/// A level of the request (`ResourceSpans` or `ScopeSpans`): its header message (field 1, the
+/// resource or scope, merged when it appears again, as protobuf does) goes to `begin` before the
+/// first of its children (field 2, each read by `child`), its schema URL (field 3) to `end`.
+/// `false` when the header came again after a child.
+fn level<H: Message + Default>(
+    mut buf: &[u8],
+    sink: &mut dyn Sink,
+    begin: fn(&mut dyn Sink, Option<H>),
+    child: fn(&[u8], &mut dyn Sink) -> Result<bool, String>,
+    end: fn(&mut dyn Sink, String),
+) -> Result<bool, String> {
+    let (mut header, mut started, mut ordered, mut schema_url) = (None::<H>, false, true, String::new());
     while !buf.is_empty() {
         let (tag, wire) = decode_key(&mut buf).map_err(|e| e.to_string())?;
         match tag {
             1 => {
                 let msg = field(&mut buf, wire, tag)?;
                 ordered &= !started;
-                scope.get_or_insert_with(InstrumentationScope::default).merge(msg).map_err(|e| e.to_string())?;
+                header.get_or_insert_with(H::default).merge(msg).map_err(|e| e.to_string())?;
             }
             2 => {
                 if !started {
-                    sink.scope(scope.take());
+                    begin(sink, header.take());
                     started = true;
                 }
-                let span = Span::decode(field(&mut buf, wire, tag)?).map_err(|e| e.to_string())?;
-                if !sink.span(span) {
-                    return Err(crate::json::STOPPED.to_string());
-                }
+                ordered &= child(field(&mut buf, wire, tag)?, sink)?;
             }
             3 => string(wire, &mut schema_url, &mut buf)?,
             _ => skip(wire, tag, &mut buf)?,
         }
     }
     if !started {
-        sink.scope(scope);
+        begin(sink, header);
     }
-    sink.end_scope(schema_url);
+    end(sink, schema_url);
     Ok(ordered)
 }
 
