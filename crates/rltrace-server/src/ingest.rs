@@ -79,7 +79,7 @@ const PART_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Run the ingest pipeline on a decoded request (gRPC); resolves after the spans are committed.
 pub async fn ingest(state: &AppState, req: ExportTraceServiceRequest, permit: IngestPermit) -> Result<Accepted, IngestError> {
-    let mut parts = Parts::new(state);
+    let mut parts = RequestParts::new(state);
     let work = tokio::task::spawn_blocking(move || {
         let failed = rltrace_otlp::for_each_part(req, SPANS_PER_PART, |part| parts.queue(part)).err();
         (parts, failed)
@@ -89,14 +89,14 @@ pub async fn ingest(state: &AppState, req: ExportTraceServiceRequest, permit: In
 }
 
 /// One request's parts on their way to the writer: each part is analysed, prepared and queued in
-/// turn on a blocking thread, then [`Parts::committed`] waits for the commits.
+/// turn on a blocking thread, then [`RequestParts::committed`] waits for the commits.
 ///
 /// The request's permit bounds the requests being decoded and prepared at once; it is released
 /// as soon as every part's prepared rows are handed to the writer's bounded queue, which bounds
 /// the rest. The first part finding the queue full makes the request overloaded (nothing of it
 /// queued); a later part waits for room. A request that fails after some parts were queued was
 /// not acknowledged: those parts are stored, and the exporter's retry finds them as duplicates.
-struct Parts {
+struct RequestParts {
     store: rltrace_store::Store,
     limits: rltrace_core::Limits,
     received: usize,
@@ -104,9 +104,9 @@ struct Parts {
     replies: Vec<tokio::sync::oneshot::Receiver<Result<rltrace_store::IngestOutcome, StoreError>>>,
 }
 
-impl Parts {
-    fn new(state: &AppState) -> Parts {
-        Parts { store: state.store.clone(), limits: state.limits.span_limits, received: 0, rejected: Vec::new(), replies: Vec::new() }
+impl RequestParts {
+    fn new(state: &AppState) -> RequestParts {
+        RequestParts { store: state.store.clone(), limits: state.limits.span_limits, received: 0, rejected: Vec::new(), replies: Vec::new() }
     }
 
     /// Analyse, prepare and queue one part (blocking: a later part may wait for room).
@@ -269,10 +269,10 @@ pub async fn otlp_http(State(state): State<AppState>, headers: HeaderMap, body: 
     };
     let max_inflated = limits.max_inflated_bytes;
     let runtime = tokio::runtime::Handle::current();
-    let mut parts = Parts::new(&state);
+    let mut parts = RequestParts::new(&state);
     // Inflate, decode and queue the parts on one blocking thread; a body that cannot be decoded
     // queues nothing (a large OTLP/JSON body is checked whole before its first part).
-    let work = tokio::task::spawn_blocking(move || -> Result<(Parts, Option<StoreError>, OwnedSemaphorePermit), Refusal> {
+    let work = tokio::task::spawn_blocking(move || -> Result<(RequestParts, Option<StoreError>, OwnedSemaphorePermit), Refusal> {
         let (raw, held) = match content_encoding.as_str() {
             "gzip" | "x-gzip" => {
                 let (inflated, held) = inflate_within_budget(&bytes, max_inflated, held, &budget, total_kib, &runtime)?;

@@ -71,17 +71,12 @@ pub fn csrf_field() -> Markup {
     html! { input type="hidden" name="csrf" value=(csrf_token()); }
 }
 
+/// Everything but the unreserved characters of RFC 3986.
+const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 /// Percent-encode a path segment or query value (everything but unreserved characters).
 pub fn pct(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, NOT_UNRESERVED).to_string()
 }
 
 /// A query string from pairs, leaving out empty values (`?a=1&b=x`), or "" for none.
