@@ -5,7 +5,8 @@
 # binary just built; scripts/test-python-sdk.sh), the instrumentation-library tests (OpenLLMetry,
 # OpenInference, the contrib GenAI instrumentation and the Anthropic client's own spans against the
 # same binary, in their own cached virtualenv; scripts/test-instrumentation.sh), and ends with one
-# line of totals. Any failure makes it exit non-zero.
+# line of totals. A PostgreSQL server for the tests is started on loopback first (and stopped at
+# the end) unless RLTRACE_TEST_POSTGRES names one. Any failure makes it exit non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${RLTRACE_PYTHON:-}" ] && [ -f .ci/python-setup.sh ]; then
@@ -19,7 +20,21 @@ fi
 log="$(mktemp)"
 pylog="$(mktemp)"
 instrlog="$(mktemp)"
-trap 'rm -f "$log" "$pylog" "$instrlog"' EXIT
+pgdir=""
+cleanup() {
+  rm -f "$log" "$pylog" "$instrlog"
+  if [ -n "$pgdir" ]; then bash scripts/postgres.sh stop "$pgdir" || true; fi
+}
+trap cleanup EXIT
+# The PostgreSQL half of the store's conformance suite and the multi-collector tests run against
+# a throwaway server on loopback (scripts/postgres.sh), unless RLTRACE_TEST_POSTGRES names one.
+if [ -z "${RLTRACE_TEST_POSTGRES:-}" ]; then
+  pgdir="$(mktemp -d /tmp/rltrace-pg.XXXXXX)"
+  RLTRACE_TEST_POSTGRES="$(bash scripts/postgres.sh start "$pgdir")"
+  export RLTRACE_TEST_POSTGRES
+  export RLTRACE_TEST_POSTGRES_DIR="$pgdir"
+  echo "postgres for the tests: ${RLTRACE_TEST_POSTGRES%%:*}://...@${RLTRACE_TEST_POSTGRES##*@}"
+fi
 set +e
 cargo test --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -7,7 +7,7 @@
 
 use rltrace_core::Policy;
 use rltrace_core::export::TripletView;
-use rusqlite::params;
+use crate::db::{SqlExt, params};
 
 use crate::read::{ReadTx, TripletFilter};
 use crate::rows::{SEQ_COLS, add_task_events, keyed_events_of_many, rows_of_many, seq_info};
@@ -101,7 +101,7 @@ fn export_chunk(
     sql.push_str(if f.role.is_some() && f.sequence_id.is_none() { " ORDER BY r.seq_ref LIMIT ?6" } else { " ORDER BY q.id LIMIT ?6" });
     let infos = tx
         .tx
-        .prepare_cached(&sql)?
+        .prepare_cached(sql.as_str())?
         .query_map(
             params![after, f.sequence_id, if f.sequence_id.is_none() { f.role.as_deref() } else { None }, f.since, f.until, SEQUENCES_PER_READ as i64],
             seq_info,

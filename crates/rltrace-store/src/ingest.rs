@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rltrace_core::ids::{canonical_triplet_id, to_hex};
 use rltrace_core::triplet::SpanRewardTarget;
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::db::{Sql, SqlExt, params};
 
 use crate::ledger::{self, EventRow};
 use crate::prepare::PreparedSpan;
@@ -42,16 +42,21 @@ pub(crate) struct Caches {
 
 impl Caches {
     /// Drop what may refer to rolled-back rows and reload what the database says.
-    pub(crate) fn reload(&mut self, conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    pub(crate) fn reload(&mut self, conn: &dyn Sql) -> Result<(), StoreError> {
         self.traces.clear();
         self.sequences.clear();
         self.resources.clear();
         self.task_links.clear();
         self.role_links.clear();
-        let mut stmt = conn.prepare("SELECT target_triplet FROM reward_events WHERE seq_key IS NULL AND target_triplet IS NOT NULL")?;
-        self.pending = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<HashSet<_>, _>>()?;
-        self.last_event = conn.query_row("SELECT coalesce(max(id), 0) FROM reward_events", [], |r| r.get(0))?;
-        self.task_events = conn.query_row("SELECT task_events FROM counters WHERE id = 1", [], |r| r.get(0))?;
+        self.reload_ledger(conn)
+    }
+
+    /// Reload what the caches know of the ledger (another process may have appended to it).
+    pub(crate) fn reload_ledger(&mut self, conn: &dyn Sql) -> Result<(), StoreError> {
+        let mut stmt = conn.prepare_cached("SELECT target_triplet FROM reward_events WHERE seq_key IS NULL AND target_triplet IS NOT NULL")?;
+        self.pending = stmt.query_map(params![], |r| r.get::<_, String>(0))?.collect::<Result<HashSet<_>, _>>()?;
+        self.last_event = conn.query_row("SELECT coalesce(max(id), 0) FROM reward_events", params![], |r| r.get(0))?;
+        self.task_events = conn.query_row("SELECT task_events FROM counters WHERE id = 1", params![], |r| r.get(0))?;
         Ok(())
     }
 }
@@ -76,34 +81,32 @@ fn known_link(map: &mut HashMap<i64, Vec<String>>, key: i64, value: &str) -> boo
     false
 }
 
-fn trace_ref(tx: &Transaction<'_>, c: &mut Caches, trace_id: &[u8; 16]) -> rusqlite::Result<i64> {
+fn trace_ref(tx: &dyn Sql, c: &mut Caches, trace_id: &[u8; 16]) -> Result<i64, StoreError> {
     if let Some(id) = c.traces.get(trace_id) {
         return Ok(*id);
     }
     let found: Option<i64> =
-        tx.prepare_cached("SELECT id FROM traces WHERE trace_id = ?1")?.query_row([&trace_id[..]], |r| r.get(0)).optional()?;
+        tx.prepare_cached("SELECT id FROM traces WHERE trace_id = ?1")?.query_opt(params![&trace_id[..]], |r| r.get(0))?;
     let id = match found {
         Some(id) => id,
         None => {
-            tx.prepare_cached("INSERT INTO traces(trace_id) VALUES (?1)")?.execute([&trace_id[..]])?;
-            tx.last_insert_rowid()
+            tx.query_row("INSERT INTO traces(trace_id) VALUES (?1) RETURNING id", params![&trace_id[..]], |r| r.get(0))?
         }
     };
     bounded_insert(&mut c.traces, *trace_id, id);
     Ok(id)
 }
 
-fn resource_ref(tx: &Transaction<'_>, c: &mut Caches, resource: &Arc<str>) -> rusqlite::Result<i64> {
+fn resource_ref(tx: &dyn Sql, c: &mut Caches, resource: &Arc<str>) -> Result<i64, StoreError> {
     if let Some(id) = c.resources.get(resource) {
         return Ok(*id);
     }
     let found: Option<i64> =
-        tx.prepare_cached("SELECT id FROM resources WHERE attributes = ?1")?.query_row([&**resource], |r| r.get(0)).optional()?;
+        tx.prepare_cached("SELECT id FROM resources WHERE attributes = ?1")?.query_opt(params![&**resource], |r| r.get(0))?;
     let id = match found {
         Some(id) => id,
         None => {
-            tx.prepare_cached("INSERT INTO resources(attributes) VALUES (?1)")?.execute([&**resource])?;
-            tx.last_insert_rowid()
+            tx.query_row("INSERT INTO resources(attributes) VALUES (?1) RETURNING id", params![&**resource], |r| r.get(0))?
         }
     };
     bounded_insert(&mut c.resources, Arc::clone(resource), id);
@@ -113,23 +116,22 @@ fn resource_ref(tx: &Transaction<'_>, c: &mut Caches, resource: &Arc<str>) -> ru
 /// The rowid of a sequence, creating it if new; `true` when created now. A new sequence joins the
 /// sequence rewards appended as pending before it existed, and defects by task id that reach it
 /// by its id.
-fn sequence_ref(tx: &Transaction<'_>, c: &mut Caches, sequence_id: &str, g: &mut Group) -> Result<(i64, bool), StoreError> {
+fn sequence_ref(tx: &dyn Sql, c: &mut Caches, sequence_id: &str, g: &mut Group) -> Result<(i64, bool), StoreError> {
     if let Some(id) = c.sequences.get(sequence_id) {
         return Ok((*id, false));
     }
     let found: Option<i64> =
-        tx.prepare_cached("SELECT id FROM sequences WHERE sequence_id = ?1")?.query_row([sequence_id], |r| r.get(0)).optional()?;
+        tx.prepare_cached("SELECT id FROM sequences WHERE sequence_id = ?1")?.query_opt(params![sequence_id], |r| r.get(0))?;
     let (id, created) = match found {
         Some(id) => (id, false),
         None => {
-            tx.prepare_cached("INSERT INTO sequences(sequence_id) VALUES (?1)")?.execute([sequence_id])?;
-            let id = tx.last_insert_rowid();
+            let id: i64 = tx.query_row("INSERT INTO sequences(sequence_id) VALUES (?1) RETURNING id", params![sequence_id], |r| r.get(0))?;
             ledger::count_pending_for_new_sequence(tx, id, sequence_id)?;
             if c.task_events > 0 {
                 let candidates = rltrace_core::reward::candidate_tasks(sequence_id, std::iter::empty());
                 for task in candidates {
                     if ledger::task_has_events(tx, task)? {
-                        tx.prepare_cached("UPDATE sequences SET task_events = 1 WHERE id = ?1")?.execute([id])?;
+                        tx.prepare_cached("UPDATE sequences SET task_events = 1 WHERE id = ?1")?.execute(params![id])?;
                         break;
                     }
                 }
@@ -166,7 +168,7 @@ impl Default for SeqAgg {
 }
 
 /// Store one batch of spans inside the group's transaction.
-pub(crate) fn ingest(tx: &Transaction<'_>, c: &mut Caches, spans: &mut [PreparedSpan], g: &mut Group) -> Result<IngestOutcome, StoreError> {
+pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g: &mut Group) -> Result<IngestOutcome, StoreError> {
     let mut out = IngestOutcome::default();
     let mut annotations = Vec::new();
     let mut insert = tx.prepare_cached(INSERT_SPAN)?;
@@ -217,14 +219,13 @@ pub(crate) fn ingest(tx: &Transaction<'_>, c: &mut Caches, spans: &mut [Prepared
         if changed == 0 {
             let exists: Option<i64> = tx
                 .prepare_cached("SELECT 1 FROM spans WHERE trace_ref = ?1 AND span_id = ?2")?
-                .query_row(params![tref, span_id], |r| r.get(0))
-                .optional()?;
+                .query_opt(params![tref, span_id], |r| r.get(0))?;
             if exists.is_some() {
                 out.duplicates += 1;
             } else {
                 // A sequence made for this refused span alone is not kept.
                 if let (true, Some(seq), Some(t)) = (seq_created, seq_ref, t) {
-                    tx.prepare_cached("DELETE FROM sequences WHERE id = ?1 AND triplet_count = 0")?.execute([seq])?;
+                    tx.prepare_cached("DELETE FROM sequences WHERE id = ?1 AND triplet_count = 0")?.execute(params![seq])?;
                     c.sequences.remove(&t.sequence_id);
                     g.counts.sequences = g.counts.sequences.saturating_sub(1);
                 }
@@ -260,7 +261,7 @@ pub(crate) fn ingest(tx: &Transaction<'_>, c: &mut Caches, spans: &mut [Prepared
                 let added =
                     tx.prepare_cached("INSERT OR IGNORE INTO task_sequences(task_id, seq_ref) VALUES (?1, ?2)")?.execute(params![task, seq])?;
                 if added > 0 && c.task_events > 0 && ledger::task_has_events(tx, task)? {
-                    tx.prepare_cached("UPDATE sequences SET task_events = 1 WHERE id = ?1")?.execute([seq])?;
+                    tx.prepare_cached("UPDATE sequences SET task_events = 1 WHERE id = ?1")?.execute(params![seq])?;
                 }
             }
             if !c.pending.is_empty() {
@@ -299,8 +300,7 @@ pub(crate) fn ingest(tx: &Transaction<'_>, c: &mut Caches, spans: &mut [Prepared
                 "SELECT s.triplet_id, s.span_id, q.sequence_id FROM spans s JOIN sequences q ON q.id = s.seq_ref
                  WHERE s.trace_ref = ?1 AND s.llm = 1 AND s.end_ns <= ?2 ORDER BY s.end_ns DESC, s.id DESC LIMIT 1",
             )?
-            .query_row(params![tref, a.start_time_unix_nano as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?;
+            .query_opt(params![tref, a.start_time_unix_nano as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         let Some((explicit, span_id, sequence_id)) = target else {
             // Rate-limited: the first ten, then one in a thousand.
             let n = UNJOINED_ANNOTATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -324,10 +324,10 @@ pub(crate) fn ingest(tx: &Transaction<'_>, c: &mut Caches, spans: &mut [Prepared
 /// Write the group's per-sequence aggregates; returns each sequence's counts as they are then
 /// (with its stored rewarded count), so recounting needs no second read.
 pub(crate) fn flush_aggs(
-    tx: &Transaction<'_>,
+    tx: &dyn Sql,
     aggs: &HashMap<i64, SeqAgg>,
-) -> rusqlite::Result<HashMap<i64, (rltrace_core::sequence::SequenceCounts, i64)>> {
-    let mut stmt = tx.prepare_cached(&format!(
+) -> Result<HashMap<i64, (rltrace_core::sequence::SequenceCounts, i64)>, StoreError> {
+    let mut stmt = tx.prepare_cached(format!(
         "UPDATE sequences SET triplet_count = triplet_count + ?1, indexed_count = indexed_count + ?2,
            first_us = min(coalesce(first_us, ?3), ?3), last_us = max(coalesce(last_us, ?4), ?4),
            ended = max(ended, ?5), local_rewards = local_rewards + ?6 WHERE id = ?7 RETURNING {}",

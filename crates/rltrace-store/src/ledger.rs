@@ -5,7 +5,7 @@
 use rltrace_core::ids::canonical_triplet_id;
 use rltrace_core::reward::{RewardTarget, Strategy, is_terminal};
 use rltrace_core::sequence::{FALLBACK_SOURCE, covers_every_triplet};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::db::{Sql, SqlExt, params};
 
 use crate::ingest::Caches;
 use crate::rows::event_by_rowid;
@@ -54,14 +54,14 @@ impl<'a> EventRow<'a> {
 }
 
 /// Insert one event; returns its rowid, or `None` when its reward id was already stored.
-fn insert_event(tx: &Transaction<'_>, e: &EventRow<'_>) -> rusqlite::Result<Option<i64>> {
-    let n = tx
+fn insert_event(tx: &dyn Sql, e: &EventRow<'_>) -> Result<Option<i64>, StoreError> {
+    tx
         .prepare_cached(
             "INSERT OR IGNORE INTO reward_events(reward_id, target_triplet, target_sequence, strategy, gamma, role, seq_key,
             value, source, reason, created_us, idempotency_key, body_hash, metadata, target_task, valuation)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) RETURNING id",
         )?
-        .execute(params![
+        .query_opt(params![
             e.reward_id,
             e.target_triplet,
             e.target_sequence,
@@ -78,13 +78,12 @@ fn insert_event(tx: &Transaction<'_>, e: &EventRow<'_>) -> rusqlite::Result<Opti
             e.metadata,
             e.target_task,
             e.valuation,
-        ])?;
-    Ok((n > 0).then(|| tx.last_insert_rowid()))
+        ], |r| r.get(0))
 }
 
 /// Append an event and count it where it reaches: on its sequence, or on every sequence a task
 /// reaches. Returns its rowid (`None` when the reward id was already stored).
-pub(crate) fn append_event(tx: &Transaction<'_>, c: &mut Caches, g: &mut Group, e: &EventRow<'_>) -> Result<Option<i64>, StoreError> {
+pub(crate) fn append_event(tx: &dyn Sql, c: &mut Caches, g: &mut Group, e: &EventRow<'_>) -> Result<Option<i64>, StoreError> {
     let Some(rowid) = insert_event(tx, e)? else { return Ok(None) };
     c.last_event = rowid;
     g.counts.reward_events += 1;
@@ -99,11 +98,10 @@ pub(crate) fn append_event(tx: &Transaction<'_>, c: &mut Caches, g: &mut Group, 
                    covering_events = covering_events + ?3, hitl_events = hitl_events + ?4, settled = max(settled, ?5)
                  WHERE sequence_id = ?1 RETURNING id",
             )?
-            .query_row(
+            .query_opt(
                 params![seq, i64::from(terminal), i64::from(covering), i64::from(e.source == "hitl"), i64::from(e.source == FALLBACK_SOURCE)],
                 |r| r.get(0),
-            )
-            .optional()?;
+            )?;
         if let Some(id) = id {
             g.dirty.insert(id);
         }
@@ -118,21 +116,21 @@ pub(crate) fn append_event(tx: &Transaction<'_>, c: &mut Caches, g: &mut Group, 
 }
 
 /// Recount the ledger events keyed to a sequence (after a join, in migrations).
-pub(crate) fn recount_sequence_events(conn: &Connection, seq: i64) -> Result<(), StoreError> {
-    let sequence_id: String = conn.prepare_cached("SELECT sequence_id FROM sequences WHERE id = ?1")?.query_row([seq], |r| r.get(0))?;
+pub(crate) fn recount_sequence_events(conn: &dyn Sql, seq: i64) -> Result<(), StoreError> {
+    let sequence_id: String = conn.prepare_cached("SELECT sequence_id FROM sequences WHERE id = ?1")?.query_row(params![seq], |r| r.get(0))?;
     recount_named(conn, seq, &sequence_id, false)
 }
 
 /// Count, on a sequence created now, the rewards appended as pending before it existed.
-pub(crate) fn count_pending_for_new_sequence(conn: &Connection, seq: i64, sequence_id: &str) -> Result<(), StoreError> {
+pub(crate) fn count_pending_for_new_sequence(conn: &dyn Sql, seq: i64, sequence_id: &str) -> Result<(), StoreError> {
     recount_named(conn, seq, sequence_id, true)
 }
 
-fn recount_named(conn: &Connection, seq: i64, sequence_id: &str, skip_when_none: bool) -> Result<(), StoreError> {
+fn recount_named(conn: &dyn Sql, seq: i64, sequence_id: &str, skip_when_none: bool) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT source, value IS NOT NULL, target_sequence IS NOT NULL, strategy FROM reward_events WHERE seq_key = ?1",
     )?;
-    let mut rows = stmt.query([sequence_id])?;
+    let mut rows = stmt.query(params![sequence_id])?;
     let (mut all, mut terminal, mut covering, mut hitl, mut fallback) = (0i64, 0i64, 0i64, 0i64, false);
     while let Some(r) = rows.next()? {
         let source: String = r.get(0)?;
@@ -158,23 +156,22 @@ fn recount_named(conn: &Connection, seq: i64, sequence_id: &str, skip_when_none:
 }
 
 /// Whether some ledger event targets task `task_id`.
-pub(crate) fn task_has_events(conn: &Connection, task_id: &str) -> rusqlite::Result<bool> {
+pub(crate) fn task_has_events(conn: &dyn Sql, task_id: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM reward_events WHERE target_task = ?1 LIMIT 1")?
-        .query_row([task_id], |r| r.get::<_, i64>(0))
-        .optional()?
+        .query_opt(params![task_id], |r| r.get::<_, i64>(0))?
         .is_some())
 }
 
 /// The sequences a task id reaches: named after it (`T`, `T:...`) or holding a triplet whose
 /// `state.task_id` is `T`.
-fn task_sequences(conn: &Connection, task_id: &str) -> rusqlite::Result<Vec<i64>> {
+fn task_sequences(conn: &dyn Sql, task_id: &str) -> Result<Vec<i64>, StoreError> {
     let mut out: Vec<i64> = conn
         .prepare_cached(
             "SELECT id FROM sequences WHERE sequence_id = ?1 OR (sequence_id >= ?1 || ':' AND sequence_id < ?1 || ';')
              UNION SELECT seq_ref FROM task_sequences WHERE task_id = ?1",
         )?
-        .query_map([task_id], |r| r.get(0))?
+        .query_map(params![task_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     out.sort_unstable();
     out.dedup();
@@ -183,10 +180,10 @@ fn task_sequences(conn: &Connection, task_id: &str) -> rusqlite::Result<Vec<i64>
 
 /// Mark every sequence task `task_id` reaches as reached by defects by task id; `on_seq` is told
 /// each one.
-pub(crate) fn mark_task_reach(conn: &Connection, task_id: &str, on_seq: &mut dyn FnMut(i64)) -> Result<(), StoreError> {
+pub(crate) fn mark_task_reach(conn: &dyn Sql, task_id: &str, on_seq: &mut dyn FnMut(i64)) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached("UPDATE sequences SET task_events = 1 WHERE id = ?1")?;
     for id in task_sequences(conn, task_id)? {
-        stmt.execute([id])?;
+        stmt.execute(params![id])?;
         on_seq(id);
     }
     Ok(())
@@ -201,11 +198,10 @@ pub(crate) struct FoundTriplet {
 }
 
 /// Find a triplet by triplet id (explicit, or the default `{trace_id}{span_id}` in either case).
-pub(crate) fn triplet_sequence(conn: &Connection, triplet_id: &str) -> rusqlite::Result<Option<FoundTriplet>> {
+pub(crate) fn triplet_sequence(conn: &dyn Sql, triplet_id: &str) -> Result<Option<FoundTriplet>, StoreError> {
     let explicit = conn
         .prepare_cached("SELECT s.id, q.sequence_id FROM spans s JOIN sequences q ON q.id = s.seq_ref WHERE s.triplet_id = ?1")?
-        .query_row([triplet_id], |r| Ok(FoundTriplet { rowid: r.get(0)?, sequence_id: r.get(1)?, explicit: true }))
-        .optional()?;
+        .query_opt(params![triplet_id], |r| Ok(FoundTriplet { rowid: r.get(0)?, sequence_id: r.get(1)?, explicit: true }))?;
     if explicit.is_some() {
         return Ok(explicit);
     }
@@ -214,37 +210,33 @@ pub(crate) fn triplet_sequence(conn: &Connection, triplet_id: &str) -> rusqlite:
         "SELECT s.id, q.sequence_id FROM traces t JOIN spans s ON s.trace_ref = t.id JOIN sequences q ON q.id = s.seq_ref
          WHERE t.trace_id = ?1 AND s.span_id = ?2 AND s.triplet_id IS NULL",
     )?
-    .query_row(params![&trace_id[..], i64::from_be_bytes(span_id)], |r| {
+    .query_opt(params![&trace_id[..], i64::from_be_bytes(span_id)], |r| {
         Ok(FoundTriplet { rowid: r.get(0)?, sequence_id: r.get(1)?, explicit: false })
     })
-    .optional()
 }
 
 /// Whether a task id reaches any stored triplet.
-pub(crate) fn task_known(conn: &Connection, task_id: &str) -> rusqlite::Result<bool> {
+pub(crate) fn task_known(conn: &dyn Sql, task_id: &str) -> Result<bool, StoreError> {
     let by_sequence: Option<i64> = conn
         .prepare_cached(
             "SELECT 1 FROM sequences WHERE triplet_count > 0 AND (sequence_id = ?1 OR (sequence_id >= ?1 || ':' AND sequence_id < ?1 || ';')) LIMIT 1",
         )?
-        .query_row([task_id], |r| r.get(0))
-        .optional()?;
+        .query_opt(params![task_id], |r| r.get(0))?;
     if by_sequence.is_some() {
         return Ok(true);
     }
     Ok(conn
         .prepare_cached("SELECT 1 FROM task_sequences WHERE task_id = ?1 LIMIT 1")?
-        .query_row([task_id], |r| r.get::<_, i64>(0))
-        .optional()?
+        .query_opt(params![task_id], |r| r.get::<_, i64>(0))?
         .is_some())
 }
 
 /// Append a reward request to the ledger.
-pub(crate) fn append_reward(tx: &Transaction<'_>, c: &mut Caches, g: &mut Group, req: NewReward, max_pending: usize) -> Result<RewardAppend, StoreError> {
+pub(crate) fn append_reward(tx: &dyn Sql, c: &mut Caches, g: &mut Group, req: NewReward, max_pending: usize) -> Result<RewardAppend, StoreError> {
     if let Some(key) = &req.idempotency_key {
         let existing: Option<(i64, Option<String>)> = tx
             .prepare_cached("SELECT id, body_hash FROM reward_events WHERE idempotency_key = ?1")?
-            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+            .query_opt(params![key], |r| Ok((r.get(0)?, r.get(1)?)))?;
         if let Some((id, hash)) = existing {
             let ev = event_by_rowid(tx, id)?;
             return Ok(if hash.as_deref() == Some(req.body_hash.as_str()) { RewardAppend::Existing(ev) } else { RewardAppend::Conflict(ev) });
@@ -271,7 +263,7 @@ pub(crate) fn append_reward(tx: &Transaction<'_>, c: &mut Caches, g: &mut Group,
         }
         RewardTarget::Sequence { sequence_id, strategy } => {
             let known: Option<i64> =
-                tx.prepare_cached("SELECT id FROM sequences WHERE sequence_id = ?1")?.query_row([sequence_id], |r| r.get(0)).optional()?;
+                tx.prepare_cached("SELECT id FROM sequences WHERE sequence_id = ?1")?.query_opt(params![sequence_id], |r| r.get(0))?;
             if known.is_none() && !req.allow_pending {
                 return Ok(RewardAppend::NotFound(format!("sequence {sequence_id:?} not found")));
             }
@@ -315,7 +307,7 @@ pub(crate) fn append_reward(tx: &Transaction<'_>, c: &mut Caches, g: &mut Group,
 /// Append the fallback reward (`value`, source `fallback`, uniform) to at most `batch` sequences
 /// that have no terminal-type reward, no fallback yet, and a last triplet at or before
 /// `due_before`. Returns how many were settled.
-pub(crate) fn settle(tx: &Transaction<'_>, c: &mut Caches, g: &mut Group, value: f64, due_before: i64, now: i64, batch: usize) -> Result<usize, StoreError> {
+pub(crate) fn settle(tx: &dyn Sql, c: &mut Caches, g: &mut Group, value: f64, due_before: i64, now: i64, batch: usize) -> Result<usize, StoreError> {
     let due: Vec<String> = tx
         .prepare_cached(
             "SELECT sequence_id FROM sequences WHERE terminal_events = 0 AND settled = 0 AND last_us <= ?1 AND triplet_count > 0

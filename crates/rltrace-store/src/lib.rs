@@ -8,10 +8,12 @@
 //! pending triplet reward joined.
 
 pub mod bench;
+mod db;
 mod export;
 mod ingest;
 mod ledger;
 mod migrate;
+mod pg;
 mod prepare;
 mod read;
 mod recent;
@@ -38,6 +40,7 @@ pub use recent::RecentSample;
 pub use read::{Counts, Page, ReadTx, SequenceDetail, SequenceFilter, SequenceSummary, Stats, TripletDetail, TripletFilter};
 pub use schema::{Migration, SCHEMA_VERSION};
 pub use spans::SpanOut;
+pub use pg::PgConfig;
 
 use writer::{Op, Reply, Writer};
 
@@ -88,6 +91,12 @@ pub enum StoreError {
     /// SQLite reported an error.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error.
+    #[error("postgres: {0}")]
+    Postgres(String),
+    /// The database cannot be reached (PostgreSQL stopped, the network down).
+    #[error("{0}")]
+    Unreachable(String),
     /// A stored value could not be read back.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
@@ -109,6 +118,8 @@ pub struct StoreConfig {
     pub max_pending: usize,
     /// Largest size of the database file in bytes (writes beyond fail as on a full disk).
     pub max_db_bytes: Option<u64>,
+    /// PostgreSQL instead of the SQLite file at `path`.
+    pub postgres: Option<PgConfig>,
 }
 
 impl StoreConfig {
@@ -121,7 +132,13 @@ impl StoreConfig {
             synchronous_full: true,
             max_pending: DEFAULT_MAX_PENDING,
             max_db_bytes: None,
+            postgres: None,
         }
+    }
+
+    /// Defaults for a PostgreSQL database.
+    pub fn postgres(pg: PgConfig) -> StoreConfig {
+        StoreConfig { postgres: Some(pg), ..StoreConfig::new("") }
     }
 }
 
@@ -182,6 +199,8 @@ pub(crate) struct Inner {
     queued_bytes: AtomicUsize,
     queue_depth: AtomicUsize,
     readers: Mutex<Vec<Connection>>,
+    /// PostgreSQL's reader pool (`None` for SQLite).
+    pg: Option<r2d2::Pool<pg::Manager>>,
     closed: AtomicBool,
     read_only: bool,
     pub(crate) max_pending: usize,
@@ -225,6 +244,9 @@ pub(crate) fn now_micros() -> i64 {
 impl Store {
     /// Open (creating if needed) the store and start its writer thread.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        if let Some(pg) = &config.postgres {
+            return Store::open_postgres(&config, pg);
+        }
         if let Some(dir) = config.path.parent()
             && !dir.as_os_str().is_empty()
             && !dir.exists()
@@ -236,6 +258,30 @@ impl Store {
         let max_pages = config.max_db_bytes.map(|b| (b / page_size.max(512) as u64).max(1));
         schema::configure_writer(&conn, config.synchronous_full, max_pages)?;
         let inner = Arc::new(Inner::new(&config.path, config.queue_ops, config.queue_bytes, config.max_pending, false));
+        Store::start(inner, writer::WriteConn::Sqlite(conn))
+    }
+
+    /// Open (creating or migrating the schema if need be) a PostgreSQL database.
+    fn open_postgres(config: &StoreConfig, pg: &PgConfig) -> Result<Store, StoreError> {
+        let client = pg.client_config(false)?;
+        let conn = pg::PgConn::connect(&client).map_err(|e| StoreError::Unreachable(format!("cannot connect to {}: {e}", pg.display_url())))?;
+        pg::prepare_schema(&conn)?;
+        let mut inner = Inner::new(Path::new(""), config.queue_ops, config.queue_bytes, config.max_pending, false);
+        inner.pg = Some(pg::reader_pool(pg, false)?);
+        Store::start(Arc::new(inner), writer::WriteConn::Postgres(pg::PgWriter::new(client, conn)))
+    }
+
+    /// Open a PostgreSQL database for reading only (exports, explanations) beside live
+    /// collectors: every session read-only, no schema change.
+    pub fn open_read_only_postgres(pg: &PgConfig) -> Result<Store, StoreError> {
+        let conn = pg::PgConn::connect(&pg.client_config(true)?).map_err(|e| StoreError::Unreachable(format!("cannot connect to {}: {e}", pg.display_url())))?;
+        pg::check_readable(&conn)?;
+        let mut inner = Inner::new(Path::new(""), 1, 1, 0, true);
+        inner.pg = Some(pg::reader_pool(pg, true)?);
+        Ok(Store { inner: Arc::new(inner), tx: None })
+    }
+
+    fn start(inner: Arc<Inner>, conn: writer::WriteConn) -> Result<Store, StoreError> {
         let writer = Writer::new(conn, Arc::clone(&inner))?;
         let (tx, rx) = sync_channel(inner.queue_ops);
         inner.writer_alive.store(true, Ordering::SeqCst);
@@ -285,7 +331,12 @@ impl Store {
         }
     }
 
-    /// Path of the database file.
+    /// Whether the store is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        self.inner.pg.is_some()
+    }
+
+    /// Path of the database file (empty for PostgreSQL).
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -449,6 +500,17 @@ impl Store {
     /// Run `f` on a reader connection inside one read transaction (a consistent snapshot).
     /// Blocking: call from a blocking thread.
     pub fn read<T>(&self, f: impl FnOnce(&ReadTx<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Some(pool) = &self.inner.pg {
+            let conn = pool.get().map_err(|e| StoreError::Unreachable(format!("no PostgreSQL connection: {e}")))?;
+            let sql: &dyn db::Sql = &*conn;
+            sql.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+            let out = f(&ReadTx::new(sql, now_micros()));
+            let end = sql.batch(if out.is_ok() { "COMMIT" } else { "ROLLBACK" });
+            return match (out, end) {
+                (Ok(v), Ok(())) => Ok(v),
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            };
+        }
         let conn = {
             let mut idle = self.inner.readers.lock().map_err(|_| StoreError::Failed("reader pool poisoned".into()))?;
             idle.pop()
@@ -459,7 +521,7 @@ impl Store {
         };
         let result = {
             let tx = conn.transaction()?;
-            let out = f(&ReadTx::new(&tx, now_micros()));
+            let out = f(&ReadTx::new(&*tx, now_micros()));
             drop(tx);
             out
         };
@@ -497,6 +559,9 @@ impl Store {
     /// checkpoint: it waits for nobody), so the WAL can start over. Long readers call it between
     /// their read transactions.
     pub(crate) fn checkpoint(&self) {
+        if self.inner.pg.is_some() {
+            return;
+        }
         let conn = self.inner.readers.lock().ok().and_then(|mut idle| idle.pop());
         let Some(conn) = conn.or_else(|| open_reader(&self.inner.path).ok()) else { return };
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
@@ -512,6 +577,13 @@ impl Store {
     /// Check that the database file answers a query on a new connection (read-only, never
     /// creating the file), so a file that disappeared or became unreadable is noticed.
     pub fn ping(&self) -> Result<(), StoreError> {
+        if let Some(pool) = &self.inner.pg {
+            let conn = pool
+                .get_timeout(std::time::Duration::from_secs(2))
+                .map_err(|e| StoreError::Unreachable(format!("no PostgreSQL connection: {e}")))?;
+            let sql: &dyn db::Sql = &*conn;
+            return sql.batch("SELECT spans FROM counters WHERE id = 1");
+        }
         let conn = Connection::open_with_flags(&self.inner.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.busy_timeout(std::time::Duration::from_secs(2))?;
         conn.query_row("SELECT spans FROM counters WHERE id = 1", [], |_| Ok(()))?;
@@ -528,6 +600,7 @@ impl Inner {
             queued_bytes: AtomicUsize::new(0),
             queue_depth: AtomicUsize::new(0),
             readers: Mutex::new(Vec::new()),
+            pg: None,
             closed: AtomicBool::new(false),
             read_only,
             max_pending,

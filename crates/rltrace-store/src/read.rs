@@ -5,7 +5,7 @@ use rltrace_core::Policy;
 use rltrace_core::export::TripletView;
 use rltrace_core::reward::RewardEvent;
 use rltrace_core::sequence::{SequenceEval, evaluate, is_complete};
-use rusqlite::{OptionalExtension, Transaction};
+use crate::db::{Sql, SqlExt, params};
 
 use crate::StoreError;
 use crate::rows::{SEQ_COLS, SeqInfo, events_for, rows_of, seq_info};
@@ -168,12 +168,12 @@ impl Loaded {
 
 /// A read transaction: a consistent snapshot of the store.
 pub struct ReadTx<'a> {
-    pub(crate) tx: &'a Transaction<'a>,
+    pub(crate) tx: &'a dyn Sql,
     pub(crate) now: i64,
 }
 
 impl<'a> ReadTx<'a> {
-    pub(crate) fn new(tx: &'a Transaction<'a>, now: i64) -> ReadTx<'a> {
+    pub(crate) fn new(tx: &'a dyn Sql, now: i64) -> ReadTx<'a> {
         ReadTx { tx, now }
     }
 
@@ -181,7 +181,7 @@ impl<'a> ReadTx<'a> {
     pub fn counts(&self) -> Result<Counts, StoreError> {
         Ok(self.tx.query_row(
             "SELECT spans, triplets, sequences, reward_events, task_events, rewarded_triplets FROM counters WHERE id = 1",
-            [],
+            params![],
             |r| {
                 Ok(Counts {
                     spans: r.get::<_, i64>(0)? as u64,
@@ -197,21 +197,20 @@ impl<'a> ReadTx<'a> {
 
     /// The newest span row and ledger event: what an export reads at most.
     pub fn watermarks(&self) -> Result<crate::Watermarks, StoreError> {
-        Ok(self.tx.query_row("SELECT (SELECT coalesce(max(id), 0) FROM spans), (SELECT coalesce(max(id), 0) FROM reward_events)", [], |r| {
+        Ok(self.tx.query_row("SELECT (SELECT coalesce(max(id), 0) FROM spans), (SELECT coalesce(max(id), 0) FROM reward_events)", params![], |r| {
             Ok(crate::Watermarks { span: r.get(0)?, event: r.get(1)? })
         })?)
     }
 
     pub(crate) fn info_by_id(&self, id: i64) -> Result<Option<SeqInfo>, StoreError> {
-        Ok(self.tx.prepare_cached(&format!("SELECT {SEQ_COLS} FROM sequences WHERE id = ?1"))?.query_row([id], seq_info).optional()?)
+        Ok(self.tx.prepare_cached(format!("SELECT {SEQ_COLS} FROM sequences WHERE id = ?1"))?.query_opt(params![id], seq_info)?)
     }
 
     pub(crate) fn info_by_name(&self, sequence_id: &str) -> Result<Option<SeqInfo>, StoreError> {
         Ok(self
             .tx
-            .prepare_cached(&format!("SELECT {SEQ_COLS} FROM sequences WHERE sequence_id = ?1 AND triplet_count > 0"))?
-            .query_row([sequence_id], seq_info)
-            .optional()?)
+            .prepare_cached(format!("SELECT {SEQ_COLS} FROM sequences WHERE sequence_id = ?1 AND triplet_count > 0"))?
+            .query_opt(params![sequence_id], seq_info)?)
     }
 
     /// Whether a sequence is complete, from its row alone.

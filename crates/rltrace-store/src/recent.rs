@@ -6,6 +6,7 @@
 use rltrace_core::whatif::SampledSequence;
 
 use crate::StoreError;
+use crate::db::{SqlExt, params};
 use crate::read::{ReadTx, SCAN_BUDGET, SequenceFilter};
 use crate::rows::{SEQ_COLS, SeqInfo, add_task_events, keyed_events_of_many, rows_of_many, seq_info};
 
@@ -54,8 +55,8 @@ impl ReadTx<'_> {
                 Some(_) => format!("SELECT {cols}, q.first_us FROM sequence_roles r JOIN sequences q ON q.id = r.seq_ref WHERE r.role = ?1 AND q.triplet_count > 0 ORDER BY r.seq_ref DESC"),
                 None => format!("SELECT {cols}, q.first_us FROM sequences q WHERE q.triplet_count > 0 AND ?1 IS NULL ORDER BY q.id DESC"),
             };
-            let mut stmt = self.tx.prepare_cached(&sql)?;
-            let mut rows = stmt.query([f.role.as_deref()])?;
+            let mut stmt = self.tx.prepare_cached(sql.as_str())?;
+            let mut rows = stmt.query(params![f.role.as_deref()])?;
             let mut scanned = 0usize;
             while let Some(r) = rows.next()? {
                 scanned += 1;

@@ -5,23 +5,23 @@
 
 use rltrace_core::Policy;
 use rltrace_core::sequence::{SequenceCounts, evaluate, rewarded_from_counts};
-use rusqlite::{Connection, params};
+use crate::db::{Sql, SqlExt, params};
 
 use crate::StoreError;
 use crate::rows::{COUNT_COLS, SEQ_COLS, events_for, rows_of, seq_counts, seq_info};
 
 /// Recount the rewarded triplets of sequence `seq`; returns the change of the store's total.
-pub(crate) fn recount(conn: &Connection, seq: i64) -> Result<i64, StoreError> {
-    let (counts, stored) = conn.prepare_cached(&format!("SELECT {COUNT_COLS} FROM sequences WHERE id = ?1"))?.query_row([seq], |r| seq_counts(r, 0))?;
+pub(crate) fn recount(conn: &dyn Sql, seq: i64) -> Result<i64, StoreError> {
+    let (counts, stored) = conn.prepare_cached(format!("SELECT {COUNT_COLS} FROM sequences WHERE id = ?1"))?.query_row(params![seq], |r| seq_counts(r, 0))?;
     recount_with(conn, seq, counts, stored)
 }
 
 /// [`recount`] with the sequence's counts and stored rewarded count already read.
-pub(crate) fn recount_with(conn: &Connection, seq: i64, counts: SequenceCounts, stored: i64) -> Result<i64, StoreError> {
+pub(crate) fn recount_with(conn: &dyn Sql, seq: i64, counts: SequenceCounts, stored: i64) -> Result<i64, StoreError> {
     let now = match rewarded_from_counts(&counts) {
         Some(n) => n,
         None => {
-            let info = conn.prepare_cached(&format!("SELECT {SEQ_COLS} FROM sequences WHERE id = ?1"))?.query_row([seq], seq_info)?;
+            let info = conn.prepare_cached(format!("SELECT {SEQ_COLS} FROM sequences WHERE id = ?1"))?.query_row(params![seq], seq_info)?;
             let rows = rows_of(conn, seq, false, i64::MAX)?;
             let events = events_for(conn, &info, &rows, i64::MAX)?;
             evaluate(&info.sequence_id, rows, &events, &Policy::default(), 0).rewarded_count() as i64
@@ -34,11 +34,11 @@ pub(crate) fn recount_with(conn: &Connection, seq: i64, counts: SequenceCounts, 
 }
 
 /// Recount every sequence and the store's total (migrations).
-pub(crate) fn recount_all(conn: &Connection) -> Result<(), StoreError> {
-    let ids: Vec<i64> = conn.prepare("SELECT id FROM sequences")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+pub(crate) fn recount_all(conn: &dyn Sql) -> Result<(), StoreError> {
+    let ids: Vec<i64> = conn.prepare_cached("SELECT id FROM sequences")?.query_map(params![], |r| r.get(0))?.collect::<Result<_, _>>()?;
     for id in ids {
         recount(conn, id)?;
     }
-    conn.execute("UPDATE counters SET rewarded_triplets = (SELECT coalesce(sum(rewarded_count), 0) FROM sequences) WHERE id = 1", [])?;
+    conn.execute("UPDATE counters SET rewarded_triplets = (SELECT CAST(coalesce(sum(rewarded_count), 0) AS BIGINT) FROM sequences) WHERE id = 1", params![])?;
     Ok(())
 }

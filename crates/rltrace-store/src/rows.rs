@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use rltrace_core::ids::default_triplet_id;
 use rltrace_core::reward::{RewardEvent, RewardTarget, Strategy, Valuation};
 use rltrace_core::sequence::{SequenceCounts, StoredTriplet};
-use rusqlite::{Connection, Row};
+use crate::db::{Row, Sql, SqlExt, params};
 
 use crate::StoreError;
 
@@ -31,7 +31,7 @@ impl SeqInfo {
 
 pub(crate) const SEQ_COLS: &str = "id, sequence_id, last_us, ended, reward_events, terminal_events, task_events, triplet_count";
 
-pub(crate) fn seq_info(r: &Row<'_>) -> rusqlite::Result<SeqInfo> {
+pub(crate) fn seq_info(r: &Row) -> Result<SeqInfo, StoreError> {
     Ok(SeqInfo {
         id: r.get(0)?,
         sequence_id: r.get(1)?,
@@ -47,7 +47,7 @@ pub(crate) fn seq_info(r: &Row<'_>) -> rusqlite::Result<SeqInfo> {
 /// The counts of [`rltrace_core::sequence::rewarded_from_counts`], as stored.
 pub(crate) const COUNT_COLS: &str = "triplet_count, local_rewards, reward_events, covering_events, terminal_events, settled, task_events, rewarded_count";
 
-pub(crate) fn seq_counts(r: &Row<'_>, offset: usize) -> rusqlite::Result<(SequenceCounts, i64)> {
+pub(crate) fn seq_counts(r: &Row, offset: usize) -> Result<(SequenceCounts, i64), StoreError> {
     Ok((
         SequenceCounts {
             triplets: r.get(offset)?,
@@ -72,8 +72,8 @@ pub(crate) fn row_cols(full: bool) -> String {
     )
 }
 
-pub(crate) fn stored_triplet(r: &Row<'_>, offset: usize) -> Result<StoredTriplet, StoreError> {
-    let trace_id: [u8; 16] = r.get_ref(offset + 1)?.as_blob().ok().and_then(|b| b.try_into().ok()).ok_or_else(|| StoreError::Corrupt("trace id".into()))?;
+pub(crate) fn stored_triplet(r: &Row, offset: usize) -> Result<StoredTriplet, StoreError> {
+    let trace_id: [u8; 16] = r.blob(offset + 1).and_then(|b| b.try_into().ok()).ok_or_else(|| StoreError::Corrupt("trace id".into()))?;
     let span_id = r.get::<_, i64>(offset + 2)?.to_be_bytes();
     let explicit: Option<String> = r.get(offset + 3)?;
     let components: Option<String> = r.get(offset + 12)?;
@@ -110,16 +110,16 @@ fn bound(column: &str, max: i64) -> String {
 }
 
 /// The rows of one sequence, in storage order, up to the span watermark `max_row`.
-pub(crate) fn rows_of(conn: &Connection, seq_ref: i64, full: bool, max_row: i64) -> Result<Vec<StoredTriplet>, StoreError> {
+pub(crate) fn rows_of(conn: &dyn Sql, seq_ref: i64, full: bool, max_row: i64) -> Result<Vec<StoredTriplet>, StoreError> {
     // The watermark is written into the statement, not bound: SQLite (built with STAT4)
     // re-prepares a statement whenever a parameter compared with an indexed column is bound
     // again, which cost an export more than its reads.
-    let mut stmt = conn.prepare_cached(&format!(
+    let mut stmt = conn.prepare_cached(format!(
         "SELECT {} FROM spans s JOIN traces t ON t.id = s.trace_ref WHERE s.seq_ref = ?1{}",
         row_cols(full),
         bound("s.id", max_row)
     ))?;
-    let mut rows = stmt.query([seq_ref])?;
+    let mut rows = stmt.query(params![seq_ref])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         out.push(stored_triplet(r, 0)?);
@@ -129,18 +129,19 @@ pub(crate) fn rows_of(conn: &Connection, seq_ref: i64, full: bool, max_row: i64)
 
 pub(crate) const EVENT_SQL: &str = "SELECT e.id, e.reward_id, e.target_triplet, e.target_sequence, e.strategy, e.gamma, e.role, e.value,
     e.source, e.reason, e.created_us, e.idempotency_key, e.metadata,
-    CASE WHEN e.target_triplet IS NOT NULL THEN e.seq_key IS NULL
+    CASE WHEN e.target_triplet IS NOT NULL THEN (CASE WHEN e.seq_key IS NULL THEN 1 ELSE 0 END)
          WHEN e.target_task IS NOT NULL THEN 0
-         ELSE NOT EXISTS (SELECT 1 FROM sequences q WHERE q.sequence_id = e.target_sequence AND q.triplet_count > 0) END,
+         WHEN EXISTS (SELECT 1 FROM sequences q WHERE q.sequence_id = e.target_sequence AND q.triplet_count > 0) THEN 0
+         ELSE 1 END,
     e.target_task, e.valuation
   FROM reward_events e";
 
-pub(crate) fn event_row(r: &Row<'_>) -> Result<RewardEvent, StoreError> {
+pub(crate) fn event_row(r: &Row) -> Result<RewardEvent, StoreError> {
     event_row_at(r, 0)
 }
 
 /// A ledger event whose columns start at `o`.
-pub(crate) fn event_row_at(r: &Row<'_>, o: usize) -> Result<RewardEvent, StoreError> {
+pub(crate) fn event_row_at(r: &Row, o: usize) -> Result<RewardEvent, StoreError> {
     let target_triplet: Option<String> = r.get(o + 2)?;
     let target_sequence: Option<String> = r.get(o + 3)?;
     let target_task: Option<String> = r.get(o + 14)?;
@@ -176,9 +177,9 @@ pub(crate) fn event_row_at(r: &Row<'_>, o: usize) -> Result<RewardEvent, StoreEr
 }
 
 /// One ledger event by its rowid.
-pub(crate) fn event_by_rowid(conn: &Connection, rowid: i64) -> Result<RewardEvent, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("{EVENT_SQL} WHERE e.id = ?1"))?;
-    let mut rows = stmt.query([rowid])?;
+pub(crate) fn event_by_rowid(conn: &dyn Sql, rowid: i64) -> Result<RewardEvent, StoreError> {
+    let mut stmt = conn.prepare_cached(format!("{EVENT_SQL} WHERE e.id = ?1"))?;
+    let mut rows = stmt.query(params![rowid])?;
     match rows.next()? {
         Some(r) => event_row(r),
         None => Err(StoreError::Corrupt(format!("reward event {rowid} vanished"))),
@@ -188,15 +189,15 @@ pub(crate) fn event_by_rowid(conn: &Connection, rowid: i64) -> Result<RewardEven
 /// The rows of several sequences (one query: SQLite re-prepares a statement each time a parameter
 /// compared with an indexed column is bound again, so per-sequence queries cost more than their
 /// reads), grouped by sequence row, up to the span watermark `max_row`.
-pub(crate) fn rows_of_many(conn: &Connection, seq_refs: &[i64], full: bool, max_row: i64) -> Result<std::collections::HashMap<i64, Vec<StoredTriplet>>, StoreError> {
+pub(crate) fn rows_of_many(conn: &dyn Sql, seq_refs: &[i64], full: bool, max_row: i64) -> Result<std::collections::HashMap<i64, Vec<StoredTriplet>>, StoreError> {
     let ids = serde_json::to_string(seq_refs).map_err(|e| StoreError::Failed(e.to_string()))?;
-    let mut stmt = conn.prepare_cached(&format!(
+    let mut stmt = conn.prepare_cached(format!(
         "SELECT s.seq_ref, {} FROM spans s JOIN traces t ON t.id = s.trace_ref
-         WHERE s.seq_ref IN (SELECT value FROM json_each(?1)){}",
+         WHERE s.seq_ref IN (SELECT CAST(value AS BIGINT) FROM json_each(?1)){}",
         row_cols(full),
         bound("s.id", max_row)
     ))?;
-    let mut rows = stmt.query([ids])?;
+    let mut rows = stmt.query(params![ids])?;
     let mut out: std::collections::HashMap<i64, Vec<StoredTriplet>> = std::collections::HashMap::new();
     while let Some(r) = rows.next()? {
         let seq: i64 = r.get(0)?;
@@ -207,14 +208,14 @@ pub(crate) fn rows_of_many(conn: &Connection, seq_refs: &[i64], full: bool, max_
 
 /// The ledger events keyed to several sequences (by name), in ledger order, grouped by sequence,
 /// up to the ledger watermark `max_event`.
-pub(crate) fn keyed_events_of_many(conn: &Connection, names: &[&str], max_event: i64) -> Result<std::collections::HashMap<String, Vec<RewardEvent>>, StoreError> {
+pub(crate) fn keyed_events_of_many(conn: &dyn Sql, names: &[&str], max_event: i64) -> Result<std::collections::HashMap<String, Vec<RewardEvent>>, StoreError> {
     let keys = serde_json::to_string(names).map_err(|e| StoreError::Failed(e.to_string()))?;
     let sql = EVENT_SQL.replacen("SELECT e.id,", "SELECT e.seq_key, e.id,", 1);
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT * FROM ({sql} WHERE e.seq_key IN (SELECT value FROM json_each(?1)){}) ORDER BY 2",
+    let mut stmt = conn.prepare_cached(format!(
+        "SELECT * FROM ({sql} WHERE e.seq_key IN (SELECT value FROM json_each(?1)){}) AS keyed ORDER BY 2",
         bound("e.id", max_event)
     ))?;
-    let mut rows = stmt.query([keys])?;
+    let mut rows = stmt.query(params![keys])?;
     let mut out: std::collections::HashMap<String, Vec<RewardEvent>> = std::collections::HashMap::new();
     while let Some(r) = rows.next()? {
         let key: String = r.get(0)?;
@@ -225,13 +226,13 @@ pub(crate) fn keyed_events_of_many(conn: &Connection, names: &[&str], max_event:
 
 /// Defects by task id that may reach a sequence (when any may), merged into `events` in ledger
 /// order.
-pub(crate) fn add_task_events(conn: &Connection, info: &SeqInfo, rows: &[StoredTriplet], max_event: i64, events: &mut Vec<RewardEvent>) -> Result<(), StoreError> {
+pub(crate) fn add_task_events(conn: &dyn Sql, info: &SeqInfo, rows: &[StoredTriplet], max_event: i64, events: &mut Vec<RewardEvent>) -> Result<(), StoreError> {
     if !info.task_events {
         return Ok(());
     }
-    let mut stmt = conn.prepare_cached(&format!("{EVENT_SQL} WHERE e.target_task = ?1{} ORDER BY e.id", bound("e.id", max_event)))?;
+    let mut stmt = conn.prepare_cached(format!("{EVENT_SQL} WHERE e.target_task = ?1{} ORDER BY e.id", bound("e.id", max_event)))?;
     for task in rltrace_core::reward::candidate_tasks(&info.sequence_id, rows.iter().map(|r| r.task_id.as_deref())) {
-        let mut q = stmt.query([task])?;
+        let mut q = stmt.query(params![task])?;
         while let Some(r) = q.next()? {
             events.push(event_row(r)?);
         }
@@ -243,11 +244,11 @@ pub(crate) fn add_task_events(conn: &Connection, info: &SeqInfo, rows: &[StoredT
 
 /// The ledger events that may reach a sequence, in ledger order, up to the ledger watermark
 /// `max_event`: those keyed to it, and defects by task id when some may reach it.
-pub(crate) fn events_for(conn: &Connection, info: &SeqInfo, rows: &[StoredTriplet], max_event: i64) -> Result<Vec<RewardEvent>, StoreError> {
+pub(crate) fn events_for(conn: &dyn Sql, info: &SeqInfo, rows: &[StoredTriplet], max_event: i64) -> Result<Vec<RewardEvent>, StoreError> {
     let mut events = Vec::new();
     if info.reward_events > 0 {
-        let mut stmt = conn.prepare_cached(&format!("{EVENT_SQL} WHERE e.seq_key = ?1{} ORDER BY e.id", bound("e.id", max_event)))?;
-        let mut q = stmt.query([&info.sequence_id])?;
+        let mut stmt = conn.prepare_cached(format!("{EVENT_SQL} WHERE e.seq_key = ?1{} ORDER BY e.id", bound("e.id", max_event)))?;
+        let mut q = stmt.query(params![&info.sequence_id])?;
         while let Some(r) = q.next()? {
             events.push(event_row(r)?);
         }

@@ -172,7 +172,35 @@ pub fn stored_version(conn: &Connection) -> Result<Option<i64>, StoreError> {
 
 /// Refuse a database this binary cannot read (read-only users; the writer migrates instead).
 pub fn check_readable(conn: &Connection) -> Result<(), StoreError> {
-    match stored_version(conn)? {
+    check_version(stored_version(conn)?)
+}
+
+/// What a writer does with a database of version `found`: refuse a newer one, migrate an older
+/// one forward (`migrate(from)`), create a new one (`create`). Both backends decide here.
+pub(crate) fn decide(
+    found: Option<i64>,
+    migrate: impl FnOnce(i64) -> Result<(), StoreError>,
+    create: impl FnOnce() -> Result<(), StoreError>,
+) -> Result<Migration, StoreError> {
+    match found {
+        Some(v) if v > SCHEMA_VERSION => Err(StoreError::Version(format!(
+            "the database has schema version {v}, newer than this rltrace's {SCHEMA_VERSION}: use a newer rltrace (nothing was changed)"
+        ))),
+        Some(SCHEMA_VERSION) => Ok(Migration::None),
+        Some(v) => {
+            migrate(v)?;
+            Ok(Migration::From(v))
+        }
+        None => {
+            create()?;
+            Ok(Migration::Created)
+        }
+    }
+}
+
+/// Whether a database of version `found` can be read as it is.
+pub(crate) fn check_version(found: Option<i64>) -> Result<(), StoreError> {
+    match found {
         Some(SCHEMA_VERSION) => Ok(()),
         Some(v) if v > SCHEMA_VERSION => Err(StoreError::Version(format!(
             "the database has schema version {v}, newer than this rltrace's {SCHEMA_VERSION}: use a newer rltrace"

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use rltrace_core::Policy;
 use rltrace_core::export::TripletView;
 use rltrace_core::sequence::{counts_are_exact_under, events_reaching, order};
-use rusqlite::params;
+use crate::db::{SqlExt, params};
 
 use crate::read::{Loaded, Page, ReadTx, SCAN_BUDGET, SequenceDetail, SequenceFilter, SequenceSummary, Stats, TripletDetail, TripletFilter};
 use crate::rows::{SEQ_COLS, events_for, rows_of, seq_info};
@@ -23,8 +23,8 @@ impl ReadTx<'_> {
         let rewarded = if counts_are_exact_under(policy) {
             c.rewarded_triplets
         } else {
-            let mut stmt = self.tx.prepare(&format!("SELECT {SEQ_COLS} FROM sequences WHERE rewarded_count > 0"))?;
-            let infos = stmt.query_map([], seq_info)?.collect::<Result<Vec<_>, _>>()?;
+            let mut stmt = self.tx.prepare_cached(format!("SELECT {SEQ_COLS} FROM sequences WHERE rewarded_count > 0"))?;
+            let infos = stmt.query_map(params![], seq_info)?.collect::<Result<Vec<_>, _>>()?;
             let mut n = 0u64;
             for info in infos {
                 n += self.load(info, policy, false, Watermarks::ALL, self.now)?.eval.rewarded_count() as u64;
@@ -58,7 +58,7 @@ impl ReadTx<'_> {
             sql.push_str(" AND q.hitl_events = 0");
         }
         sql.push_str(if f.role.is_some() { " ORDER BY r.seq_ref LIMIT ?5" } else { " ORDER BY q.id LIMIT ?5" });
-        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let mut stmt = self.tx.prepare_cached(sql.as_str())?;
         scan_pages(
             cursor,
             limit,
@@ -112,7 +112,7 @@ impl ReadTx<'_> {
             sql.push_str(" AND EXISTS (SELECT 1 FROM sequences q WHERE q.id = spans.seq_ref AND q.rewarded_count > 0)");
         }
         sql.push_str(" ORDER BY id LIMIT ?5");
-        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let mut stmt = self.tx.prepare_cached(sql.as_str())?;
         // Sequences evaluated for this page, with each row's position.
         let mut cache: HashMap<i64, (Loaded, HashMap<i64, usize>)> = HashMap::new();
         scan_pages(
@@ -269,7 +269,7 @@ impl ReadTx<'_> {
         let mut stmt = self.tx.prepare_cached("SELECT state, action FROM spans WHERE id = ?1")?;
         let mut items = Vec::with_capacity(page.len());
         for (row, mut v) in page {
-            let (state, action): (String, String) = stmt.query_row([row], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let (state, action): (String, String) = stmt.query_row(params![row], |r| Ok((r.get(0)?, r.get(1)?)))?;
             v.state = state;
             v.action = action;
             items.push(v);

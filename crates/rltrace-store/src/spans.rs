@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use rltrace_core::ids::{default_triplet_id, to_hex};
-use rusqlite::OptionalExtension;
+use crate::db::{SqlExt, params};
 
 use crate::StoreError;
 use crate::read::ReadTx;
@@ -45,7 +45,7 @@ impl ReadTx<'_> {
     /// The spans of a trace in tree order (parents before children, siblings by start time).
     pub fn trace(&self, trace_id: &[u8; 16]) -> Result<Option<Vec<SpanOut>>, StoreError> {
         let tref: Option<i64> =
-            self.tx.prepare_cached("SELECT id FROM traces WHERE trace_id = ?1")?.query_row([&trace_id[..]], |r| r.get(0)).optional()?;
+            self.tx.prepare_cached("SELECT id FROM traces WHERE trace_id = ?1")?.query_opt(params![&trace_id[..]], |r| r.get(0))?;
         let Some(tref) = tref else { return Ok(None) };
         let mut stmt = self.tx.prepare_cached(
             "SELECT s.span_id, s.parent_span_id, s.name, s.kind, s.start_ns, s.end_ns, s.status_code, s.status_message,
@@ -59,7 +59,7 @@ impl ReadTx<'_> {
         }
         let trace_hex = to_hex(trace_id);
         let raws = stmt
-            .query_map([tref], |r| {
+            .query_map(params![tref], |r| {
                 let span_id: i64 = r.get(0)?;
                 let parent: Option<i64> = r.get(1)?;
                 let seq_ref: Option<i64> = r.get(11)?;

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 
-use rusqlite::{Connection, params};
-
+use crate::db::{Sql, SqlExt, params};
 use crate::ingest::{Caches, SeqAgg, flush_aggs, ingest};
 use crate::prepare::PreparedSpan;
 use crate::{Inner, IngestOutcome, NewReward, RewardAppend, StoreError};
@@ -79,8 +78,62 @@ impl Done {
     }
 }
 
+/// The writer's connection: SQLite's file, or a PostgreSQL session that reconnects by itself.
+pub(crate) enum WriteConn {
+    Sqlite(rusqlite::Connection),
+    Postgres(crate::pg::PgWriter),
+}
+
+impl WriteConn {
+    fn sql(&self) -> Result<&dyn Sql, StoreError> {
+        match self {
+            WriteConn::Sqlite(c) => Ok(c),
+            WriteConn::Postgres(p) => p.conn(),
+        }
+    }
+
+    /// Open the group's transaction; says what of the caches must be reloaded first (the
+    /// connection is new, or another process appended to the ledger since this one's last group).
+    fn begin(&mut self, c: &Caches) -> Result<Reload, StoreError> {
+        match self {
+            WriteConn::Sqlite(conn) => {
+                conn.execute_batch("BEGIN")?;
+                Ok(Reload::Nothing)
+            }
+            WriteConn::Postgres(p) => p.begin(c.last_event),
+        }
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.sql()?.batch("COMMIT")
+    }
+
+    fn rollback(&mut self) {
+        if let Ok(sql) = self.sql() {
+            let _ = sql.batch("ROLLBACK");
+        }
+    }
+
+    /// Whether this process may settle fallbacks now (PostgreSQL: it holds the settle lock).
+    fn may_settle(&mut self) -> Result<bool, StoreError> {
+        match self {
+            WriteConn::Sqlite(_) => Ok(true),
+            WriteConn::Postgres(p) => p.may_settle(),
+        }
+    }
+}
+
+/// What of the writer's caches a new group reloads before it starts.
+pub(crate) enum Reload {
+    Nothing,
+    /// Pending ids, the newest event, the task events: another process appended to the ledger.
+    Ledger,
+    /// Everything: a new connection.
+    All,
+}
+
 pub(crate) struct Writer {
-    conn: Connection,
+    conn: WriteConn,
     inner: Arc<Inner>,
     caches: Caches,
     reclaim: Option<std::sync::mpsc::SyncSender<Vec<Vec<PreparedSpan>>>>,
@@ -104,9 +157,9 @@ impl Drop for AliveGuard {
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, inner: Arc<Inner>) -> Result<Writer, StoreError> {
+    pub(crate) fn new(conn: WriteConn, inner: Arc<Inner>) -> Result<Writer, StoreError> {
         let mut caches = Caches::default();
-        caches.reload(&conn)?;
+        caches.reload(conn.sql()?)?;
         let mut w = Writer { conn, inner, caches, reclaim: None };
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<PreparedSpan>>>(RECLAIM_QUEUE);
         if std::thread::Builder::new().name("rltrace-store-reclaim".into()).spawn(move || while rx.recv().is_ok() {}).is_ok() {
@@ -143,22 +196,30 @@ impl Writer {
         let mut done = Vec::with_capacity(ops.len());
         let mut trash: Vec<Vec<PreparedSpan>> = Vec::new();
         let max_pending = self.inner.max_pending;
+        let mut began = false;
         let outcome = (|| -> Result<(), StoreError> {
-            let tx = self.conn.transaction()?;
+            match self.conn.begin(&self.caches)? {
+                Reload::Nothing => {}
+                Reload::Ledger => self.caches.reload_ledger(self.conn.sql()?)?,
+                Reload::All => self.caches.reload(self.conn.sql()?)?,
+            }
+            began = true;
+            let may_settle = ops.iter().any(|o| matches!(o, Op::Settle { .. })) && self.conn.may_settle()?;
+            let tx = self.conn.sql()?;
             let mut g = Group::default();
             let mut ops = ops.into_iter();
             while let Some(op) = ops.next() {
                 let failed = match op {
                     Op::Spans { mut spans, bytes, reply } => {
                         released += bytes;
-                        let r = ingest(&tx, &mut self.caches, &mut spans, &mut g);
+                        let r = ingest(tx, &mut self.caches, &mut spans, &mut g);
                         trash.push(spans);
                         let failed = r.is_err();
                         done.push(Done::Spans(reply, r));
                         failed
                     }
                     Op::Reward { req, reply } => {
-                        let r = crate::ledger::append_reward(&tx, &mut self.caches, &mut g, *req, max_pending);
+                        let r = crate::ledger::append_reward(tx, &mut self.caches, &mut g, *req, max_pending);
                         let failed = r.is_err();
                         done.push(Done::Reward(reply, r));
                         failed
@@ -168,14 +229,14 @@ impl Writer {
                         false
                     }
                     Op::Settle { value, due_before, now, batch, reply } => {
-                        let r = crate::ledger::settle(&tx, &mut self.caches, &mut g, value, due_before, now, batch);
+                        let r = if may_settle { crate::ledger::settle(tx, &mut self.caches, &mut g, value, due_before, now, batch) } else { Ok(0) };
                         let failed = r.is_err();
                         done.push(Done::Settle(reply, r));
                         failed
                     }
                     #[cfg(test)]
                     Op::Fail { mut spans, reply } => {
-                        let _ = ingest(&tx, &mut self.caches, &mut spans, &mut g);
+                        let _ = ingest(tx, &mut self.caches, &mut spans, &mut g);
                         done.push(Done::Barrier(reply));
                         true
                     }
@@ -211,14 +272,14 @@ impl Writer {
                     )));
                 }
             }
-            let mut flushed = flush_aggs(&tx, &g.aggs)?;
+            let mut flushed = flush_aggs(tx, &g.aggs)?;
             let mut rewarded_delta = 0i64;
             let mut dirty: Vec<i64> = g.dirty.iter().copied().collect();
             dirty.sort_unstable();
             for seq in dirty {
                 rewarded_delta += match flushed.remove(&seq) {
-                    Some((counts, stored)) => crate::rewarded::recount_with(&tx, seq, counts, stored)?,
-                    None => crate::rewarded::recount(&tx, seq)?,
+                    Some((counts, stored)) => crate::rewarded::recount_with(tx, seq, counts, stored)?,
+                    None => crate::rewarded::recount(tx, seq)?,
                 };
             }
             let c = &g.counts;
@@ -230,7 +291,7 @@ impl Writer {
                 )?
                 .execute(params![c.spans as i64, c.triplets as i64, c.sequences as i64, c.reward_events as i64, c.task_events as i64, rewarded_delta])?;
             }
-            tx.commit()?;
+            self.conn.commit()?;
             Ok(())
         })();
         // Freeing the batches (allocated on other threads) is left to the reclaimer, off the
@@ -253,8 +314,11 @@ impl Writer {
             Err(e) => {
                 let message = e.to_string();
                 tracing::error!(error = %message, "store transaction failed; its operations are not acknowledged");
+                if began {
+                    self.conn.rollback();
+                }
                 // Whatever the caches learnt in the rolled-back transaction is forgotten.
-                match self.caches.reload(&self.conn) {
+                match self.conn.sql().and_then(|sql| self.caches.reload(sql)) {
                     Ok(()) => {
                         if is_store_failure(&e) {
                             self.inner.set_failure(message.clone());
@@ -277,8 +341,8 @@ impl Writer {
 /// database gone), as opposed to one bad operation.
 fn is_store_failure(e: &StoreError) -> bool {
     let text = e.to_string();
-    matches!(e, StoreError::Sqlite(_))
-        || ["disk is full", "disk I/O error", "unable to open", "readonly database", "database is locked", "no such table"]
+    matches!(e, StoreError::Sqlite(_) | StoreError::Postgres(_) | StoreError::Unreachable(_))
+        || ["disk is full", "disk I/O error", "unable to open", "readonly database", "database is locked", "no such table", "postgres", "unreachable"]
             .iter()
             .any(|m| text.contains(m))
 }

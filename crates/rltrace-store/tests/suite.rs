@@ -1,5 +1,7 @@
 //! The store's conformance suite: what every backend must answer the same way (DESIGN sections 4,
-//! 5 and 9), run here against the embedded SQLite store; each test names the rule it holds.
+//! 5 and 9), each test run against the embedded SQLite store and against a real PostgreSQL server
+//! (`RLTRACE_TEST_POSTGRES`, started by scripts/test.sh); each test names the rule it holds. The
+//! few tests of one backend's own mechanics (a file's size limit, its WAL, its first schema) say so.
 
 mod common;
 
@@ -26,15 +28,16 @@ fn all_triplets(store: &Store, policy: &Policy) -> Vec<rltrace_core::export::Tri
     out
 }
 
-#[test]
-fn a_span_sent_twice_is_stored_once() {
-    let (_d, store) = temp_store();
+conformance! {
+    fn a_span_sent_twice_is_stored_once(b) {
+    let (_d, store) = temp_store_on(b);
     let batch = || prepare((0..5).map(|n| triplet_span(1, n, "s", &[])).collect());
     assert_eq!(store.ingest_blocking(batch()).expect("first").stored, 5);
     let again = store.ingest_blocking(batch()).expect("again");
     assert_eq!((again.stored, again.duplicates), (0, 5));
     let c = store.read(|tx| tx.counts()).expect("counts");
     assert_eq!((c.spans, c.triplets, c.sequences), (5, 5, 1));
+}
 }
 
 /// A small deterministic generator (no dependency, same mix every run).
@@ -46,11 +49,11 @@ impl Lcg {
     }
 }
 
-/// The rewarded counts the store keeps (for `rewarded` filters and the statistics) agree with an
-/// evaluation of every triplet, whatever mix of rewards reached them.
-#[test]
-fn kept_rewarded_counts_agree_with_evaluation() {
-    let (_d, store) = temp_store();
+conformance! {
+    /// The rewarded counts the store keeps (for `rewarded` filters and the statistics) agree with an
+    /// evaluation of every triplet, whatever mix of rewards reached them.
+    fn kept_rewarded_counts_agree_with_evaluation(b) {
+    let (_d, store) = temp_store_on(b);
     let mut rng = Lcg(7);
     let roles = ["Planning", "Code", "Test"];
     for seq in 0..60u32 {
@@ -105,6 +108,7 @@ fn kept_rewarded_counts_agree_with_evaluation() {
         assert_eq!(got, expected, "rewarded={want}");
     }
 }
+}
 
 /// Pending requests as the API makes them (`"pending": true`).
 struct NewRewardPending;
@@ -117,10 +121,10 @@ impl NewRewardPending {
     }
 }
 
-/// A pending reward for an explicit `rl.triplet_id` of 48 upper-case hex digits joins its triplet.
-#[test]
-fn a_pending_reward_for_an_upper_case_hex_explicit_id_joins() {
-    let (_d, store) = temp_store();
+conformance! {
+    /// A pending reward for an explicit `rl.triplet_id` of 48 upper-case hex digits joins its triplet.
+    fn a_pending_reward_for_an_upper_case_hex_explicit_id_joins(b) {
+    let (_d, store) = temp_store_on(b);
     let id = "5B8EFFF798038103D269B633813FC60CEEE19B7EC3C1B174";
     created(store.append_reward_blocking(NewRewardPending::on_triplet(id, 0.8)));
     store.ingest_blocking(prepare(vec![triplet_span(3, 1, "s", &[("rl.triplet_id", s(id))])])).expect("ingest");
@@ -129,11 +133,12 @@ fn a_pending_reward_for_an_upper_case_hex_explicit_id_joins() {
     assert_eq!(d.ledger.len(), 1);
     assert!(!d.ledger[0].pending);
 }
+}
 
-/// A terminal-type reward for one triplet does not complete its sequence; for the sequence it does.
-#[test]
-fn only_a_sequence_targeted_terminal_reward_completes() {
-    let (_d, store) = temp_store();
+conformance! {
+    /// A terminal-type reward for one triplet does not complete its sequence; for the sequence it does.
+    fn only_a_sequence_targeted_terminal_reward_completes(b) {
+    let (_d, store) = temp_store_on(b);
     store.ingest_blocking(prepare(vec![triplet_span(1, 1, "s", &[]), triplet_span(1, 2, "s", &[])])).expect("ingest");
     let first = all_triplets(&store, &policy())[0].triplet_id.clone();
     created(store.append_reward_blocking(on_triplet(&first, 1.0, "tests")));
@@ -146,12 +151,13 @@ fn only_a_sequence_targeted_terminal_reward_completes() {
     let listed = store.read(|tx| tx.sequences(&SequenceFilter { complete: Some(true), ..Default::default() }, None, 10, &policy())).expect("list");
     assert_eq!(listed.items.len(), 1);
 }
+}
 
-/// "Latest" is ledger order: a reward carried by a span with a clock far in the future does not
-/// outlast a reward appended after it.
-#[test]
-fn latest_is_the_last_appended_whatever_time_a_client_wrote() {
-    let (_d, store) = temp_store();
+conformance! {
+    /// "Latest" is ledger order: a reward carried by a span with a clock far in the future does not
+    /// outlast a reward appended after it.
+    fn latest_is_the_last_appended_whatever_time_a_client_wrote(b) {
+    let (_d, store) = temp_store_on(b);
     let mut sp = triplet_span(1, 1, "s", &[("rl.triplet_id", s("t-1"))]);
     sp.events.push(reward_event(0.1, "judge", "triplet", "uniform", u64::MAX / 2));
     store.ingest_blocking(prepare(vec![sp])).expect("ingest");
@@ -161,13 +167,14 @@ fn latest_is_the_last_appended_whatever_time_a_client_wrote() {
     assert_eq!(t.effective.reward, Some(0.9));
     assert_eq!(t.effective.newest_source.as_deref(), Some("judge"));
 }
+}
 
-/// The triplet ids pending rewards wait for are bounded; past the bound a clear refusal, and
-/// room again once a target arrives.
-#[test]
-fn pending_triplet_ids_are_bounded() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(StoreConfig { max_pending: 3, ..StoreConfig::new(dir.path().join("db")) }).expect("open");
+conformance! {
+    /// The triplet ids pending rewards wait for are bounded; past the bound a clear refusal, and
+    /// room again once a target arrives.
+    fn pending_triplet_ids_are_bounded(b) {
+    let place = Place::new(b);
+    let store = Store::open(StoreConfig { max_pending: 3, ..place.config() }).expect("open");
     for n in 0..3 {
         created(store.append_reward_blocking(NewRewardPending::on_triplet(&format!("p{n}"), 0.5)));
     }
@@ -186,24 +193,28 @@ fn pending_triplet_ids_are_bounded() {
     }));
     // The bound holds across a restart (the pending ids are reloaded).
     drop(store);
-    let store = Store::open(StoreConfig { max_pending: 3, ..StoreConfig::new(dir.path().join("db")) }).expect("reopen");
+    let store = Store::open(StoreConfig { max_pending: 3, ..place.config() }).expect("reopen");
     assert!(matches!(store.append_reward_blocking(NewRewardPending::on_triplet("p9", 0.5)), Ok(RewardAppend::PendingLimit(3))));
 }
+}
 
-/// A read-only store reads beside a live writer and never writes, never creates a file.
-#[test]
-fn read_only_beside_a_live_writer() {
-    let (dir, store) = temp_store();
+conformance! {
+    /// A read-only store reads beside a live writer and never writes, never creates a file.
+    fn read_only_beside_a_live_writer(b) {
+    let (place, store) = temp_store_on(b);
     store.ingest_blocking(prepare(vec![triplet_span(1, 1, "s", &[("rl.reward", f(0.5))])])).expect("ingest");
-    let ro = Store::open_read_only(dir.path().join("rltrace.db")).expect("read-only");
+    let ro = place.open_read_only().expect("read-only");
     assert!(ro.is_read_only());
     assert_eq!(all_triplets(&ro, &policy()).len(), 1);
     assert!(matches!(ro.append_reward_blocking(on_triplet("x", 0.1, "hitl")), Err(StoreError::ReadOnly)));
     store.ingest_blocking(prepare(vec![triplet_span(1, 2, "s", &[])])).expect("ingest beside");
     assert_eq!(all_triplets(&ro, &policy()).len(), 2);
-    let missing = dir.path().join("missing.db");
-    assert!(Store::open_read_only(&missing).is_err());
-    assert!(!missing.exists());
+    if let Place::Sqlite(dir) = &place {
+        let missing = dir.path().join("missing.db");
+        assert!(Store::open_read_only(&missing).is_err());
+        assert!(!missing.exists());
+    }
+}
 }
 
 /// A full disk is a failure of the store (health says why), not overload; reads go on.
@@ -229,11 +240,11 @@ fn a_full_database_fails_and_says_why() {
     assert!(store.read(|tx| tx.counts()).expect("reads go on").spans > 0);
 }
 
-/// An export reads up to the watermarks taken when it starts, in runs of sequences each in its
-/// own read transaction; the same watermarks give the same lines again.
-#[test]
-fn export_reads_to_its_watermarks_in_runs() {
-    let (_d, store) = temp_store();
+conformance! {
+    /// An export reads up to the watermarks taken when it starts, in runs of sequences each in its
+    /// own read transaction; the same watermarks give the same lines again.
+    fn export_reads_to_its_watermarks_in_runs(b) {
+    let (_d, store) = temp_store_on(b);
     let n = rltrace_store::SEQUENCES_PER_READ as u32 * 2 + 10;
     let spans = (0..n).map(|k| triplet_span(k, k, &format!("s{k:04}"), &[("rl.reward", f(0.25))])).collect();
     store.ingest_blocking(prepare(spans)).expect("ingest");
@@ -267,11 +278,12 @@ fn export_reads_to_its_watermarks_in_runs() {
     assert!(rewards.iter().all(|r| *r == Some(0.25)), "the later reward is past the watermark");
     assert_eq!(all_triplets(&store, &policy()).len(), n as usize + 2);
 }
+}
 
-/// The fallback is applied in small batches until no sequence is due.
-#[test]
-fn settling_runs_in_batches_until_none_is_due() {
-    let (_d, store) = temp_store();
+conformance! {
+    /// The fallback is applied in small batches until no sequence is due.
+    fn settling_runs_in_batches_until_none_is_due(b) {
+    let (_d, store) = temp_store_on(b);
     let n = rltrace_store::SETTLE_BATCH as u32 + 20;
     store.ingest_blocking(prepare((0..n).map(|k| triplet_span(k, k, &format!("s{k}"), &[])).collect())).expect("ingest");
     created(store.append_reward_blocking(on_sequence("s0", Strategy::Uniform, Some(1.0), "tests")));
@@ -282,11 +294,12 @@ fn settling_runs_in_batches_until_none_is_due() {
     assert!(t.iter().filter(|t| t.sequence_id != "s0").all(|t| t.effective.reward == Some(0.3)));
     assert_eq!(store.read(|tx| tx.stats(&p)).expect("stats").rewarded_triplets, u64::from(n));
 }
+}
 
-/// A sequence's triplets come in pages, in sequence order, continuing after the last one.
-#[test]
-fn sequence_triplets_are_paged_in_order() {
-    let (_d, store) = temp_store();
+conformance! {
+    /// A sequence's triplets come in pages, in sequence order, continuing after the last one.
+    fn sequence_triplets_are_paged_in_order(b) {
+    let (_d, store) = temp_store_on(b);
     store
         .ingest_blocking(prepare((0..7).rev().map(|k| triplet_span(1, k, "s", &[("rl.sequence_index", i(i64::from(k)))])).collect()))
         .expect("ingest");
@@ -302,6 +315,7 @@ fn sequence_triplets_are_paged_in_order() {
         }
     }
     assert_eq!(seen, (0..7).collect::<Vec<i64>>());
+}
 }
 
 /// A newer binary migrates a version 1 database forward; the rewards read the same.
@@ -342,23 +356,38 @@ fn a_version_1_database_is_migrated_forward() {
     assert_eq!(v, rltrace_store::SCHEMA_VERSION.to_string());
 }
 
-/// An older binary refuses a newer database with a clear message and changes nothing.
-#[test]
-fn a_newer_database_is_refused() {
-    let (dir, store) = temp_store();
+conformance! {
+    /// An older binary refuses a newer database with a clear message and changes nothing.
+    fn a_newer_database_is_refused(b) {
+    let (place, store) = temp_store_on(b);
+    store.ingest_blocking(prepare(vec![triplet_span(1, 1, "s", &[])])).expect("ingest");
     drop(store);
-    let path = dir.path().join("rltrace.db");
-    rusqlite::Connection::open(&path).expect("open").execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", []).expect("bump");
-    let e = Store::open(StoreConfig::new(&path)).err().expect("refused");
+    place.raw("UPDATE meta SET value = '99' WHERE key = 'schema_version'");
+    let e = Store::open(place.config()).err().expect("refused");
     assert!(e.to_string().contains("newer"), "{e}");
-    let e = Store::open_read_only(&path).err().expect("refused");
+    let e = place.open_read_only().err().expect("refused");
     assert!(e.to_string().contains("newer"), "{e}");
+    // Nothing was changed: the version is still the newer one, the rows still there.
+    place.raw("UPDATE meta SET value = (SELECT value FROM meta WHERE key = 'schema_version') WHERE key = 'schema_version'");
+    let spans_left = match &place {
+        Place::Sqlite(dir) => rusqlite::Connection::open(dir.path().join("rltrace.db"))
+            .expect("open")
+            .query_row("SELECT count(*) FROM spans", [], |r| r.get::<_, i64>(0))
+            .expect("count"),
+        Place::Postgres { url, .. } => postgres::Client::connect(url, postgres::NoTls)
+            .expect("connect")
+            .query_one("SELECT count(*) FROM spans", &[])
+            .expect("count")
+            .get::<_, i64>(0),
+    };
+    assert_eq!(spans_left, 1);
+}
 }
 
-/// A defect by task id reaches the triplets of its phase: by sequence name and by `state.task_id`.
-#[test]
-fn defects_by_task_id_reach_by_name_and_by_state() {
-    let (_d, store) = temp_store();
+conformance! {
+    /// A defect by task id reaches the triplets of its phase: by sequence name and by `state.task_id`.
+    fn defects_by_task_id_reach_by_name_and_by_state(b) {
+    let (_d, store) = temp_store_on(b);
     store
         .ingest_blocking(prepare(vec![
             triplet_span(1, 1, "T7:Code", &[("rl.state.agent_role", s("Code"))]),
@@ -374,6 +403,7 @@ fn defects_by_task_id_reach_by_name_and_by_state() {
     assert!(by_role.contains(&("other", Some("Test"), None)));
     assert_eq!(store.read(|tx| tx.stats(&policy())).expect("stats").rewarded_triplets, 2);
     assert!(matches!(store.append_reward_blocking(defect("nope", "Code")), Ok(RewardAppend::NotFound(_))));
+}
 }
 
 /// A long export does not stop ingest nor let the WAL grow with what arrives meanwhile: it holds
@@ -407,11 +437,11 @@ fn a_long_export_lets_ingest_go_on_and_the_wal_stay_bounded() {
     assert!(peak_wal < written / 2, "the WAL grew to {peak_wal} bytes while {written} were written");
 }
 
-/// Pages of one sequence's triplets, with and without a filter, give what the whole sequence
-/// evaluated gives, in order, each triplet once.
-#[test]
-fn triplet_pages_of_a_sequence_match_the_whole_sequence() {
-    let (_d, store) = temp_store();
+conformance! {
+    /// Pages of one sequence's triplets, with and without a filter, give what the whole sequence
+    /// evaluated gives, in order, each triplet once.
+    fn triplet_pages_of_a_sequence_match_the_whole_sequence(b) {
+    let (_d, store) = temp_store_on(b);
     let spans = (0..40u32)
         .map(|k| {
             let mut attrs = vec![("rl.sequence_index", i(i64::from(k))), ("rl.state.agent_role", s(if k % 4 == 0 { "Code" } else { "Test" }))];
@@ -448,13 +478,14 @@ fn triplet_pages_of_a_sequence_match_the_whole_sequence() {
         }
     }
 }
+}
 
-/// The sample the what-if and the overview read: the newest sequences first, by role when asked,
-/// within the bounds on sequences and triplets (a sequence longer than the triplet bound is passed
-/// over and counted), or one sequence by name; each with all its rows and the events reaching it.
-#[test]
-fn recent_sequences_are_newest_first_within_their_bounds() {
-    let (_d, store) = temp_store();
+conformance! {
+    /// The sample the what-if and the overview read: the newest sequences first, by role when asked,
+    /// within the bounds on sequences and triplets (a sequence longer than the triplet bound is passed
+    /// over and counted), or one sequence by name; each with all its rows and the events reaching it.
+    fn recent_sequences_are_newest_first_within_their_bounds(b) {
+    let (_d, store) = temp_store_on(b);
     for seq in 0..6u32 {
         let role = if seq % 2 == 0 { "Code" } else { "Test" };
         let n = if seq == 4 { 5 } else { 2 };
@@ -478,4 +509,5 @@ fn recent_sequences_are_newest_first_within_their_bounds() {
     assert_eq!(one.sequences[0].rows.len(), 2);
     assert_eq!(one.sequences[0].events.len(), 1, "the sequence reward reaching it");
     assert!(store.read(|tx| tx.recent_sequences(&all, Some("absent"), 100, 100)).expect("read").sequences.is_empty());
+}
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use rltrace_core::dataset::{Format, OptionError, Options, Pointer, Shape, parse_unit_option};
 use rltrace_dataset::{Limits, Request};
-use rltrace_store::{AsOf, Store, TripletFilter};
+use rltrace_store::{AsOf, TripletFilter};
 use sha2::{Digest, Sha256};
 
 use crate::StoreArgs;
@@ -180,12 +180,8 @@ pub(crate) fn run(args: ExportArgs) -> Result<()> {
         None => (args.request()?, args.store.policy()?, None, None),
     };
     let limits = Limits { dpo_max_prompts: args.max_dpo_prompts, dpo_max_pending_bytes: args.max_dpo_pending_bytes, stepwise_max_steps: args.max_steps };
-    let path = args.store.db_path()?;
-    if !path.exists() {
-        bail!("store {} does not exist", path.display());
-    }
     // Read-only: an export may run beside a live collector and never writes.
-    let store = Store::open_read_only(&path).with_context(|| format!("cannot open store {}", path.display()))?;
+    let store = args.store.open_read_only()?;
     let as_of: AsOf = rltrace_dataset::resolve_as_of(&store, as_of)?;
     let started = Instant::now();
     let total = store.read(|tx| Ok(tx.counts()?.triplets)).unwrap_or(0);

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use rltrace_core::triplet::analyze;
 use rltrace_otlp::{decode_json, request_to_spans};
-use rltrace_store::{Store, StoreConfig, prepare_spans};
+use rltrace_store::{Store, prepare_spans};
 
 use crate::StoreArgs;
 
@@ -77,8 +77,7 @@ fn import_chunk(
 }
 
 pub(crate) fn run(args: ImportArgs) -> Result<()> {
-    let path = args.store.db_path()?;
-    let store = Store::open(StoreConfig::new(&path)).with_context(|| format!("cannot open store {}", path.display()))?;
+    let store = args.store.open()?;
     let limits = rltrace_core::Limits { max_attribute_value_bytes: args.max_attribute_bytes };
     let started = Instant::now();
     let mut totals = Totals::default();

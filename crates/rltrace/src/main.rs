@@ -33,23 +33,94 @@ struct StoreArgs {
     /// SQLite database file.
     #[arg(long, default_value = "rltrace.db", env = "RLTRACE_DB")]
     db: PathBuf,
-    /// Store URL (`sqlite://PATH`); overrides --db.
+    /// Store URL: `sqlite://PATH`, or `postgres://USER:PASSWORD@HOST:PORT/DB` (`postgresql://`
+    /// too; the password may come from PGPASSWORD); overrides --db.
     #[arg(long, env = "RLTRACE_STORE")]
     store: Option<String>,
+    /// PostgreSQL: reader connections at most (each collector also keeps one writer connection).
+    #[arg(long, default_value_t = 8, env = "RLTRACE_PG_POOL_SIZE", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pg_pool_size: u32,
+    /// PostgreSQL: seconds to wait for a connection (connecting, or a free one of the pool).
+    #[arg(long, default_value_t = 5, env = "RLTRACE_PG_CONNECT_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pg_connect_timeout: u64,
+    /// PostgreSQL: seconds one statement may run (statement_timeout).
+    #[arg(long, default_value_t = 30, env = "RLTRACE_PG_STATEMENT_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pg_statement_timeout: u64,
     /// Reward policy file (TOML).
     #[arg(long, env = "RLTRACE_POLICY")]
     policy: Option<PathBuf>,
 }
 
+/// Where the store is.
+enum Location {
+    Sqlite(PathBuf),
+    Postgres(rltrace_store::PgConfig),
+}
+
 impl StoreArgs {
-    fn db_path(&self) -> Result<PathBuf> {
+    fn location(&self) -> Result<Location> {
         match &self.store {
-            None => Ok(self.db.clone()),
-            Some(url) => match url.strip_prefix("sqlite://") {
-                Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
-                _ => bail!("unsupported store URL {url:?}: this build supports sqlite://PATH"),
-            },
+            None => Ok(Location::Sqlite(self.db.clone())),
+            Some(url) => {
+                if let Some(p) = url.strip_prefix("sqlite://") {
+                    if p.is_empty() {
+                        bail!("store URL {url:?} has no path: sqlite://PATH");
+                    }
+                    return Ok(Location::Sqlite(PathBuf::from(p)));
+                }
+                if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    let mut pg = rltrace_store::PgConfig::new(url.clone());
+                    pg.pool_size = self.pg_pool_size;
+                    pg.connect_timeout = std::time::Duration::from_secs(self.pg_connect_timeout);
+                    pg.statement_timeout = std::time::Duration::from_secs(self.pg_statement_timeout);
+                    return Ok(Location::Postgres(pg));
+                }
+                bail!("unsupported store URL {:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB", redact_url(url))
+            }
         }
+    }
+
+    /// The store for messages (a PostgreSQL URL without its password).
+    fn describe(&self) -> String {
+        match self.location() {
+            Ok(Location::Sqlite(p)) => p.display().to_string(),
+            Ok(Location::Postgres(pg)) => pg.display_url(),
+            Err(_) => self.store.as_deref().map(redact_url).unwrap_or_default(),
+        }
+    }
+
+    /// Open the store for writing, with `tweak` applied to its configuration. A SQLite file is
+    /// created unless `must_exist`.
+    fn open_with(&self, must_exist: bool, tweak: impl FnOnce(StoreConfig) -> StoreConfig) -> Result<Store> {
+        let config = match self.location()? {
+            Location::Sqlite(path) => {
+                if must_exist && !path.exists() {
+                    bail!("store {} does not exist", path.display());
+                }
+                StoreConfig::new(path)
+            }
+            Location::Postgres(pg) => StoreConfig::postgres(pg),
+        };
+        Store::open(tweak(config)).with_context(|| format!("cannot open store {}", self.describe()))
+    }
+
+    /// Open the store for writing.
+    fn open(&self) -> Result<Store> {
+        self.open_with(false, |c| c)
+    }
+
+    /// Open an existing store for reading only (beside a live collector if need be).
+    fn open_read_only(&self) -> Result<Store> {
+        let store = match self.location()? {
+            Location::Sqlite(path) => {
+                if !path.exists() {
+                    bail!("store {} does not exist", path.display());
+                }
+                Store::open_read_only(&path)
+            }
+            Location::Postgres(pg) => Store::open_read_only_postgres(&pg),
+        };
+        store.with_context(|| format!("cannot open store {}", self.describe()))
     }
 
     fn has_policy(&self) -> bool {
@@ -156,18 +227,28 @@ fn main() -> Result<()> {
     }
 }
 
+/// A URL with its password replaced by `***`.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((user, host)) => format!("{scheme}://{}{}@{host}", user.split(':').next().unwrap_or_default(), if user.contains(':') { ":***" } else { "" }),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     let policy = args.store.policy()?;
-    let path = args.store.db_path()?;
-    let store = Store::open(StoreConfig {
-        path: path.clone(),
+    let where_ = args.store.describe();
+    let store = args.store.open_with(false, |c| StoreConfig {
         queue_ops: args.queue_ops,
         queue_bytes: args.queue_bytes,
         synchronous_full: args.sync == SyncMode::Full,
         max_pending: args.max_pending,
         max_db_bytes: args.max_db_bytes,
-    })
-    .with_context(|| format!("cannot open store {}", path.display()))?;
+        ..c
+    })?;
     let limits = IngestLimits {
         max_body_bytes: args.max_body_bytes,
         max_inflated_bytes: args.max_inflated_bytes,
@@ -182,8 +263,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         let bound = Bound::bind(args.http, args.grpc).await.context("cannot bind listeners")?;
         let http = bound.http.local_addr()?;
         let grpc = bound.grpc.local_addr()?;
-        println!("rltrace listening http=http://{http} grpc={grpc} db={}", path.display());
-        tracing::info!(%http, %grpc, db = %path.display(), policy_hash = %state.policy.hash(), "collector started");
+        println!("rltrace listening http=http://{http} grpc={grpc} db={where_}");
+        tracing::info!(%http, %grpc, db = %where_, policy_hash = %state.policy.hash(), "collector started");
         rltrace_server::serve(state, bound, shutdown_signal()).await?;
         tracing::info!("collector stopped");
         Ok(())

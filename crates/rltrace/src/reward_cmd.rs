@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use rltrace_core::export::TripletView;
 use rltrace_core::reward::{RewardEvent, RewardTarget};
 use rltrace_core::time::format_micros;
-use rltrace_store::{Store, StoreConfig};
+use rltrace_store::Store;
 use serde_json::{Value, json};
 
 use crate::StoreArgs;
@@ -205,11 +205,7 @@ pub(crate) fn run(args: RewardArgs) -> Result<()> {
 }
 
 fn open(store: &StoreArgs) -> Result<Store> {
-    let path = store.db_path()?;
-    if !path.exists() {
-        bail!("store {} does not exist", path.display());
-    }
-    Store::open(StoreConfig::new(&path)).with_context(|| format!("cannot open store {}", path.display()))
+    store.open_with(true, |c| c)
 }
 
 fn settle(args: &StoreArgs) -> Result<()> {
@@ -244,8 +240,7 @@ fn target_text(e: &RewardEvent) -> String {
 fn explain(args: &StoreArgs, triplet_id: &str) -> Result<()> {
     let policy = args.policy()?;
     // Read-only: explaining never writes, and may run beside a live collector.
-    let path = args.db_path()?;
-    let store = Store::open_read_only(&path).with_context(|| format!("cannot open store {}", path.display()))?;
+    let store = args.open_read_only()?;
     let Some(detail) = store.read(|tx| tx.triplet(triplet_id, &policy))? else {
         bail!("triplet {triplet_id:?} not found");
     };

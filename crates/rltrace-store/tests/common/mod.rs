@@ -8,7 +8,7 @@ use rltrace_core::reward::{RewardTarget, Severity, Strategy, Valuation};
 use rltrace_core::span::{AttrValue, Origin, SpanEvent, SpanRecord};
 use rltrace_core::{Limits, Policy};
 
-use rltrace_store::{NewReward, PreparedSpan, Store, StoreConfig, prepare_spans};
+use rltrace_store::{NewReward, PgConfig, PreparedSpan, Store, StoreConfig, prepare_spans};
 
 pub fn s(v: &str) -> AttrValue {
     AttrValue::Str(v.to_string())
@@ -76,6 +76,126 @@ pub fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(StoreConfig::new(dir.path().join("rltrace.db"))).expect("open");
     (dir, store)
+}
+
+/// The backends of the conformance suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a test's store lives; dropped at the end of the test (a temporary directory, or a
+/// database of its own on the test server, dropped).
+pub enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres { admin: String, name: String, url: String },
+}
+
+impl Place {
+    /// A new empty place on `backend`.
+    pub fn new(backend: Backend) -> Place {
+        match backend {
+            Backend::Sqlite => Place::Sqlite(tempfile::tempdir().expect("tempdir")),
+            Backend::Postgres => {
+                let admin = postgres_url();
+                let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("connect to the test server");
+                c.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
+                let url = match admin.rsplit_once('/') {
+                    Some((base, _)) => format!("{base}/{name}"),
+                    None => panic!("RLTRACE_TEST_POSTGRES has no database name: {admin}"),
+                };
+                Place::Postgres { admin, name, url }
+            }
+        }
+    }
+
+    /// The store's configuration at this place.
+    pub fn config(&self) -> StoreConfig {
+        match self {
+            Place::Sqlite(dir) => StoreConfig::new(dir.path().join("rltrace.db")),
+            Place::Postgres { url, .. } => StoreConfig::postgres(PgConfig::new(url.clone())),
+        }
+    }
+
+    /// Open the store here.
+    pub fn open(&self) -> Store {
+        Store::open(self.config()).expect("open")
+    }
+
+    /// Open the store here for reading only.
+    pub fn open_read_only(&self) -> Result<Store, rltrace_store::StoreError> {
+        match self {
+            Place::Sqlite(dir) => Store::open_read_only(dir.path().join("rltrace.db")),
+            Place::Postgres { url, .. } => Store::open_read_only_postgres(&PgConfig::new(url.clone())),
+        }
+    }
+
+    /// Run SQL on the database directly (tests that set up an old or a newer database).
+    pub fn raw(&self, sql: &str) {
+        match self {
+            Place::Sqlite(dir) => {
+                let c = rusqlite::Connection::open(dir.path().join("rltrace.db")).expect("open");
+                c.execute_batch(sql).expect("raw sql");
+            }
+            Place::Postgres { url, .. } => {
+                let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+                c.batch_execute(sql).expect("raw sql");
+            }
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Place::Postgres { admin, name, .. } = self
+            && let Ok(mut c) = postgres::Client::connect(admin, postgres::NoTls)
+        {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+/// The test server's URL (`RLTRACE_TEST_POSTGRES`, set by scripts/test.sh, which starts the
+/// server). Missing, the PostgreSQL half of the suite fails rather than pass unseen.
+pub fn postgres_url() -> String {
+    match std::env::var("RLTRACE_TEST_POSTGRES") {
+        Ok(u) if !u.is_empty() => u,
+        _ => panic!(
+            "RLTRACE_TEST_POSTGRES is not set: run the tests with scripts/test.sh, which starts a PostgreSQL server on loopback \
+             (scripts/postgres.sh), or set it to postgres://USER:PASSWORD@127.0.0.1:PORT/DB"
+        ),
+    }
+}
+
+/// A store on `backend` in a new place.
+pub fn temp_store_on(backend: Backend) -> (Place, Store) {
+    let place = Place::new(backend);
+    let store = place.open();
+    (place, store)
+}
+
+/// One conformance test, run against both backends: `conformance!(fn name(b) { ... })` makes
+/// `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! conformance {
+    ($(#[$m:meta])* fn $name:ident($b:ident) $body:block) => {
+        $(#[$m])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn run($b: Backend) $body
+            #[test]
+            fn sqlite() {
+                run(Backend::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                run(Backend::Postgres)
+            }
+        }
+    };
 }
 
 pub fn reward(target: RewardTarget, value: Option<f64>, source: &str) -> NewReward {
