@@ -25,12 +25,17 @@ pub(crate) enum Value {
 }
 
 /// A statement parameter: always typed, even when null, so PostgreSQL can prepare with it.
-#[derive(Debug, Clone, Copy)]
+/// Arrays are for PostgreSQL's statements of whole batches only.
+#[derive(Debug, Clone)]
 pub(crate) enum P<'a> {
     I(Option<i64>),
     F(Option<f64>),
     T(Option<&'a str>),
     B(Option<&'a [u8]>),
+    IA(Vec<Option<i64>>),
+    FA(Vec<Option<f64>>),
+    TA(Vec<Option<&'a str>>),
+    BA(Vec<&'a [u8]>),
 }
 
 /// A value that can be bound as a parameter.
@@ -375,6 +380,7 @@ fn bind(stmt: &mut rusqlite::CachedStatement<'_>, params: &[P<'_>]) -> Result<()
             P::F(v) => stmt.raw_bind_parameter(idx, v)?,
             P::T(v) => stmt.raw_bind_parameter(idx, v)?,
             P::B(v) => stmt.raw_bind_parameter(idx, v)?,
+            P::IA(_) | P::FA(_) | P::TA(_) | P::BA(_) => return Err(StoreError::Failed("array parameters are for PostgreSQL statements only".into())),
         }
     }
     Ok(())

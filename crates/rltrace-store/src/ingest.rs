@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rltrace_core::ids::{canonical_triplet_id, to_hex};
 use rltrace_core::triplet::SpanRewardTarget;
-use crate::db::{Sql, SqlExt, params};
+use crate::db::{Dialect, Sql, SqlExt, params};
 
 use crate::ledger::{self, EventRow};
 use crate::prepare::PreparedSpan;
@@ -38,6 +38,8 @@ pub(crate) struct Caches {
     pub(crate) last_event: i64,
     /// Ledger events that target a task (defects by task id).
     pub(crate) task_events: i64,
+    /// Sequences the batch being stored created while fetching its rows ahead (PostgreSQL).
+    pub(crate) created: HashSet<i64>,
 }
 
 impl Caches {
@@ -61,7 +63,7 @@ impl Caches {
     }
 }
 
-fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: V) {
+pub(crate) fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: V) {
     if map.len() >= CACHE_MAX {
         map.clear();
     }
@@ -127,16 +129,7 @@ fn sequence_ref(tx: &dyn Sql, c: &mut Caches, sequence_id: &str, g: &mut Group) 
         None => {
             let id: i64 = tx.query_row("INSERT INTO sequences(sequence_id) VALUES (?1) RETURNING id", params![sequence_id], |r| r.get(0))?;
             ledger::count_pending_for_new_sequence(tx, id, sequence_id)?;
-            if c.task_events > 0 {
-                let candidates = rltrace_core::reward::candidate_tasks(sequence_id, std::iter::empty());
-                for task in candidates {
-                    if ledger::task_has_events(tx, task)? {
-                        tx.prepare_cached("UPDATE sequences SET task_events = 1 WHERE id = ?1")?.execute(params![id])?;
-                        break;
-                    }
-                }
-            }
-            g.counts.sequences += 1;
+            on_new_sequence(tx, c, g, id, sequence_id)?;
             (id, true)
         }
     };
@@ -144,48 +137,62 @@ fn sequence_ref(tx: &dyn Sql, c: &mut Caches, sequence_id: &str, g: &mut Group) 
     Ok((id, created))
 }
 
-const INSERT_SPAN: &str = "INSERT OR IGNORE INTO spans(
+/// What a sequence created now takes from the ledger: defects by task id that reach it by its
+/// name; it is counted. (Pending sequence rewards are counted by the caller.)
+pub(crate) fn on_new_sequence(tx: &dyn Sql, c: &Caches, g: &mut Group, id: i64, sequence_id: &str) -> Result<(), StoreError> {
+    if c.task_events > 0 {
+        for task in rltrace_core::reward::candidate_tasks(sequence_id, std::iter::empty()) {
+            if ledger::task_has_events(tx, task)? {
+                tx.prepare_cached("UPDATE sequences SET task_events = 1 WHERE id = ?1")?.execute(params![id])?;
+                break;
+            }
+        }
+    }
+    g.counts.sequences += 1;
+    Ok(())
+}
+
+pub(crate) const INSERT_SPAN: &str = "INSERT OR IGNORE INTO spans(
     trace_ref, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message,
     attributes, events, resource_ref, scope,
     seq_ref, triplet_id, seq_index, ts_us, state, action, role, task_id, phase,
     reward, reward_source, reward_components, propensity, seq_end, llm, sampling_probability, ledger_after)
   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)";
 
-/// Aggregates of the triplets a transaction adds to one sequence.
-pub(crate) struct SeqAgg {
-    pub(crate) count: i64,
-    pub(crate) indexed: i64,
-    pub(crate) first: i64,
-    pub(crate) last: i64,
-    pub(crate) ended: bool,
-    pub(crate) local: i64,
+/// Role and task links a batch adds.
+#[derive(Default)]
+pub(crate) struct Links {
+    pub(crate) roles: Vec<(String, i64)>,
+    pub(crate) tasks: Vec<(String, i64)>,
 }
 
-impl Default for SeqAgg {
-    fn default() -> SeqAgg {
-        SeqAgg { count: 0, indexed: 0, first: i64::MAX, last: i64::MIN, ended: false, local: 0 }
+/// Insert the links (SQLite: one prepared statement a row); returns the task links that were new.
+fn insert_links(tx: &dyn Sql, links: &Links) -> Result<Vec<(String, i64)>, StoreError> {
+    for (role, seq) in &links.roles {
+        tx.prepare_cached("INSERT OR IGNORE INTO sequence_roles(role, seq_ref) VALUES (?1, ?2)")?.execute(params![role, seq])?;
     }
+    let mut added = Vec::new();
+    for (task, seq) in &links.tasks {
+        if tx.prepare_cached("INSERT OR IGNORE INTO task_sequences(task_id, seq_ref) VALUES (?1, ?2)")?.execute(params![task, seq])? > 0 {
+            added.push((task.clone(), *seq));
+        }
+    }
+    Ok(added)
 }
 
-/// Store one batch of spans inside the group's transaction.
-pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g: &mut Group) -> Result<IngestOutcome, StoreError> {
-    let mut out = IngestOutcome::default();
-    let mut annotations = Vec::new();
+/// Insert the span rows (SQLite: one prepared statement a row, in process); what became of each.
+fn insert_rows(tx: &dyn Sql, c: &Caches, spans: &[PreparedSpan], refs: &[Option<Refs>]) -> Result<Vec<Fate>, StoreError> {
     let mut insert = tx.prepare_cached(INSERT_SPAN)?;
-    for s in spans.iter_mut() {
-        let tref = trace_ref(tx, c, &s.trace_id)?;
-        let rref = resource_ref(tx, c, &s.resource)?;
-        let span_id = i64::from_be_bytes(s.span_id);
-        let (seq_ref, seq_created) = match &s.triplet {
-            Some(t) => {
-                let (id, created) = sequence_ref(tx, c, &t.sequence_id, g)?;
-                (Some(id), created)
-            }
-            None => (None, false),
+    let mut fates = Vec::with_capacity(spans.len());
+    for (s, r) in spans.iter().zip(refs) {
+        let Some(r) = r else {
+            fates.push(Fate::Refused(String::new()));
+            continue;
         };
         let t = s.triplet.as_ref();
+        let span_id = i64::from_be_bytes(s.span_id);
         let changed = insert.execute(params![
-            tref,
+            r.trace,
             span_id,
             s.parent_span_id,
             s.name,
@@ -196,9 +203,9 @@ pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g
             s.status_message,
             s.attributes,
             s.events,
-            rref,
+            r.resource,
             s.scope,
-            seq_ref,
+            r.sequence,
             t.filter(|t| t.explicit_id).map(|t| t.triplet_id.as_str()),
             t.and_then(|t| t.seq_index),
             t.map(|t| t.ts_us),
@@ -216,31 +223,132 @@ pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g
             t.and_then(|t| t.sampling_probability),
             t.filter(|t| t.has_immediate).map(|_| c.last_event),
         ])?;
-        if changed == 0 {
-            let exists: Option<i64> = tx
-                .prepare_cached("SELECT 1 FROM spans WHERE trace_ref = ?1 AND span_id = ?2")?
-                .query_opt(params![tref, span_id], |r| r.get(0))?;
-            if exists.is_some() {
-                out.duplicates += 1;
-            } else {
-                // A sequence made for this refused span alone is not kept.
-                if let (true, Some(seq), Some(t)) = (seq_created, seq_ref, t) {
-                    tx.prepare_cached("DELETE FROM sequences WHERE id = ?1 AND triplet_count = 0")?.execute(params![seq])?;
-                    c.sequences.remove(&t.sequence_id);
-                    g.counts.sequences = g.counts.sequences.saturating_sub(1);
-                }
-                out.rejected.push(format!(
-                    "span {}/{}: attribute rl.triplet_id: triplet id {:?} is already used by another span",
-                    to_hex(&s.trace_id),
-                    to_hex(&s.span_id),
-                    t.map(|t| t.triplet_id.as_str()).unwrap_or_default()
-                ));
-            }
+        if changed > 0 {
+            fates.push(Fate::Stored);
             continue;
+        }
+        let exists: Option<i64> =
+            tx.prepare_cached("SELECT 1 FROM spans WHERE trace_ref = ?1 AND span_id = ?2")?.query_opt(params![r.trace, span_id], |r| r.get(0))?;
+        fates.push(if exists.is_some() { Fate::Duplicate } else { Fate::Refused(triplet_id_taken(s)) });
+    }
+    Ok(fates)
+}
+
+/// The refusal of a span whose explicit triplet id another span holds.
+pub(crate) fn triplet_id_taken(s: &PreparedSpan) -> String {
+    format!(
+        "span {}/{}: attribute rl.triplet_id: triplet id {:?} is already used by another span",
+        to_hex(&s.trace_id),
+        to_hex(&s.span_id),
+        s.triplet.as_ref().map(|t| t.triplet_id.as_str()).unwrap_or_default()
+    )
+}
+
+/// Aggregates of the triplets a transaction adds to one sequence.
+pub(crate) struct SeqAgg {
+    pub(crate) count: i64,
+    pub(crate) indexed: i64,
+    pub(crate) first: i64,
+    pub(crate) last: i64,
+    pub(crate) ended: bool,
+    pub(crate) local: i64,
+}
+
+impl Default for SeqAgg {
+    fn default() -> SeqAgg {
+        SeqAgg { count: 0, indexed: 0, first: i64::MAX, last: i64::MIN, ended: false, local: 0 }
+    }
+}
+
+/// What became of one span of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Fate {
+    Stored,
+    Duplicate,
+    /// Refused, with the message for the exporter.
+    Refused(String),
+}
+
+/// The rows a span refers to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refs {
+    pub(crate) trace: i64,
+    pub(crate) resource: i64,
+    pub(crate) sequence: Option<i64>,
+}
+
+/// A text PostgreSQL cannot hold (and SQLite is not asked to): a NUL character in a span's own
+/// strings. JSON texts escape it, so only the raw strings are looked at.
+fn nul_field(s: &PreparedSpan) -> Option<&'static str> {
+    let t = s.triplet.as_ref();
+    let fields: [(&'static str, Option<&str>); 8] = [
+        ("name", Some(s.name.as_str())),
+        ("status message", Some(s.status_message.as_str())),
+        ("scope name", Some(s.scope.as_str())),
+        ("rl.sequence_id", t.map(|t| t.sequence_id.as_str())),
+        ("rl.triplet_id", t.map(|t| t.triplet_id.as_str())),
+        ("state.agent_role", t.and_then(|t| t.role.as_deref())),
+        ("state.task_id", t.and_then(|t| t.task_id.as_deref())),
+        ("phase", t.and_then(|t| t.phase.as_deref())),
+    ];
+    fields.into_iter().find(|(_, v)| v.is_some_and(|v| v.contains('\0'))).map(|(k, _)| k)
+}
+
+/// Store one batch of spans inside the group's transaction.
+pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g: &mut Group) -> Result<IngestOutcome, StoreError> {
+    let mut out = IngestOutcome::default();
+    let mut annotations = Vec::new();
+    let postgres = tx.dialect() == Dialect::Postgres;
+    if postgres {
+        // The rows spans refer to, looked up and created in a few statements for the batch.
+        crate::pg_ingest::prefetch(tx, c, spans, g)?;
+    }
+    // Sequences created by this batch, and whether a span of the batch was stored into each.
+    let mut created: HashMap<i64, bool> = HashMap::new();
+    let mut refs: Vec<Option<Refs>> = Vec::with_capacity(spans.len());
+    for s in spans.iter() {
+        if let Some(field) = nul_field(s) {
+            refs.push(None);
+            out.rejected.push(format!("span {}/{}: {field} contains a NUL character", to_hex(&s.trace_id), to_hex(&s.span_id)));
+            continue;
+        }
+        let trace = trace_ref(tx, c, &s.trace_id)?;
+        let resource = resource_ref(tx, c, &s.resource)?;
+        let sequence = match &s.triplet {
+            Some(t) => {
+                let (id, new) = sequence_ref(tx, c, &t.sequence_id, g)?;
+                if new || c.created.contains(&id) {
+                    created.entry(id).or_insert(false);
+                }
+                Some(id)
+            }
+            None => None,
+        };
+        refs.push(Some(Refs { trace, resource, sequence }));
+    }
+    c.created.clear();
+    let fates = if postgres { crate::pg_ingest::insert_rows(tx, c, spans, &refs)? } else { insert_rows(tx, c, spans, &refs)? };
+    let mut links = Links::default();
+    for ((s, r), fate) in spans.iter_mut().zip(&refs).zip(fates) {
+        let Some(r) = r else { continue };
+        match fate {
+            Fate::Stored => {}
+            Fate::Duplicate => {
+                out.duplicates += 1;
+                continue;
+            }
+            Fate::Refused(why) => {
+                out.rejected.push(why);
+                continue;
+            }
         }
         out.stored += 1;
         g.counts.spans += 1;
-        if let (Some(t), Some(seq)) = (t, seq_ref) {
+        let t = s.triplet.as_ref();
+        if let (Some(t), Some(seq)) = (t, r.sequence) {
+            if let Some(stored) = created.get_mut(&seq) {
+                *stored = true;
+            }
             g.counts.triplets += 1;
             g.dirty.insert(seq);
             let a = g.aggs.entry(seq).or_default();
@@ -253,16 +361,12 @@ pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g
             if let Some(role) = &t.role
                 && !known_link(&mut c.role_links, seq, role)
             {
-                tx.prepare_cached("INSERT OR IGNORE INTO sequence_roles(role, seq_ref) VALUES (?1, ?2)")?.execute(params![role, seq])?;
+                links.roles.push((role.clone(), seq));
             }
             if let Some(task) = &t.task_id
                 && !known_link(&mut c.task_links, seq, task)
             {
-                let added =
-                    tx.prepare_cached("INSERT OR IGNORE INTO task_sequences(task_id, seq_ref) VALUES (?1, ?2)")?.execute(params![task, seq])?;
-                if added > 0 && c.task_events > 0 && ledger::task_has_events(tx, task)? {
-                    tx.prepare_cached("UPDATE sequences SET task_events = 1 WHERE id = ?1")?.execute(params![seq])?;
-                }
+                links.tasks.push((task.clone(), seq));
             }
             if !c.pending.is_empty() {
                 let key = canonical_triplet_id(&t.triplet_id);
@@ -272,27 +376,42 @@ pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g
                     ledger::recount_sequence_events(tx, seq)?;
                 }
             }
-            for r in &s.rewards {
-                let (target_triplet, target_sequence, strategy) = match &r.target {
+            for rw in &s.rewards {
+                let (target_triplet, target_sequence, strategy) = match &rw.target {
                     SpanRewardTarget::Triplet => (Some(t.triplet_id.as_str()), None, None),
                     SpanRewardTarget::Sequence(st) => (None, Some(t.sequence_id.as_str()), Some(st)),
                 };
-                let reward_id = format!("span:{}{}:{}", to_hex(&s.trace_id), to_hex(&s.span_id), r.ordinal);
+                let reward_id = format!("span:{}{}:{}", to_hex(&s.trace_id), to_hex(&s.span_id), rw.ordinal);
                 let row = EventRow {
                     target_triplet,
                     target_sequence,
                     strategy,
-                    ..EventRow::carried(&reward_id, &t.sequence_id, r.value, &r.source, r.reason.as_deref(), r.at)
+                    ..EventRow::carried(&reward_id, &t.sequence_id, rw.value, &rw.source, rw.reason.as_deref(), rw.at)
                 };
                 ledger::append_event(tx, c, g, &row)?;
             }
         }
         if let Some(a) = s.annotation.take() {
             let id = format!("span:{}{}:annotation", to_hex(&s.trace_id), to_hex(&s.span_id));
-            annotations.push((tref, s.trace_id, a, id));
+            annotations.push((r.trace, s.trace_id, a, id));
         }
     }
-    drop(insert);
+    // A sequence made for refused spans alone is not kept.
+    for (seq, stored) in created {
+        if !stored {
+            tx.prepare_cached("DELETE FROM sequences WHERE id = ?1 AND triplet_count = 0")?.execute(params![seq])?;
+            c.sequences.retain(|_, id| *id != seq);
+            g.counts.sequences = g.counts.sequences.saturating_sub(1);
+        }
+    }
+    let added = if postgres { crate::pg_ingest::insert_links(tx, &links)? } else { insert_links(tx, &links)? };
+    if c.task_events > 0 {
+        for (task, seq) in added {
+            if ledger::task_has_events(tx, &task)? {
+                tx.prepare_cached("UPDATE sequences SET task_events = 1 WHERE id = ?1")?.execute(params![seq])?;
+            }
+        }
+    }
     for (tref, trace_id, a, reward_id) in annotations {
         // The latest LLM-call triplet of the trace that ended at or before the reward span started.
         let target: Option<(Option<String>, i64, String)> = tx

@@ -14,6 +14,7 @@ mod ingest;
 mod ledger;
 mod migrate;
 mod pg;
+mod pg_ingest;
 mod prepare;
 mod read;
 mod recent;

@@ -122,6 +122,10 @@ fn param_type(p: &P<'_>) -> Type {
         P::F(_) => Type::FLOAT8,
         P::T(_) => Type::TEXT,
         P::B(_) => Type::BYTEA,
+        P::IA(_) => Type::INT8_ARRAY,
+        P::FA(_) => Type::FLOAT8_ARRAY,
+        P::TA(_) => Type::TEXT_ARRAY,
+        P::BA(_) => Type::BYTEA_ARRAY,
     }
 }
 
@@ -134,6 +138,10 @@ fn to_sql<'a>(params: &'a [P<'a>]) -> Vec<&'a (dyn postgres::types::ToSql + Sync
                 P::F(v) => v,
                 P::T(v) => v,
                 P::B(v) => v,
+                P::IA(v) => v,
+                P::FA(v) => v,
+                P::TA(v) => v,
+                P::BA(v) => v,
             }
         })
         .collect()

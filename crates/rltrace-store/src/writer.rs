@@ -272,7 +272,11 @@ impl Writer {
                     )));
                 }
             }
-            let mut flushed = flush_aggs(tx, &g.aggs)?;
+            let mut flushed = if tx.dialect() == crate::db::Dialect::Postgres {
+                if g.aggs.is_empty() { HashMap::new() } else { crate::pg_ingest::flush_aggs(tx, &g.aggs)? }
+            } else {
+                flush_aggs(tx, &g.aggs)?
+            };
             let mut rewarded_delta = 0i64;
             let mut dirty: Vec<i64> = g.dirty.iter().copied().collect();
             dirty.sort_unstable();

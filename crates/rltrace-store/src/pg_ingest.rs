@@ -1,0 +1,253 @@
+//! PostgreSQL's statements for a whole batch of spans: a round trip per row would cost more than
+//! the rows, so the traces, resources and sequences a batch refers to are looked up and created
+//! a statement each, the span rows go in as arrays in one `INSERT ... SELECT FROM unnest(...)`,
+//! and the role and task links likewise. What becomes of each span is the same as row by row
+//! (`ingest.rs` decides everything else for both backends).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::StoreError;
+use crate::db::{P, Sql};
+use crate::ingest::{Caches, Fate, Links, Refs, bounded_insert, on_new_sequence, triplet_id_taken};
+use crate::prepare::PreparedSpan;
+use crate::writer::Group;
+
+/// Look up, and create when missing, every trace, resource and sequence the batch refers to, and
+/// leave them in the writer's caches (sequences created now are listed in `c.created`).
+pub(crate) fn prefetch(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], g: &mut Group) -> Result<(), StoreError> {
+    let mut traces: Vec<&[u8]> = Vec::new();
+    let mut seen_traces: HashSet<[u8; 16]> = HashSet::new();
+    let mut resources: Vec<&Arc<str>> = Vec::new();
+    let mut seen_resources: HashSet<&str> = HashSet::new();
+    let mut sequences: Vec<&str> = Vec::new();
+    let mut seen_sequences: HashSet<&str> = HashSet::new();
+    for s in spans {
+        if !c.traces.contains_key(&s.trace_id) && seen_traces.insert(s.trace_id) {
+            traces.push(&s.trace_id[..]);
+        }
+        if !c.resources.contains_key(&s.resource) && seen_resources.insert(&s.resource) {
+            resources.push(&s.resource);
+        }
+        if let Some(t) = &s.triplet
+            && !c.sequences.contains_key(&t.sequence_id)
+            && seen_sequences.insert(&t.sequence_id)
+        {
+            sequences.push(&t.sequence_id);
+        }
+    }
+    if !traces.is_empty() {
+        let rows = tx.rows(
+            "WITH new AS (INSERT INTO traces(trace_id) SELECT * FROM unnest($1) ON CONFLICT DO NOTHING RETURNING id, trace_id)
+             SELECT id, trace_id FROM new UNION ALL SELECT id, trace_id FROM traces WHERE trace_id = ANY($1)",
+            &[P::BA(traces)],
+        )?;
+        for r in rows {
+            let id: i64 = r.get(0)?;
+            let key: [u8; 16] = r.blob(1).and_then(|b| b.try_into().ok()).ok_or_else(|| StoreError::Corrupt("trace id".into()))?;
+            bounded_insert(&mut c.traces, key, id);
+        }
+    }
+    if !resources.is_empty() {
+        let texts: Vec<Option<&str>> = resources.iter().map(|r| Some(&***r)).collect();
+        let rows = tx.rows(
+            "WITH new AS (INSERT INTO resources(attributes) SELECT * FROM unnest($1) ON CONFLICT DO NOTHING RETURNING id, attributes)
+             SELECT id, attributes FROM new UNION ALL SELECT id, attributes FROM resources WHERE attributes = ANY($1)",
+            &[P::TA(texts)],
+        )?;
+        let by_text: HashMap<String, i64> = rows.iter().map(|r| Ok((r.get::<_, String>(1)?, r.get::<_, i64>(0)?))).collect::<Result<_, StoreError>>()?;
+        for r in resources {
+            if let Some(id) = by_text.get(&**r) {
+                bounded_insert(&mut c.resources, Arc::clone(r), *id);
+            }
+        }
+    }
+    if !sequences.is_empty() {
+        let names: Vec<Option<&str>> = sequences.iter().map(|s| Some(*s)).collect();
+        let rows = tx.rows(
+            "WITH new AS (INSERT INTO sequences(sequence_id) SELECT * FROM unnest($1) ON CONFLICT DO NOTHING RETURNING id, sequence_id)
+             SELECT id, sequence_id, 1 FROM new UNION ALL SELECT id, sequence_id, 0 FROM sequences WHERE sequence_id = ANY($1)",
+            &[P::TA(names)],
+        )?;
+        let mut new: Vec<(i64, String)> = Vec::new();
+        for r in rows {
+            let id: i64 = r.get(0)?;
+            let name: String = r.get(1)?;
+            if r.get::<_, i64>(2)? == 1 {
+                new.push((id, name.clone()));
+            }
+            bounded_insert(&mut c.sequences, name, id);
+        }
+        if !new.is_empty() {
+            // Rewards appended as pending before their sequence existed are counted on it.
+            let keys: Vec<Option<&str>> = new.iter().map(|(_, n)| Some(n.as_str())).collect();
+            let waiting: HashSet<String> = tx
+                .rows("SELECT DISTINCT seq_key FROM reward_events WHERE seq_key = ANY($1)", &[P::TA(keys)])?
+                .iter()
+                .map(|r| r.get(0))
+                .collect::<Result<_, _>>()?;
+            for (id, name) in &new {
+                if waiting.contains(name) {
+                    crate::ledger::count_pending_for_new_sequence(tx, *id, name)?;
+                }
+                on_new_sequence(tx, c, g, *id, name)?;
+                c.created.insert(*id);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Insert the span rows as arrays in one statement; what became of each (a span left out before,
+/// `None`, is answered by the caller).
+pub(crate) fn insert_rows(tx: &dyn Sql, c: &Caches, spans: &[PreparedSpan], refs: &[Option<Refs>]) -> Result<Vec<Fate>, StoreError> {
+    let kept: Vec<(&PreparedSpan, Refs)> = spans.iter().zip(refs).filter_map(|(s, r)| r.map(|r| (s, r))).collect();
+    let mut stored: HashSet<(i64, i64)> = HashSet::new();
+    if !kept.is_empty() {
+        let col_i = |f: &dyn Fn(&PreparedSpan, &Refs) -> Option<i64>| P::IA(kept.iter().map(|(s, r)| f(s, r)).collect());
+        let col_f = |f: &dyn Fn(&PreparedSpan) -> Option<f64>| P::FA(kept.iter().map(|(s, _)| f(s)).collect());
+        let params = vec![
+            col_i(&|_, r| Some(r.trace)),
+            col_i(&|s, _| Some(i64::from_be_bytes(s.span_id))),
+            col_i(&|s, _| s.parent_span_id),
+            P::TA(kept.iter().map(|(s, _)| Some(s.name.as_str())).collect()),
+            col_i(&|s, _| Some(i64::from(s.kind))),
+            col_i(&|s, _| Some(s.start_ns)),
+            col_i(&|s, _| Some(s.end_ns)),
+            col_i(&|s, _| Some(i64::from(s.status_code))),
+            P::TA(kept.iter().map(|(s, _)| Some(s.status_message.as_str())).collect()),
+            P::TA(kept.iter().map(|(s, _)| Some(s.attributes.as_str())).collect()),
+            P::TA(kept.iter().map(|(s, _)| Some(s.events.as_str())).collect()),
+            col_i(&|_, r| Some(r.resource)),
+            P::TA(kept.iter().map(|(s, _)| Some(s.scope.as_str())).collect()),
+            col_i(&|_, r| r.sequence),
+            P::TA(kept.iter().map(|(s, _)| s.triplet.as_ref().filter(|t| t.explicit_id).map(|t| t.triplet_id.as_str())).collect()),
+            col_i(&|s, _| s.triplet.as_ref().and_then(|t| t.seq_index)),
+            col_i(&|s, _| s.triplet.as_ref().map(|t| t.ts_us)),
+            P::TA(kept.iter().map(|(s, _)| s.triplet.as_ref().map(|t| t.state.as_str())).collect()),
+            P::TA(kept.iter().map(|(s, _)| s.triplet.as_ref().map(|t| t.action.as_str())).collect()),
+            P::TA(kept.iter().map(|(s, _)| s.triplet.as_ref().and_then(|t| t.role.as_deref())).collect()),
+            P::TA(kept.iter().map(|(s, _)| s.triplet.as_ref().and_then(|t| t.task_id.as_deref())).collect()),
+            P::TA(kept.iter().map(|(s, _)| s.triplet.as_ref().and_then(|t| t.phase.as_deref())).collect()),
+            col_f(&|s| s.triplet.as_ref().and_then(|t| t.reward)),
+            P::TA(kept.iter().map(|(s, _)| s.triplet.as_ref().filter(|t| t.has_immediate).map(|t| t.reward_source.as_str())).collect()),
+            P::TA(kept.iter().map(|(s, _)| s.triplet.as_ref().and_then(|t| t.reward_components.as_deref())).collect()),
+            col_f(&|s| s.triplet.as_ref().and_then(|t| t.propensity)),
+            col_i(&|s, _| s.triplet.as_ref().map(|t| i64::from(t.seq_end))),
+            col_i(&|s, _| s.triplet.as_ref().map(|t| i64::from(t.llm))),
+            col_f(&|s| s.triplet.as_ref().and_then(|t| t.sampling_probability)),
+            col_i(&|s, _| s.triplet.as_ref().filter(|t| t.has_immediate).map(|_| c.last_event)),
+        ];
+        let rows = tx.rows(
+            "INSERT INTO spans(
+               trace_ref, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message,
+               attributes, events, resource_ref, scope,
+               seq_ref, triplet_id, seq_index, ts_us, state, action, role, task_id, phase,
+               reward, reward_source, reward_components, propensity, seq_end, llm, sampling_probability, ledger_after)
+             SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+                                  $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)
+             ON CONFLICT DO NOTHING RETURNING trace_ref, span_id",
+            &params,
+        )?;
+        for r in rows {
+            stored.insert((r.get(0)?, r.get(1)?));
+        }
+    }
+    // Spans not stored: a copy already stored (a retry, or twice in this batch) or a refusal.
+    let missing: Vec<(i64, i64)> = kept
+        .iter()
+        .map(|(s, r)| (r.trace, i64::from_be_bytes(s.span_id)))
+        .filter(|k| !stored.contains(k))
+        .collect();
+    let existing: HashSet<(i64, i64)> = if missing.is_empty() {
+        HashSet::new()
+    } else {
+        tx.rows(
+            "SELECT s.trace_ref, s.span_id FROM spans s JOIN unnest($1, $2) AS k(trace_ref, span_id)
+               ON s.trace_ref = k.trace_ref AND s.span_id = k.span_id",
+            &[P::IA(missing.iter().map(|k| Some(k.0)).collect()), P::IA(missing.iter().map(|k| Some(k.1)).collect())],
+        )?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?)))
+        .collect::<Result<_, StoreError>>()?
+    };
+    let mut fates = Vec::with_capacity(spans.len());
+    for (s, r) in spans.iter().zip(refs) {
+        let Some(r) = r else {
+            fates.push(Fate::Refused(String::new()));
+            continue;
+        };
+        let key = (r.trace, i64::from_be_bytes(s.span_id));
+        // The first copy in the batch is the one stored.
+        fates.push(if stored.remove(&key) {
+            Fate::Stored
+        } else if existing.contains(&key) {
+            Fate::Duplicate
+        } else {
+            Fate::Refused(triplet_id_taken(s))
+        });
+    }
+    Ok(fates)
+}
+
+/// Insert the role and task links a statement each; returns the task links that were new.
+pub(crate) fn insert_links(tx: &dyn Sql, links: &Links) -> Result<Vec<(String, i64)>, StoreError> {
+    if !links.roles.is_empty() {
+        tx.exec(
+            "INSERT INTO sequence_roles(role, seq_ref) SELECT * FROM unnest($1, $2) ON CONFLICT DO NOTHING",
+            &[
+                P::TA(links.roles.iter().map(|(r, _)| Some(r.as_str())).collect()),
+                P::IA(links.roles.iter().map(|(_, s)| Some(*s)).collect()),
+            ],
+        )?;
+    }
+    if links.tasks.is_empty() {
+        return Ok(Vec::new());
+    }
+    tx.rows(
+        "INSERT INTO task_sequences(task_id, seq_ref) SELECT * FROM unnest($1, $2) ON CONFLICT DO NOTHING RETURNING task_id, seq_ref",
+        &[
+            P::TA(links.tasks.iter().map(|(t, _)| Some(t.as_str())).collect()),
+            P::IA(links.tasks.iter().map(|(_, s)| Some(*s)).collect()),
+        ],
+    )?
+    .iter()
+    .map(|r| Ok((r.get(0)?, r.get(1)?)))
+    .collect()
+}
+
+/// The per-sequence aggregates of a group in one statement; each sequence's counts as they are
+/// then (with its stored rewarded count).
+pub(crate) fn flush_aggs(
+    tx: &dyn Sql,
+    aggs: &HashMap<i64, crate::ingest::SeqAgg>,
+) -> Result<HashMap<i64, (rltrace_core::sequence::SequenceCounts, i64)>, StoreError> {
+    let mut ids: Vec<i64> = aggs.keys().copied().collect();
+    ids.sort_unstable();
+    let col = |f: &dyn Fn(&crate::ingest::SeqAgg) -> i64| P::IA(ids.iter().map(|id| Some(f(&aggs[id]))).collect());
+    let params = [
+        P::IA(ids.iter().map(|id| Some(*id)).collect()),
+        col(&|a| a.count),
+        col(&|a| a.indexed),
+        col(&|a| a.first),
+        col(&|a| a.last),
+        col(&|a| i64::from(a.ended)),
+        col(&|a| a.local),
+    ];
+    let rows = tx.rows(
+        &format!(
+            "UPDATE sequences q SET triplet_count = q.triplet_count + a.n, indexed_count = q.indexed_count + a.idx,
+               first_us = LEAST(coalesce(q.first_us, a.lo), a.lo), last_us = GREATEST(coalesce(q.last_us, a.hi), a.hi),
+               ended = GREATEST(q.ended, a.fin), local_rewards = q.local_rewards + a.loc
+             FROM unnest($1, $2, $3, $4, $5, $6, $7) AS a(id, n, idx, lo, hi, fin, loc)
+             WHERE q.id = a.id RETURNING q.id, {}",
+            crate::rows::COUNT_COLS.split(", ").map(|c| format!("q.{c}")).collect::<Vec<_>>().join(", ")
+        ),
+        &params,
+    )?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        out.insert(r.get(0)?, crate::rows::seq_counts(&r, 1)?);
+    }
+    Ok(out)
+}
