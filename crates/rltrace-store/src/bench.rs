@@ -92,3 +92,93 @@ impl RawBaseline {
         self.rows
     }
 }
+
+/// The raw PostgreSQL baseline of the ingest benchmark: the same rows the writer stores, written
+/// with binary `COPY` (one statement and one transaction per batch) into a table with no index,
+/// in the collector's database. `rltrace loadgen --baseline --baseline-store postgres://...`
+/// reports the collector's rate against it. The table is dropped at the end.
+pub struct PgBaseline {
+    client: postgres::Client,
+    table: String,
+    elapsed: Duration,
+    rows: u64,
+}
+
+const PG_RAW_COLUMNS: &str = "trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message, attributes,
+    events, resource, scope, sequence_id, triplet_id, seq_index, ts_us, state, action, role, reward, reward_components";
+
+impl PgBaseline {
+    /// Create the scratch table `rltrace_baseline_{tag}` in the database at `pg`.
+    pub fn create(pg: &crate::PgConfig, tag: u64) -> Result<PgBaseline, StoreError> {
+        let mut client = pg.client_config(false)?.connect(postgres::NoTls).map_err(crate::pg::pg_error)?;
+        let table = format!("rltrace_baseline_{tag:x}");
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {table}(trace_id BYTEA, span_id BIGINT, parent_span_id BIGINT, name TEXT, kind BIGINT, start_ns BIGINT,
+                   end_ns BIGINT, status_code BIGINT, status_message TEXT, attributes TEXT, events TEXT, resource TEXT, scope TEXT,
+                   sequence_id TEXT, triplet_id TEXT, seq_index BIGINT, ts_us BIGINT, state TEXT, action TEXT, role TEXT,
+                   reward DOUBLE PRECISION, reward_components TEXT)"
+            ))
+            .map_err(crate::pg::pg_error)?;
+        Ok(PgBaseline { client, table, elapsed: Duration::ZERO, rows: 0 })
+    }
+
+    /// COPY one batch; only this is timed.
+    pub fn insert_batch(&mut self, spans: &[PreparedSpan]) -> Result<(), StoreError> {
+        use postgres::types::{ToSql, Type};
+        let started = Instant::now();
+        let types = [
+            Type::BYTEA, Type::INT8, Type::INT8, Type::TEXT, Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT,
+            Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT,
+            Type::FLOAT8, Type::TEXT,
+        ];
+        let sink = self
+            .client
+            .copy_in(&format!("COPY {} ({PG_RAW_COLUMNS}) FROM STDIN BINARY", self.table))
+            .map_err(crate::pg::pg_error)?;
+        let mut w = postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+        for s in spans {
+            let t = s.triplet.as_ref();
+            let row: [&(dyn ToSql + Sync); 22] = [
+                &&s.trace_id[..],
+                &i64::from_be_bytes(s.span_id),
+                &s.parent_span_id,
+                &s.name,
+                &i64::from(s.kind),
+                &s.start_ns,
+                &s.end_ns,
+                &i64::from(s.status_code),
+                &s.status_message,
+                &s.attributes,
+                &s.events,
+                &&*s.resource,
+                &s.scope,
+                &t.map(|t| t.sequence_id.as_str()),
+                &t.map(|t| t.triplet_id.as_str()),
+                &t.and_then(|t| t.seq_index),
+                &t.map(|t| t.ts_us),
+                &t.map(|t| t.state.as_str()),
+                &t.map(|t| t.action.as_str()),
+                &t.and_then(|t| t.role.as_deref()),
+                &t.and_then(|t| t.reward),
+                &t.and_then(|t| t.reward_components.as_deref()),
+            ];
+            w.write(&row).map_err(crate::pg::pg_error)?;
+        }
+        w.finish().map_err(crate::pg::pg_error)?;
+        self.elapsed += started.elapsed();
+        self.rows += spans.len() as u64;
+        Ok(())
+    }
+
+    /// Rows copied per second of copy time.
+    pub fn rows_per_second(&self) -> f64 {
+        self.rows as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl Drop for PgBaseline {
+    fn drop(&mut self) {
+        let _ = self.client.batch_execute(&format!("DROP TABLE IF EXISTS {}", self.table));
+    }
+}

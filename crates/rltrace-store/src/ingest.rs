@@ -40,6 +40,8 @@ pub(crate) struct Caches {
     pub(crate) task_events: i64,
     /// Sequences the batch being stored created while fetching its rows ahead (PostgreSQL).
     pub(crate) created: HashSet<i64>,
+    /// Traces the batch being stored created while fetching its rows ahead (PostgreSQL).
+    pub(crate) new_traces: HashSet<i64>,
 }
 
 impl Caches {
@@ -50,6 +52,8 @@ impl Caches {
         self.resources.clear();
         self.task_links.clear();
         self.role_links.clear();
+        self.created.clear();
+        self.new_traces.clear();
         self.reload_ledger(conn)
     }
 
@@ -301,6 +305,8 @@ pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g
     let postgres = tx.dialect() == Dialect::Postgres;
     if postgres {
         // The rows spans refer to, looked up and created in a few statements for the batch.
+        c.created.clear();
+        c.new_traces.clear();
         crate::pg_ingest::prefetch(tx, c, spans, g)?;
     }
     // Sequences created by this batch, and whether a span of the batch was stored into each.

@@ -218,6 +218,10 @@ impl Inner {
         }
     }
 
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failure.lock().map(|f| f.is_some()).unwrap_or(true)
+    }
+
     pub(crate) fn clear_failure(&self) {
         if let Ok(mut f) = self.failure.lock()
             && f.is_some()

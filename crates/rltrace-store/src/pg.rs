@@ -536,6 +536,16 @@ impl PgWriter {
         }
     }
 
+    /// Reconnect if need be and check that the database answers.
+    pub(crate) fn probe(&mut self) -> Result<(), StoreError> {
+        self.ensure()?;
+        let r = self.conn()?.batch("SELECT 1");
+        if let Err(e) = &r {
+            self.last_error = e.to_string();
+        }
+        r
+    }
+
     /// Open a group's transaction and take the write lock, and say what of the writer's caches
     /// must be reloaded: everything when the session is new, what they know of the ledger when its
     /// newest event is not `last_event` (another collector appended since).

@@ -39,12 +39,16 @@ pub(crate) fn prefetch(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], g: 
     if !traces.is_empty() {
         let rows = tx.rows(
             "WITH new AS (INSERT INTO traces(trace_id) SELECT * FROM unnest($1) ON CONFLICT DO NOTHING RETURNING id, trace_id)
-             SELECT id, trace_id FROM new UNION ALL SELECT id, trace_id FROM traces WHERE trace_id = ANY($1)",
+             SELECT id, trace_id, 1 FROM new UNION ALL SELECT id, trace_id, 0 FROM traces WHERE trace_id = ANY($1)",
             &[P::BA(traces)],
         )?;
         for r in rows {
             let id: i64 = r.get(0)?;
             let key: [u8; 16] = r.blob(1).and_then(|b| b.try_into().ok()).ok_or_else(|| StoreError::Corrupt("trace id".into()))?;
+            if r.get::<_, i64>(2)? == 1 {
+                // A trace first seen now has no stored span to be a duplicate of.
+                c.new_traces.insert(id);
+            }
             bounded_insert(&mut c.traces, key, id);
         }
     }
@@ -100,9 +104,62 @@ pub(crate) fn prefetch(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], g: 
 
 /// Insert the span rows as arrays in one statement; what became of each (a span left out before,
 /// `None`, is answered by the caller).
-pub(crate) fn insert_rows(tx: &dyn Sql, c: &Caches, spans: &[PreparedSpan], refs: &[Option<Refs>]) -> Result<Vec<Fate>, StoreError> {
-    let kept: Vec<(&PreparedSpan, Refs)> = spans.iter().zip(refs).filter_map(|(s, r)| r.map(|r| (s, r))).collect();
-    let mut stored: HashSet<(i64, i64)> = HashSet::new();
+///
+/// The write lock is held (no other writer inserts meanwhile), so what is already stored is
+/// looked up first — the spans of traces seen before, the explicit triplet ids — and the rest goes
+/// in with a plain `INSERT`, about twice as fast as `ON CONFLICT DO NOTHING` on PostgreSQL.
+pub(crate) fn insert_rows(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], refs: &[Option<Refs>]) -> Result<Vec<Fate>, StoreError> {
+    let span_key = |s: &PreparedSpan, r: &Refs| (r.trace, i64::from_be_bytes(s.span_id));
+    // Spans of traces stored before may be stored already.
+    let old: Vec<(i64, i64)> = spans
+        .iter()
+        .zip(refs)
+        .filter_map(|(s, r)| r.filter(|r| !c.new_traces.contains(&r.trace)).map(|r| span_key(s, &r)))
+        .collect();
+    let existing: HashSet<(i64, i64)> = if old.is_empty() {
+        HashSet::new()
+    } else {
+        tx.rows(
+            "SELECT s.trace_ref, s.span_id FROM spans s JOIN unnest($1, $2) AS k(trace_ref, span_id)
+               ON s.trace_ref = k.trace_ref AND s.span_id = k.span_id",
+            &[P::IA(old.iter().map(|k| Some(k.0)).collect()), P::IA(old.iter().map(|k| Some(k.1)).collect())],
+        )?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?)))
+        .collect::<Result<_, StoreError>>()?
+    };
+    c.new_traces.clear();
+    let explicit: Vec<Option<&str>> =
+        spans.iter().filter_map(|s| s.triplet.as_ref().filter(|t| t.explicit_id).map(|t| Some(t.triplet_id.as_str()))).collect();
+    let mut taken: HashSet<String> = if explicit.is_empty() {
+        HashSet::new()
+    } else {
+        tx.rows("SELECT triplet_id FROM spans WHERE triplet_id = ANY($1)", &[P::TA(explicit)])?.iter().map(|r| r.get(0)).collect::<Result<_, _>>()?
+    };
+    let mut seen: HashSet<(i64, i64)> = HashSet::new();
+    let mut fates = Vec::with_capacity(spans.len());
+    let mut kept: Vec<(&PreparedSpan, Refs)> = Vec::new();
+    for (s, r) in spans.iter().zip(refs) {
+        let Some(r) = r else {
+            fates.push(Fate::Refused(String::new()));
+            continue;
+        };
+        let key = span_key(s, r);
+        // The first copy is the one stored; a later one in the batch is a duplicate.
+        if existing.contains(&key) || !seen.insert(key) {
+            fates.push(Fate::Duplicate);
+            continue;
+        }
+        if let Some(t) = s.triplet.as_ref().filter(|t| t.explicit_id)
+            && !taken.insert(t.triplet_id.clone())
+        {
+            seen.remove(&key);
+            fates.push(Fate::Refused(triplet_id_taken(s)));
+            continue;
+        }
+        fates.push(Fate::Stored);
+        kept.push((s, *r));
+    }
     if !kept.is_empty() {
         let col_i = |f: &dyn Fn(&PreparedSpan, &Refs) -> Option<i64>| P::IA(kept.iter().map(|(s, r)| f(s, r)).collect());
         let col_f = |f: &dyn Fn(&PreparedSpan) -> Option<f64>| P::FA(kept.iter().map(|(s, _)| f(s)).collect());
@@ -138,54 +195,19 @@ pub(crate) fn insert_rows(tx: &dyn Sql, c: &Caches, spans: &[PreparedSpan], refs
             col_f(&|s| s.triplet.as_ref().and_then(|t| t.sampling_probability)),
             col_i(&|s, _| s.triplet.as_ref().filter(|t| t.has_immediate).map(|_| c.last_event)),
         ];
-        let rows = tx.rows(
+        let rows = tx.exec(
             "INSERT INTO spans(
                trace_ref, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message,
                attributes, events, resource_ref, scope,
                seq_ref, triplet_id, seq_index, ts_us, state, action, role, task_id, phase,
                reward, reward_source, reward_components, propensity, seq_end, llm, sampling_probability, ledger_after)
              SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-                                  $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)
-             ON CONFLICT DO NOTHING RETURNING trace_ref, span_id",
+                                  $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
             &params,
         )?;
-        for r in rows {
-            stored.insert((r.get(0)?, r.get(1)?));
+        if rows != kept.len() as u64 {
+            return Err(StoreError::Failed(format!("{rows} span rows inserted of {}", kept.len())));
         }
-    }
-    // Spans not stored: a copy already stored (a retry, or twice in this batch) or a refusal.
-    let missing: Vec<(i64, i64)> = kept
-        .iter()
-        .map(|(s, r)| (r.trace, i64::from_be_bytes(s.span_id)))
-        .filter(|k| !stored.contains(k))
-        .collect();
-    let existing: HashSet<(i64, i64)> = if missing.is_empty() {
-        HashSet::new()
-    } else {
-        tx.rows(
-            "SELECT s.trace_ref, s.span_id FROM spans s JOIN unnest($1, $2) AS k(trace_ref, span_id)
-               ON s.trace_ref = k.trace_ref AND s.span_id = k.span_id",
-            &[P::IA(missing.iter().map(|k| Some(k.0)).collect()), P::IA(missing.iter().map(|k| Some(k.1)).collect())],
-        )?
-        .iter()
-        .map(|r| Ok((r.get(0)?, r.get(1)?)))
-        .collect::<Result<_, StoreError>>()?
-    };
-    let mut fates = Vec::with_capacity(spans.len());
-    for (s, r) in spans.iter().zip(refs) {
-        let Some(r) = r else {
-            fates.push(Fate::Refused(String::new()));
-            continue;
-        };
-        let key = (r.trace, i64::from_be_bytes(s.span_id));
-        // The first copy in the batch is the one stored.
-        fates.push(if stored.remove(&key) {
-            Fate::Stored
-        } else if existing.contains(&key) {
-            Fate::Duplicate
-        } else {
-            Fate::Refused(triplet_id_taken(s))
-        });
     }
     Ok(fates)
 }

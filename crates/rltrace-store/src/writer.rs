@@ -170,7 +170,24 @@ impl Writer {
 
     pub(crate) fn run(mut self, rx: Receiver<Op>) {
         let _alive = AliveGuard(Arc::clone(&self.inner));
-        while let Ok(first) = rx.recv() {
+        loop {
+            // A PostgreSQL store that failed is probed every second while idle, so readiness
+            // comes back when the database does, before any write arrives.
+            let first = if matches!(self.conn, WriteConn::Postgres(_)) && self.inner.is_failing() {
+                match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                    Ok(op) => op,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        self.probe();
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => break,
+                }
+            };
             #[cfg(test)]
             if matches!(first, Op::Crash) {
                 return;
@@ -189,6 +206,17 @@ impl Writer {
             self.run_group(ops);
         }
         tracing::debug!("store writer stopped");
+    }
+
+    /// Check a failed PostgreSQL store: reconnect if need be, reload the caches, and clear the
+    /// failure when the database answers.
+    fn probe(&mut self) {
+        let WriteConn::Postgres(p) = &mut self.conn else { return };
+        let r = p.probe().and_then(|_| self.caches.reload(p.conn()?));
+        match r {
+            Ok(()) => self.inner.clear_failure(),
+            Err(e) => tracing::debug!(error = %e, "the database still does not answer"),
+        }
     }
 
     fn run_group(&mut self, ops: Vec<Op>) {

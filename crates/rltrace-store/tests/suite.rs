@@ -511,3 +511,42 @@ conformance! {
     assert!(store.read(|tx| tx.recent_sequences(&all, Some("absent"), 100, 100)).expect("read").sequences.is_empty());
 }
 }
+
+conformance! {
+    /// Partial success, span by span: in one batch, a span stored before (an exporter retrying a
+    /// trace split over two batches), a new span of that old trace, the same span twice, an
+    /// explicit triplet id held by a stored span or by one earlier in the batch, and a NUL in a
+    /// span's name: each is answered, the rest is stored, and a sequence made for refused spans
+    /// alone is not kept.
+    fn a_batch_is_stored_span_by_span_with_duplicates_and_refusals(b) {
+        let (_d, store) = temp_store_on(b);
+        let first = store
+            .ingest_blocking(prepare(vec![triplet_span(1, 1, "s", &[("rl.triplet_id", s("tid-1"))]), triplet_span(1, 2, "s", &[])]))
+            .expect("first");
+        assert_eq!((first.stored, first.duplicates, first.rejected.len()), (2, 0, 0));
+        let mut nul = triplet_span(3, 9, "s", &[]);
+        nul.name = "bad\0name".into();
+        let out = store
+            .ingest_blocking(prepare(vec![
+                triplet_span(1, 2, "s", &[]),
+                triplet_span(1, 3, "s", &[]),
+                triplet_span(1, 3, "s", &[]),
+                triplet_span(2, 4, "other", &[("rl.triplet_id", s("tid-1"))]),
+                triplet_span(2, 5, "s", &[("rl.triplet_id", s("tid-2"))]),
+                triplet_span(2, 6, "lonely", &[("rl.triplet_id", s("tid-2"))]),
+                nul,
+            ]))
+            .expect("second");
+        assert_eq!((out.stored, out.duplicates, out.rejected.len()), (2, 2, 3), "{out:?}");
+        assert_eq!(out.rejected.iter().filter(|m| m.contains("is already used by another span")).count(), 2, "{out:?}");
+        assert!(out.rejected.iter().any(|m| m.contains("name contains a NUL character")), "{out:?}");
+        let c = store.read(|tx| tx.counts()).expect("counts");
+        assert_eq!((c.spans, c.triplets, c.sequences), (4, 4, 1));
+        let seqs = store.read(|tx| tx.sequences(&SequenceFilter::default(), None, 10, &policy())).expect("list");
+        assert_eq!(seqs.items.iter().map(|s| s.sequence_id.as_str()).collect::<Vec<_>>(), vec!["s"]);
+        assert_eq!(seqs.items[0].triplet_count, 4);
+        // The refused ids are free for their own spans later... and the held ones stay held.
+        let again = store.ingest_blocking(prepare(vec![triplet_span(2, 6, "lonely", &[("rl.triplet_id", s("tid-3"))])])).expect("third");
+        assert_eq!(again.stored, 1, "{again:?}");
+    }
+}

@@ -61,6 +61,11 @@ pub(crate) struct LoadgenArgs {
     /// (no index) and report the collector's rate as a ratio of that baseline.
     #[arg(long)]
     baseline: bool,
+    /// With --baseline: the PostgreSQL database (`postgres://...`, the collector's) the raw
+    /// baseline writes the same rows to, with binary COPY into a table with no index, instead of
+    /// the scratch SQLite file.
+    #[arg(long, requires = "baseline")]
+    baseline_store: Option<String>,
     /// Fill the collector with a realistic mix instead (sequences `task-{n}` of the seven agent
     /// roles, LLM calls, immediate and sequence rewards in spans, HITL, tests, defects, triplet
     /// and pending rewards over the REST API), deterministic for --seed. Needs --triplets and
@@ -83,6 +88,23 @@ pub(crate) struct LoadgenArgs {
 
 /// Raw batched SQLite inserts of the same rows, timed (generation and preparation are not).
 fn run_baseline(args: &LoadgenArgs, run_id: u64) -> Result<f64> {
+    if let Some(url) = &args.baseline_store {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!("--baseline-store takes a postgres:// URL");
+        }
+        let mut raw = rltrace_store::bench::PgBaseline::create(&rltrace_store::PgConfig::new(url.clone()), run_id)?;
+        let limits = rltrace_core::Limits::default();
+        let mut first = 0u64;
+        while first < args.spans {
+            let count = (args.spans - first).min(args.batch as u64) as usize;
+            let req = build_batch(run_id ^ 0x5a5a, first, count, args.sequence_len);
+            let spans = rltrace_otlp::request_to_spans(req).spans;
+            let analyzed: Vec<_> = spans.into_iter().filter_map(|s| rltrace_core::triplet::analyze(s, &limits).ok()).collect();
+            raw.insert_batch(&rltrace_store::prepare_spans(analyzed))?;
+            first += count as u64;
+        }
+        return Ok(raw.rows_per_second());
+    }
     let dir = std::env::temp_dir().join(format!("rltrace-baseline-{}-{run_id:x}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = (|| -> Result<f64> {

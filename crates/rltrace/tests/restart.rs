@@ -10,6 +10,8 @@
 //! - with SIGTERM during load: the server drains and exits with code 0, and again nothing
 //!   acknowledged is lost.
 //!
+//! - with SIGKILL under load on PostgreSQL: the same checks on a database of the tests' server.
+//!
 //! Every loop is bounded in count and time; everything runs on loopback.
 
 mod common;
@@ -382,6 +384,29 @@ fn sigkill_under_load_loses_no_acknowledged_batch() {
     assert_eq!(verify(&server, &all_acked), log.sent.len(), "every batch stored exactly once after the retries");
     stop_within(server);
     integrity_ok(&db);
+}
+
+#[test]
+fn sigkill_under_load_on_postgres_loses_no_acknowledged_batch() {
+    let db = common::PgDatabase::new();
+    let run = run_id();
+    let mut server = common::Server::start_store(&db.url, &[], None);
+    let shared = Arc::new(Shared { acked: AtomicUsize::new(0), in_flight: AtomicUsize::new(0), ending: AtomicBool::new(false) });
+    let handles = start_load(&server.url("/v1/traces"), run, 1, MAX_REQUESTS, &shared);
+    wait_for_load(&shared);
+    shared.ending.store(true, Ordering::SeqCst);
+    let in_flight = shared.in_flight.load(Ordering::SeqCst);
+    server.kill();
+    let log = join(handles);
+    describe("SIGKILL on PostgreSQL", &log, in_flight);
+    assert!(log.unexpected.is_empty(), "failures before the kill: {:?}", log.unexpected);
+    assert!(!log.acked.is_empty());
+    assert!(log.sent.len() < (THREADS * MAX_REQUESTS) as usize, "the kill came after the load was over ({} batches sent)", log.sent.len());
+    drop(server);
+    let server = common::Server::start_store(&db.url, &[], None);
+    let stored = verify(&server, &log);
+    assert!(stored >= log.acked.len());
+    stop_within(server);
 }
 
 #[test]

@@ -59,10 +59,19 @@ impl Server {
     }
 
     fn start_at_with(db: &Path, extra: &[&str], log: Option<&Path>) -> Server {
+        Server::launch(&["--db".as_ref(), db.as_os_str()], db, extra, log)
+    }
+
+    /// Start on the store at `url` (`postgres://...`), its log at `RLTRACE_LOG=info` written to
+    /// `log` when given.
+    pub fn start_store(url: &str, extra: &[&str], log: Option<&Path>) -> Server {
+        Server::launch(&["--store".as_ref(), url.as_ref()], Path::new(url), extra, log)
+    }
+
+    fn launch(store: &[&std::ffi::OsStr], db: &Path, extra: &[&str], log: Option<&Path>) -> Server {
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
-            .arg("--db")
-            .arg(db)
+            .args(store)
             .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
             .args(extra)
             .env("RLTRACE_LOG", if log.is_some() { "info" } else { "warn" })
@@ -134,6 +143,108 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A database of its own on the tests' PostgreSQL server (`RLTRACE_TEST_POSTGRES`, started by
+/// scripts/test.sh), dropped at the end.
+pub struct PgDatabase {
+    admin: String,
+    name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// A new empty database on the server at `admin` (its URL, naming an existing database).
+    pub fn on(admin: &str) -> PgDatabase {
+        let name = format!("e2e_{}", uuid_like());
+        let mut c = postgres_client(admin);
+        c.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("the PostgreSQL URL has no database name: {admin}"),
+        };
+        PgDatabase { admin: admin.to_string(), name, url }
+    }
+
+    /// A new empty database on the tests' server.
+    pub fn new() -> PgDatabase {
+        PgDatabase::on(&postgres_url())
+    }
+
+    /// A client on this database.
+    pub fn client(&self) -> postgres::Client {
+        postgres_client(&self.url)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+fn postgres_client(url: &str) -> postgres::Client {
+    postgres::Client::connect(url, postgres::NoTls).unwrap_or_else(|e| panic!("connect to the tests' PostgreSQL server: {e}"))
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}_{}_{}", std::process::id(), nanos % 1_000_000_000_000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The tests' PostgreSQL server (`RLTRACE_TEST_POSTGRES`); missing, the test fails instead of
+/// passing unseen.
+pub fn postgres_url() -> String {
+    match std::env::var("RLTRACE_TEST_POSTGRES") {
+        Ok(u) if !u.is_empty() => u,
+        _ => panic!("RLTRACE_TEST_POSTGRES is not set: run the tests with scripts/test.sh, which starts a PostgreSQL server on loopback (scripts/postgres.sh)"),
+    }
+}
+
+/// A PostgreSQL server of the test's own (scripts/postgres.sh), for tests that stop and start it;
+/// stopped and removed at the end.
+pub struct OwnPostgres {
+    dir: PathBuf,
+    /// Its URL.
+    pub url: String,
+}
+
+impl OwnPostgres {
+    /// Start one.
+    pub fn start() -> OwnPostgres {
+        let dir = std::env::temp_dir().join(format!("rltrace-own-pg-{}", uuid_like()));
+        let out = OwnPostgres::script(&["start", &dir.to_string_lossy()]);
+        OwnPostgres { dir, url: out.trim().to_string() }
+    }
+
+    /// Stop the server (fast shutdown), keeping its data.
+    pub fn pause(&self) {
+        OwnPostgres::script(&["pause", &self.dir.to_string_lossy()]);
+    }
+
+    /// Start it again on the same data and port.
+    pub fn resume(&self) {
+        OwnPostgres::script(&["resume", &self.dir.to_string_lossy()]);
+    }
+
+    fn script(args: &[&str]) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres.sh");
+        let out = Command::new("bash").arg(script).args(args).stdin(Stdio::null()).output().expect("run scripts/postgres.sh");
+        assert!(out.status.success(), "scripts/postgres.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres.sh");
+        let _ = Command::new("bash").arg(script).args(["stop", &self.dir.to_string_lossy()]).stdin(Stdio::null()).output();
     }
 }
 

@@ -1,0 +1,273 @@
+//! The PostgreSQL store end to end (DESIGN section 9): several real `rltrace serve` processes on
+//! one database (spans sent to any stored once, the same answers from any, one event per
+//! idempotency key, default sequence indexes across collectors, one process settling fallbacks),
+//! and PostgreSQL stopped under load (errors, not success and not endless overload; `/readyz`
+//! 503; recovery by itself; nothing acknowledged lost). The kill -9 of a collector under load is
+//! in `restart.rs`. Databases live on the tests' server (`RLTRACE_TEST_POSTGRES`, started by
+//! scripts/test.sh); the fault test starts a server of its own.
+
+mod api_support;
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use api_support::{BASE_NS, SEC, get_ok, get_text, pct, request, send, span, span_id, trace_id};
+use common::{OwnPostgres, PgDatabase, Server};
+use serde_json::{Value, json};
+
+/// A triplet span of `seq` with no explicit index, starting `secs` after BASE_NS.
+fn step(seq: &str, role: &str, secs: u64) -> api_support::SpanB {
+    span(&trace_id(), &span_id(), &format!("agent.{role}"), BASE_NS + secs * SEC)
+        .attr("rl.sequence_id", json!(seq))
+        .attr("rl.state.agent_role", json!(role))
+        .attr("rl.state.step", json!(secs as i64))
+        .attr("rl.action.success", json!(true))
+        .attr("rl.reward", json!(0.5))
+}
+
+/// The answers that must agree between collectors: stats, the sequence list, each sequence.
+fn answers(s: &Server, seqs: &[&str]) -> Value {
+    let mut stats = get_ok(&s.url("/api/v1/stats"));
+    if let Some(o) = stats.as_object_mut() {
+        // A rate of this process's own ingest, not a stored fact.
+        o.remove("ingest_spans_per_s");
+    }
+    let list = get_ok(&s.url("/api/v1/sequences?limit=100"));
+    let each: Vec<Value> = seqs.iter().map(|q| get_ok(&s.url(&format!("/api/v1/sequences/{}", pct(q))))).collect();
+    let (status, _, jsonl) = get_text(&s.url("/api/v1/export?format=jsonl"));
+    assert_eq!(status, 200, "export: {jsonl}");
+    json!({"stats": stats, "list": list, "sequences": each, "export": jsonl})
+}
+
+fn two_collectors(db: &PgDatabase, extra: &[&str], logs: Option<&std::path::Path>) -> (Server, Server) {
+    let log = |n: &str| logs.map(|d| d.join(n));
+    let a = Server::start_store(&db.url, extra, log("a.log").as_deref());
+    let b = Server::start_store(&db.url, extra, log("b.log").as_deref());
+    (a, b)
+}
+
+#[test]
+fn spans_sent_to_any_collector_are_stored_once_and_every_collector_answers_the_same() {
+    let db = PgDatabase::new();
+    let (a, b) = two_collectors(&db, &[], None);
+
+    // The same batch to both (an exporter retrying against another collector): stored once.
+    let batch: Vec<_> = (0..5).map(|i| step("retried", "Code", 10 + i)).collect();
+    send(&a, &batch);
+    send(&b, &batch);
+
+    // One sequence whose triplets (no rl.sequence_index) arrive at alternate collectors, out of
+    // time order: the default index is the time order, whoever stored them.
+    let shared: Vec<_> = (0..8).map(|i| step("shared", if i % 2 == 0 { "Planning" } else { "Code" }, 100 + i)).collect();
+    for i in [5usize, 0, 7, 2, 1, 6, 3, 4] {
+        send(if i % 2 == 0 { &a } else { &b }, &shared[i..=i]);
+    }
+
+    // The same batches from two threads to both collectors at once.
+    let racing: Vec<Vec<api_support::SpanB>> = (0..6).map(|k| (0..20).map(|i| step(&format!("race-{k}"), "Test", 200 + i)).collect()).collect();
+    std::thread::scope(|sc| {
+        for s in [&a, &b] {
+            let racing = &racing;
+            sc.spawn(move || {
+                for batch in racing {
+                    send(s, batch);
+                }
+            });
+        }
+    });
+
+    let stats = get_ok(&a.url("/api/v1/stats"));
+    assert_eq!(stats["spans"], 5 + 8 + 6 * 20, "{stats}");
+    assert_eq!(stats["sequences"], 2 + 6, "{stats}");
+    let seq = get_ok(&b.url("/api/v1/sequences/shared"));
+    let order: Vec<(i64, i64)> = seq["triplets"]
+        .as_array()
+        .expect("triplets")
+        .iter()
+        .map(|t| (t["sequence_index"].as_i64().unwrap_or(-1), t["state"]["step"].as_i64().unwrap_or(-1)))
+        .collect();
+    assert_eq!(order, (0..8).map(|i| (i, 100 + i)).collect::<Vec<_>>(), "default indexes follow time across collectors: {seq}");
+    for t in seq["triplets"].as_array().expect("triplets") {
+        assert_eq!(t["reward"], 0.5, "{t}");
+    }
+
+    let names = ["retried", "shared", "race-0", "race-5"];
+    let from_a = answers(&a, &names);
+    let from_b = answers(&b, &names);
+    assert_eq!(from_a, from_b, "both collectors answer the same");
+    assert_eq!(from_a["export"].as_str().map(|t| t.lines().count()), Some(5 + 8 + 6 * 20));
+}
+
+#[test]
+fn one_idempotency_key_sent_to_both_collectors_makes_one_event() {
+    let db = PgDatabase::new();
+    let (a, b) = two_collectors(&db, &[], None);
+    let spans: Vec<_> = (0..3).map(|i| step("reviewed", "Code", 10 + i)).collect();
+    send(&a, &spans);
+    let body = json!({
+        "target": {"sequence_id": "reviewed"},
+        "source": "hitl",
+        "value": 1.0,
+        "idempotency_key": "review-42",
+    });
+    // Both at once, several times each.
+    let answers: Vec<(u16, Value)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = [&a, &b, &a, &b]
+            .into_iter()
+            .map(|s| {
+                let body = body.clone();
+                sc.spawn(move || common::post_json(&s.url("/api/v1/rewards"), &body))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let ids: BTreeSet<String> = answers
+        .iter()
+        .map(|(status, v)| {
+            assert!(*status == 201 || *status == 200, "answered {status}: {v}");
+            v["reward_id"].as_str().expect("reward_id").to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one event for one key: {answers:?}");
+    assert_eq!(answers.iter().filter(|(s, _)| *s == 201).count(), 1, "created once, replayed otherwise: {answers:?}");
+    for s in [&a, &b] {
+        let seq = get_ok(&s.url("/api/v1/sequences/reviewed"));
+        let hitl: Vec<&Value> = seq["ledger"].as_array().expect("ledger").iter().filter(|e| e["source"] == "hitl").collect();
+        assert_eq!(hitl.len(), 1, "{seq}");
+        assert_eq!(seq["complete"], true, "{seq}");
+    }
+    // The key with another body is a conflict on either collector.
+    let other = json!({"target": {"sequence_id": "reviewed"}, "source": "hitl", "value": 0.0, "idempotency_key": "review-42"});
+    for s in [&a, &b] {
+        let (status, v) = common::post_json(&s.url("/api/v1/rewards"), &other);
+        assert_eq!(status, 409, "{v}");
+    }
+}
+
+/// Holders of the settle lock (the advisory lock key 0x726c74720002 of `rltrace_store::pg`).
+fn settle_lock_holders(db: &PgDatabase) -> i64 {
+    let mut c = db.client();
+    c.query_one(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2",
+        &[&(0x726c_i64 as u32), &(0x7472_0002_i64 as u32)],
+    )
+    .map(|r| r.get::<_, i64>(0))
+    .expect("pg_locks")
+}
+
+fn fallbacks(s: &Server, seq: &str) -> usize {
+    let (status, v) = common::get_json(&s.url(&format!("/api/v1/sequences/{}", pct(seq))));
+    if status != 200 {
+        return 0;
+    }
+    v["ledger"].as_array().map_or(0, |l| l.iter().filter(|e| e["source"] == "fallback").count())
+}
+
+#[test]
+fn one_collector_at_a_time_settles_fallbacks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "default_reward = 0.3\nreward_wait = \"1s\"\n").expect("policy");
+    let policy = policy.to_string_lossy().into_owned();
+    let db = PgDatabase::new();
+    let (mut a, mut b) = two_collectors(&db, &["--policy", &policy], Some(dir.path()));
+
+    send(&a, &[step("idle-1", "Code", 1)]);
+    assert!(common::wait_until(30, || fallbacks(&a, "idle-1") > 0), "the fallback is applied after reward_wait");
+    // Both collectors keep running their settle loop; the sequence still has one fallback.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(fallbacks(&a, "idle-1"), 1);
+    assert_eq!(fallbacks(&b, "idle-1"), 1);
+    assert_eq!(settle_lock_holders(&db), 1, "one session holds the settle lock");
+    let says = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap_or_default().contains("settles fallbacks");
+    let (a_leads, b_leads) = (says("a.log"), says("b.log"));
+    assert!(a_leads ^ b_leads, "exactly one collector settles (a: {a_leads}, b: {b_leads})");
+
+    // The leader dies; the other takes the lock and settles what comes next.
+    let survivor = if a_leads {
+        a.kill();
+        &b
+    } else {
+        b.kill();
+        &a
+    };
+    send(survivor, &[step("idle-2", "Code", 2)]);
+    assert!(common::wait_until(30, || fallbacks(survivor, "idle-2") > 0), "the surviving collector settles");
+    assert_eq!(fallbacks(survivor, "idle-2"), 1);
+    assert_eq!(settle_lock_holders(&db), 1);
+    assert!(says("a.log") && says("b.log"), "the survivor took the settle lock over");
+}
+
+/// POST one OTLP/JSON batch; the status and whether a `Retry-After` came with it.
+fn post_batch(s: &Server, spans: &[api_support::SpanB]) -> (u16, bool) {
+    let body = serde_json::to_vec(&request(spans)).expect("serialise");
+    let (status, headers, _) = common::post_raw(&s.url("/v1/traces"), "application/json", &[], body);
+    (status, headers.contains_key("retry-after"))
+}
+
+#[test]
+fn a_stopped_database_is_answered_with_errors_and_the_collector_recovers() {
+    let pg = OwnPostgres::start();
+    let s = Server::start_store(&pg.url, &[], None);
+    let mut acked: Vec<String> = Vec::new();
+    let mut n = 0u64;
+    let mut batch = |n: &mut u64| -> Vec<api_support::SpanB> {
+        *n += 1;
+        (0..10).map(|i| step(&format!("fault-{n}"), "Code", *n * 100 + i)).collect()
+    };
+    for _ in 0..5 {
+        let b = batch(&mut n);
+        assert_eq!(post_batch(&s, &b).0, 200);
+        acked.push(format!("fault-{n}"));
+    }
+
+    pg.pause();
+    // Errors, promptly: not success, and not an overload answer to retry for ever.
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let b = batch(&mut n);
+        let (status, retry_after) = post_batch(&s, &b);
+        assert_ne!(status, 200, "a batch was acknowledged while the database is stopped");
+        statuses.push((status, retry_after));
+    }
+    assert!(started.elapsed() < Duration::from_secs(60), "answers while the database is down took {:?}", started.elapsed());
+    let errors = statuses.iter().filter(|(st, ra)| *st == 500 && !*ra).count();
+    assert!(errors >= 8, "a stopped database is answered 500 without Retry-After: {statuses:?}");
+    let (ready, body) = common::get_json(&s.url("/readyz"));
+    assert_eq!(ready, 503, "{body}");
+
+    pg.resume();
+    // Recovery by itself: readiness and ingest come back without a restart.
+    assert!(common::wait_until(30, || common::get_json(&s.url("/readyz")).0 == 200), "readyz recovers");
+    let b = batch(&mut n);
+    let mut ok = false;
+    for _ in 0..50 {
+        if post_batch(&s, &b).0 == 200 {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ok, "ingest recovers after the database returns");
+    acked.push(format!("fault-{n}"));
+    for seq in &acked {
+        let v = get_ok(&s.url(&format!("/api/v1/sequences/{seq}")));
+        assert_eq!(v["triplet_count"], 10, "{seq}: {v}");
+    }
+    let stats = get_ok(&s.url("/api/v1/stats"));
+    assert_eq!(stats["spans"], acked.len() as u64 * 10, "nothing of the refused batches was stored: {stats}");
+}
+
+#[test]
+fn a_bad_store_url_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ok, _, err) = common::run_cli(dir.path(), &["serve", "--store", "mysql://u:secret@127.0.0.1:1/db"]);
+    assert!(!ok);
+    assert!(err.contains("unsupported store URL") && !err.contains("secret"), "{err}");
+    // Nothing listens on port 1: a connection error naming the server, never the password.
+    let (ok, _, err) = common::run_cli(dir.path(), &["serve", "--store", "postgres://u:secret@127.0.0.1:1/db", "--pg-connect-timeout", "2"]);
+    assert!(!ok);
+    assert!(err.contains("cannot connect to postgres://u@127.0.0.1:1/db") && !err.contains("secret"), "{err}");
+}
