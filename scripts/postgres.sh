@@ -51,7 +51,8 @@ case "$cmd" in
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     echo "$port" > "$dir/port"
     if [ "$durable" = "--durable" ]; then
-      echo "-c max_connections=200 -c shared_buffers=256MB" > "$dir/opts"
+      # Durable (fsync on, synchronous_commit on), with the WAL room an ingest-heavy server is given.
+      echo "-c max_connections=200 -c shared_buffers=512MB -c max_wal_size=8GB -c checkpoint_timeout=30min -c wal_buffers=64MB" > "$dir/opts"
     else
       echo "-c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" > "$dir/opts"
     fi

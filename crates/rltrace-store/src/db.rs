@@ -33,7 +33,6 @@ pub(crate) enum P<'a> {
     T(Option<&'a str>),
     B(Option<&'a [u8]>),
     IA(Vec<Option<i64>>),
-    FA(Vec<Option<f64>>),
     TA(Vec<Option<&'a str>>),
     BA(Vec<&'a [u8]>),
 }
@@ -248,6 +247,10 @@ pub(crate) trait Sql {
     fn exec(&self, sql: &str, params: &[P<'_>]) -> Result<u64, StoreError>;
     /// Run several statements without parameters.
     fn batch(&self, sql: &str) -> Result<(), StoreError>;
+    /// The PostgreSQL connection behind, for its bulk statements (`COPY`).
+    fn postgres(&self) -> Option<&crate::pg::PgConn> {
+        None
+    }
 }
 
 /// A statement of the store's SQL, run as with rusqlite (the backend caches the prepared form).
@@ -380,7 +383,7 @@ fn bind(stmt: &mut rusqlite::CachedStatement<'_>, params: &[P<'_>]) -> Result<()
             P::F(v) => stmt.raw_bind_parameter(idx, v)?,
             P::T(v) => stmt.raw_bind_parameter(idx, v)?,
             P::B(v) => stmt.raw_bind_parameter(idx, v)?,
-            P::IA(_) | P::FA(_) | P::TA(_) | P::BA(_) => return Err(StoreError::Failed("array parameters are for PostgreSQL statements only".into())),
+            P::IA(_) | P::TA(_) | P::BA(_) => return Err(StoreError::Failed("array parameters are for PostgreSQL statements only".into())),
         }
     }
     Ok(())

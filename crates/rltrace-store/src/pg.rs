@@ -56,7 +56,11 @@ impl PgConfig {
         }
         c.connect_timeout(self.connect_timeout);
         c.application_name("rltrace");
-        let mut options = format!("-c statement_timeout={}", self.statement_timeout.as_millis());
+        // Every statement of the store is keyed (it walks an index, as on SQLite); a young table's
+        // statistics (the first minutes of a collector, before autovacuum analyses it) made the
+        // planner scan whole tables for each batch, cost that grew with the table. With
+        // sequential scans disabled it takes the index unless there is none.
+        let mut options = format!("-c statement_timeout={} -c enable_seqscan=off", self.statement_timeout.as_millis());
         if read_only {
             options.push_str(" -c default_transaction_read_only=on");
         }
@@ -123,7 +127,6 @@ fn param_type(p: &P<'_>) -> Type {
         P::T(_) => Type::TEXT,
         P::B(_) => Type::BYTEA,
         P::IA(_) => Type::INT8_ARRAY,
-        P::FA(_) => Type::FLOAT8_ARRAY,
         P::TA(_) => Type::TEXT_ARRAY,
         P::BA(_) => Type::BYTEA_ARRAY,
     }
@@ -139,7 +142,6 @@ fn to_sql<'a>(params: &'a [P<'a>]) -> Vec<&'a (dyn postgres::types::ToSql + Sync
                 P::T(v) => v,
                 P::B(v) => v,
                 P::IA(v) => v,
-                P::FA(v) => v,
                 P::TA(v) => v,
                 P::BA(v) => v,
             }
@@ -165,6 +167,26 @@ impl Sql for PgConn {
 
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
         self.client.borrow_mut().batch_execute(sql).map_err(pg_error)
+    }
+
+    fn postgres(&self) -> Option<&PgConn> {
+        Some(self)
+    }
+}
+
+impl PgConn {
+    /// `COPY ... FROM STDIN BINARY` of rows of the given column types, each written by `rows`.
+    pub(crate) fn copy_in(
+        &self,
+        sql: &str,
+        types: &[Type],
+        rows: impl FnOnce(&mut postgres::binary_copy::BinaryCopyInWriter<'_>) -> Result<(), postgres::Error>,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client.borrow_mut();
+        let sink = client.copy_in(sql).map_err(pg_error)?;
+        let mut w = postgres::binary_copy::BinaryCopyInWriter::new(sink, types);
+        rows(&mut w).map_err(pg_error)?;
+        w.finish().map_err(pg_error)
     }
 }
 

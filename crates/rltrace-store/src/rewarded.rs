@@ -18,7 +18,43 @@ pub(crate) fn recount(conn: &dyn Sql, seq: i64) -> Result<i64, StoreError> {
 
 /// [`recount`] with the sequence's counts and stored rewarded count already read.
 pub(crate) fn recount_with(conn: &dyn Sql, seq: i64, counts: SequenceCounts, stored: i64) -> Result<i64, StoreError> {
-    let now = match rewarded_from_counts(&counts) {
+    let now = count_now(conn, seq, &counts)?;
+    if now != stored {
+        conn.prepare_cached("UPDATE sequences SET rewarded_count = ?1 WHERE id = ?2")?.execute(params![now, seq])?;
+    }
+    Ok(now - stored)
+}
+
+/// The stored counts and rewarded count of sequence `seq`.
+pub(crate) fn stored_counts(conn: &dyn Sql, seq: i64) -> Result<(SequenceCounts, i64), StoreError> {
+    conn.prepare_cached(format!("SELECT {COUNT_COLS} FROM sequences WHERE id = ?1"))?.query_row(params![seq], |r| seq_counts(r, 0))
+}
+
+/// Store the rewarded counts that changed: `(sequence row, count)` (PostgreSQL: one statement).
+pub(crate) fn set_counts(conn: &dyn Sql, updates: &[(i64, i64)]) -> Result<(), StoreError> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    if conn.dialect() == crate::db::Dialect::Postgres {
+        conn.exec(
+            "UPDATE sequences q SET rewarded_count = a.n FROM unnest($1, $2) AS a(id, n) WHERE q.id = a.id",
+            &[
+                crate::db::P::IA(updates.iter().map(|u| Some(u.0)).collect()),
+                crate::db::P::IA(updates.iter().map(|u| Some(u.1)).collect()),
+            ],
+        )?;
+        return Ok(());
+    }
+    for (seq, n) in updates {
+        conn.prepare_cached("UPDATE sequences SET rewarded_count = ?1 WHERE id = ?2")?.execute(params![n, seq])?;
+    }
+    Ok(())
+}
+
+/// The rewarded count of sequence `seq` with the given counts: from the counts when they tell
+/// it, otherwise by evaluating the sequence in the core.
+pub(crate) fn count_now(conn: &dyn Sql, seq: i64, counts: &SequenceCounts) -> Result<i64, StoreError> {
+    Ok(match rewarded_from_counts(counts) {
         Some(n) => n,
         None => {
             let info = conn.prepare_cached(format!("SELECT {SEQ_COLS} FROM sequences WHERE id = ?1"))?.query_row(params![seq], seq_info)?;
@@ -26,11 +62,7 @@ pub(crate) fn recount_with(conn: &dyn Sql, seq: i64, counts: SequenceCounts, sto
             let events = events_for(conn, &info, &rows, i64::MAX)?;
             evaluate(&info.sequence_id, rows, &events, &Policy::default(), 0).rewarded_count() as i64
         }
-    };
-    if now != stored {
-        conn.prepare_cached("UPDATE sequences SET rewarded_count = ?1 WHERE id = ?2")?.execute(params![now, seq])?;
-    }
-    Ok(now - stored)
+    })
 }
 
 /// Recount every sequence and the store's total (migrations).

@@ -308,12 +308,19 @@ impl Writer {
             let mut rewarded_delta = 0i64;
             let mut dirty: Vec<i64> = g.dirty.iter().copied().collect();
             dirty.sort_unstable();
+            let mut changed = Vec::new();
             for seq in dirty {
-                rewarded_delta += match flushed.remove(&seq) {
-                    Some((counts, stored)) => crate::rewarded::recount_with(tx, seq, counts, stored)?,
-                    None => crate::rewarded::recount(tx, seq)?,
+                let (counts, stored) = match flushed.remove(&seq) {
+                    Some(c) => c,
+                    None => crate::rewarded::stored_counts(tx, seq)?,
                 };
+                let now = crate::rewarded::count_now(tx, seq, &counts)?;
+                if now != stored {
+                    changed.push((seq, now));
+                    rewarded_delta += now - stored;
+                }
             }
+            crate::rewarded::set_counts(tx, &changed)?;
             let c = &g.counts;
             if c.spans + c.sequences + c.reward_events > 0 || rewarded_delta != 0 {
                 tx.prepare_cached(

@@ -86,24 +86,31 @@ pub(crate) struct LoadgenArgs {
     long_sequence: u64,
 }
 
-/// Raw batched SQLite inserts of the same rows, timed (generation and preparation are not).
+/// Raw binary COPY of the same rows into the collector's PostgreSQL database, timed.
+fn pg_baseline(args: &LoadgenArgs, url: &str, run_id: u64) -> Result<f64> {
+    let mut raw = rltrace_store::bench::PgBaseline::create(&rltrace_store::PgConfig::new(url), run_id)?;
+    let limits = rltrace_core::Limits::default();
+    let mut first = 0u64;
+    while first < args.spans {
+        let count = (args.spans - first).min(args.batch as u64) as usize;
+        let req = build_batch(run_id ^ 0x5a5a, first, count, args.sequence_len);
+        let spans = rltrace_otlp::request_to_spans(req).spans;
+        let analyzed: Vec<_> = spans.into_iter().filter_map(|s| rltrace_core::triplet::analyze(s, &limits).ok()).collect();
+        raw.insert_batch(&rltrace_store::prepare_spans(analyzed))?;
+        first += count as u64;
+    }
+    Ok(raw.rows_per_second())
+}
+
+/// The raw baseline (batched SQLite inserts into a scratch file, or binary COPY into PostgreSQL) of
+/// the same rows, timed (generation and preparation are not).
 fn run_baseline(args: &LoadgenArgs, run_id: u64) -> Result<f64> {
     if let Some(url) = &args.baseline_store {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             bail!("--baseline-store takes a postgres:// URL");
         }
-        let mut raw = rltrace_store::bench::PgBaseline::create(&rltrace_store::PgConfig::new(url.clone()), run_id)?;
-        let limits = rltrace_core::Limits::default();
-        let mut first = 0u64;
-        while first < args.spans {
-            let count = (args.spans - first).min(args.batch as u64) as usize;
-            let req = build_batch(run_id ^ 0x5a5a, first, count, args.sequence_len);
-            let spans = rltrace_otlp::request_to_spans(req).spans;
-            let analyzed: Vec<_> = spans.into_iter().filter_map(|s| rltrace_core::triplet::analyze(s, &limits).ok()).collect();
-            raw.insert_batch(&rltrace_store::prepare_spans(analyzed))?;
-            first += count as u64;
-        }
-        return Ok(raw.rows_per_second());
+        // The blocking client runs on a thread of its own, off any async runtime.
+        return std::thread::scope(|sc| sc.spawn(|| pg_baseline(args, url, run_id)).join().unwrap_or_else(|_| Err(anyhow::anyhow!("the baseline thread panicked"))));
     }
     let dir = std::env::temp_dir().join(format!("rltrace-baseline-{}-{run_id:x}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
