@@ -62,6 +62,47 @@ pub struct TripletData {
     pub llm_call: bool,
     /// The span is a tool call (and not an LLM call).
     pub tool_call: bool,
+    /// The Agent Lightning rollout attempt the span (or its resource) names.
+    pub rollout: Option<RolloutLink>,
+}
+
+/// A sequence's link to an Agent Lightning rollout attempt: `agentlightning.rollout_id` and
+/// `agentlightning.attempt_id` on a span or its resource (DESIGN section 10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutLink {
+    /// `agentlightning.rollout_id`.
+    pub rollout_id: String,
+    /// `agentlightning.attempt_id`.
+    pub attempt_id: String,
+}
+
+/// Longest rollout or attempt id kept, in bytes.
+pub const MAX_ROLLOUT_ID_BYTES: usize = 256;
+
+/// The rollout link of a span: both ids on the span, else both on its resource; none when
+/// neither carries both. An id that is not a non-empty string of at most
+/// [`MAX_ROLLOUT_ID_BYTES`] is an error naming the attribute.
+pub fn rollout_link(span: &SpanRecord) -> Result<Option<RolloutLink>, (&'static str, String)> {
+    fn id(key: &'static str, v: Option<&AttrValue>) -> Result<Option<String>, (&'static str, String)> {
+        match v {
+            None => Ok(None),
+            Some(AttrValue::Str(s)) if !s.is_empty() && s.len() <= MAX_ROLLOUT_ID_BYTES && !s.contains('\0') => Ok(Some(s.clone())),
+            Some(AttrValue::Str(s)) if s.len() > MAX_ROLLOUT_ID_BYTES => Err((key, format!("longer than {MAX_ROLLOUT_ID_BYTES} bytes"))),
+            Some(_) => Err((key, "must be a non-empty string".to_string())),
+        }
+    }
+    const ROLLOUT: &str = "agentlightning.rollout_id";
+    const ATTEMPT: &str = "agentlightning.attempt_id";
+    let on_resource = |key: &str| span.origin.resource.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    let span_pair = (id(ROLLOUT, span.attr(ROLLOUT))?, id(ATTEMPT, span.attr(ATTEMPT))?);
+    let pair = match span_pair {
+        (Some(r), Some(a)) => (Some(r), Some(a)),
+        _ => (id(ROLLOUT, on_resource(ROLLOUT))?, id(ATTEMPT, on_resource(ATTEMPT))?),
+    };
+    Ok(match pair {
+        (Some(rollout_id), Some(attempt_id)) => Some(RolloutLink { rollout_id, attempt_id }),
+        _ => None,
+    })
 }
 
 impl TripletData {
@@ -311,7 +352,9 @@ fn extract_triplet(ctx: &SpanCtx<'_>) -> Result<Option<TripletData>, String> {
         None => false,
         Some(v) => v.as_bool().ok_or_else(|| ctx.reject("rl.sequence_end", "must be a boolean"))?,
     };
+    let rollout = rollout_link(span).map_err(|(key, why)| ctx.reject(key, &why))?;
     Ok(Some(TripletData {
+        rollout,
         triplet_id,
         explicit_id,
         sequence_id,

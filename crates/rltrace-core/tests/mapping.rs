@@ -920,3 +920,36 @@ fn library_spans_that_are_not_llm_or_tool_calls_stay_plain() {
     }
     insta::assert_json_snapshot!(out);
 }
+
+/// The rollout link: both ids on the span win, else both on the resource; one id alone links
+/// nothing; an id that is not a non-empty string of at most 256 bytes rejects the span by name.
+#[test]
+fn rollout_links_from_the_span_or_its_resource() {
+    let link = |sp: SpanRecord| match analyze(sp, &Limits::default()) {
+        Ok(a) => Ok(a.triplet.and_then(|t| t.rollout).map(|l| (l.rollout_id, l.attempt_id))),
+        Err(e) => Err(e),
+    };
+    let base = || vec![("rl.sequence_id", s("q")), ("rl.state.k", s("v")), ("rl.action.ok", AttrValue::Bool(true))];
+    let with = |extra: Vec<(&'static str, AttrValue)>| {
+        let mut a = base();
+        a.extend(extra);
+        span("agent.step", a)
+    };
+    let on_resource = vec![("agentlightning.rollout_id", s("ro-r")), ("agentlightning.attempt_id", s("at-r"))];
+    assert_eq!(
+        link(with(vec![("agentlightning.rollout_id", s("ro-s")), ("agentlightning.attempt_id", s("at-s"))])),
+        Ok(Some(("ro-s".into(), "at-s".into())))
+    );
+    assert_eq!(link(with_resource(with(vec![]), on_resource.clone())), Ok(Some(("ro-r".into(), "at-r".into()))));
+    assert_eq!(
+        link(with_resource(with(vec![("agentlightning.rollout_id", s("ro-s"))]), on_resource)),
+        Ok(Some(("ro-r".into(), "at-r".into()))),
+        "a span with one id takes the resource's pair"
+    );
+    assert_eq!(link(with(vec![("agentlightning.rollout_id", s("ro-s"))])), Ok(None));
+    let bad = link(with(vec![("agentlightning.rollout_id", AttrValue::Int(3)), ("agentlightning.attempt_id", s("a"))]));
+    assert!(bad.as_ref().is_err_and(|e| e.contains("agentlightning.rollout_id")), "{bad:?}");
+    let long = link(with(vec![("agentlightning.rollout_id", s(&"x".repeat(257))), ("agentlightning.attempt_id", s("a"))]));
+    assert!(long.as_ref().is_err_and(|e| e.contains("256")), "{long:?}");
+    assert!(link(with(vec![("agentlightning.rollout_id", s(&"x".repeat(256))), ("agentlightning.attempt_id", s("a"))])).is_ok_and(|l| l.is_some()));
+}

@@ -98,6 +98,10 @@ pub struct SequenceSummary {
     pub rewarded: bool,
     /// The agent roles of its triplets, in order of first appearance.
     pub roles: Vec<String>,
+    /// The Agent Lightning rollout attempt the sequence is linked to (`agentlightning.rollout_id`
+    /// and `agentlightning.attempt_id` on one of its spans or their resource); null when none.
+    #[schema(required)]
+    pub rollout: Option<Rollout>,
     /// The sequence id.
     pub sequence_id: String,
     /// Number of triplets.
@@ -127,12 +131,25 @@ pub struct SequenceDetail {
     pub rewarded: bool,
     /// The agent roles of its triplets, in order of first appearance.
     pub roles: Vec<String>,
+    /// The Agent Lightning rollout attempt the sequence is linked to (`agentlightning.rollout_id`
+    /// and `agentlightning.attempt_id` on one of its spans or their resource); null when none.
+    #[schema(required)]
+    pub rollout: Option<Rollout>,
     /// The sequence id.
     pub sequence_id: String,
     /// Number of triplets.
     pub triplet_count: i64,
     /// One page of its triplets in sequence order (`limit`, default 1,000; `cursor`).
     pub triplets: Vec<Triplet>,
+}
+
+/// A sequence's link to an Agent Lightning rollout attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Rollout {
+    /// The attempt id (`agentlightning.attempt_id`).
+    pub attempt_id: String,
+    /// The rollout id (`agentlightning.rollout_id`).
+    pub rollout_id: String,
 }
 
 /// A page of `GET /api/v1/sequences`.
@@ -151,7 +168,7 @@ fn opt_time(t: Option<i64>) -> Option<String> {
 
 impl From<store::SequenceSummary> for SequenceSummary {
     fn from(s: store::SequenceSummary) -> Self {
-        let store::SequenceSummary { sequence_id, triplet_count, first_at, last_at, rewarded, complete, reward_mean, roles } = s;
+        let store::SequenceSummary { sequence_id, triplet_count, first_at, last_at, rewarded, complete, reward_mean, roles, rollout } = s;
         SequenceSummary {
             complete,
             first_at: opt_time(first_at),
@@ -159,6 +176,7 @@ impl From<store::SequenceSummary> for SequenceSummary {
             reward_mean,
             rewarded,
             roles,
+            rollout: rollout.map(|l| Rollout { attempt_id: l.attempt_id, rollout_id: l.rollout_id }),
             sequence_id,
             triplet_count,
         }
@@ -168,7 +186,7 @@ impl From<store::SequenceSummary> for SequenceSummary {
 impl From<store::SequenceDetail> for SequenceDetail {
     fn from(d: store::SequenceDetail) -> Self {
         let store::SequenceDetail { summary, triplets, ledger, next } = d;
-        let SequenceSummary { complete, first_at, last_at, reward_mean, rewarded, roles, sequence_id, triplet_count } = summary.into();
+        let SequenceSummary { complete, first_at, last_at, reward_mean, rewarded, roles, rollout, sequence_id, triplet_count } = summary.into();
         SequenceDetail {
             complete,
             first_at,
@@ -178,6 +196,7 @@ impl From<store::SequenceDetail> for SequenceDetail {
             reward_mean,
             rewarded,
             roles,
+            rollout,
             sequence_id,
             triplet_count,
             triplets: triplets.into_iter().map(Into::into).collect(),

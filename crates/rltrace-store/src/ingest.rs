@@ -256,11 +256,13 @@ pub(crate) struct SeqAgg {
     pub(crate) last: i64,
     pub(crate) ended: bool,
     pub(crate) local: i64,
+    /// The first rollout link among the triplets (kept when the sequence has none yet).
+    pub(crate) rollout: Option<rltrace_core::triplet::RolloutLink>,
 }
 
 impl Default for SeqAgg {
     fn default() -> SeqAgg {
-        SeqAgg { count: 0, indexed: 0, first: i64::MAX, last: i64::MIN, ended: false, local: 0 }
+        SeqAgg { count: 0, indexed: 0, first: i64::MAX, last: i64::MIN, ended: false, local: 0, rollout: None }
     }
 }
 
@@ -364,6 +366,9 @@ pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g
             a.last = a.last.max(t.ts_us);
             a.ended |= t.seq_end;
             a.local += i64::from(t.has_immediate);
+            if a.rollout.is_none() {
+                a.rollout.clone_from(&t.rollout);
+            }
             if let Some(role) = &t.role
                 && !known_link(&mut c.role_links, seq, role)
             {
@@ -455,12 +460,18 @@ pub(crate) fn flush_aggs(
     let mut stmt = tx.prepare_cached(format!(
         "UPDATE sequences SET triplet_count = triplet_count + ?1, indexed_count = indexed_count + ?2,
            first_us = min(coalesce(first_us, ?3), ?3), last_us = max(coalesce(last_us, ?4), ?4),
-           ended = max(ended, ?5), local_rewards = local_rewards + ?6 WHERE id = ?7 RETURNING {}",
+           ended = max(ended, ?5), local_rewards = local_rewards + ?6,
+           attempt_id = CASE WHEN rollout_id IS NULL THEN ?9 ELSE attempt_id END, rollout_id = coalesce(rollout_id, ?8)
+         WHERE id = ?7 RETURNING {}",
         crate::rows::COUNT_COLS
     ))?;
     let mut out = HashMap::with_capacity(aggs.len());
     for (id, a) in aggs {
-        let counts = stmt.query_row(params![a.count, a.indexed, a.first, a.last, a.ended, a.local, id], |r| crate::rows::seq_counts(r, 0))?;
+        let link = a.rollout.as_ref();
+        let counts = stmt.query_row(
+            params![a.count, a.indexed, a.first, a.last, a.ended, a.local, id, link.map(|l| l.rollout_id.as_str()), link.map(|l| l.attempt_id.as_str())],
+            |r| crate::rows::seq_counts(r, 0),
+        )?;
         out.insert(*id, counts);
     }
     Ok(out)

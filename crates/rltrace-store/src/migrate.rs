@@ -1,60 +1,88 @@
-//! Schema migrations: each step moves a database one version forward inside one transaction, so a
-//! failed migration leaves the database as it was.
-
-use crate::db::{Sql, SqlExt, params};
+//! Schema migrations: a database of an older version is moved forward to
+//! [`crate::SCHEMA_VERSION`] inside one transaction, so a failed migration leaves it as it was.
+//! The steps are written once for both backends where their SQL agrees.
 
 use crate::StoreError;
+use crate::db::{Dialect, Sql, SqlExt, params};
+
+/// Version 3: a sequence's Agent Lightning rollout link (`rollout_id`, `attempt_id`).
+fn add_rollout_columns(conn: &dyn Sql) -> Result<(), StoreError> {
+    let text = if conn.dialect() == Dialect::Postgres { "TEXT COLLATE \"C\"" } else { "TEXT" };
+    conn.batch(&format!("ALTER TABLE sequences ADD COLUMN rollout_id {text}; ALTER TABLE sequences ADD COLUMN attempt_id {text};"))
+}
 
 /// Version 1 to 2: per-sequence counts of the events that decide completeness and rewards (only
 /// sequence-targeted terminal rewards complete a sequence), the rewarded count of every sequence
 /// and of the store, role and task indexes, and the ledger position of immediate rewards.
-pub(crate) fn v1_to_v2(conn: &dyn Sql) -> Result<(), StoreError> {
-    conn.batch("BEGIN IMMEDIATE")?;
-    let r = (|| -> Result<(), StoreError> {
-        conn.batch(
-            "ALTER TABLE counters ADD COLUMN rewarded_triplets INTEGER NOT NULL DEFAULT 0;
-             ALTER TABLE sequences ADD COLUMN covering_events INTEGER NOT NULL DEFAULT 0;
-             ALTER TABLE sequences ADD COLUMN hitl_events INTEGER NOT NULL DEFAULT 0;
-             ALTER TABLE sequences ADD COLUMN task_events INTEGER NOT NULL DEFAULT 0;
-             ALTER TABLE sequences ADD COLUMN rewarded_count INTEGER NOT NULL DEFAULT 0;
-             ALTER TABLE spans ADD COLUMN ledger_after INTEGER;",
-        )?;
-        conn.batch(crate::schema::SCHEMA)?;
-        conn.batch(
-            "INSERT OR IGNORE INTO sequence_roles(role, seq_ref) SELECT role, seq_ref FROM spans WHERE seq_ref IS NOT NULL AND role IS NOT NULL;
-             INSERT OR IGNORE INTO task_sequences(task_id, seq_ref) SELECT task_id, seq_ref FROM spans WHERE seq_ref IS NOT NULL AND task_id IS NOT NULL;
-             DROP TABLE IF EXISTS tasks;",
-        )?;
-        let ids: Vec<i64> = conn.prepare_cached("SELECT id FROM sequences")?.query_map(params![], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        let tasks: Vec<String> = conn
-            .prepare_cached("SELECT DISTINCT target_task FROM reward_events WHERE target_task IS NOT NULL")?
-            .query_map(params![], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        for task in &tasks {
-            crate::ledger::mark_task_reach(conn, task, &mut |_| {})?;
-        }
-        for id in ids {
-            crate::ledger::recount_sequence_events(conn, id)?;
-        }
-        crate::rewarded::recount_all(conn)?;
-        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'", params![])?;
-        Ok(())
-    })();
+fn v1_to_v2(conn: &dyn Sql) -> Result<(), StoreError> {
+    conn.batch(
+        "ALTER TABLE counters ADD COLUMN rewarded_triplets INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE sequences ADD COLUMN covering_events INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE sequences ADD COLUMN hitl_events INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE sequences ADD COLUMN task_events INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE sequences ADD COLUMN rewarded_count INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE spans ADD COLUMN ledger_after INTEGER;",
+    )?;
+    conn.batch(crate::schema::SCHEMA)?;
+    conn.batch(
+        "INSERT OR IGNORE INTO sequence_roles(role, seq_ref) SELECT role, seq_ref FROM spans WHERE seq_ref IS NOT NULL AND role IS NOT NULL;
+         INSERT OR IGNORE INTO task_sequences(task_id, seq_ref) SELECT task_id, seq_ref FROM spans WHERE seq_ref IS NOT NULL AND task_id IS NOT NULL;
+         DROP TABLE IF EXISTS tasks;",
+    )?;
+    let ids: Vec<i64> = conn.prepare_cached("SELECT id FROM sequences")?.query_map(params![], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let tasks: Vec<String> = conn
+        .prepare_cached("SELECT DISTINCT target_task FROM reward_events WHERE target_task IS NOT NULL")?
+        .query_map(params![], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for task in &tasks {
+        crate::ledger::mark_task_reach(conn, task, &mut |_| {})?;
+    }
+    for id in ids {
+        crate::ledger::recount_sequence_events(conn, id)?;
+    }
+    crate::rewarded::recount_all(conn)?;
+    Ok(())
+}
+
+/// Run `steps` in one transaction opened with `begin`, then record the current version.
+fn migrate(conn: &dyn Sql, begin: &str, from: i64, steps: impl FnOnce() -> Result<(), StoreError>) -> Result<(), StoreError> {
+    let to = crate::SCHEMA_VERSION;
+    conn.batch(begin)?;
+    let r = steps().and_then(|()| conn.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", params![to.to_string()]).map(|_| ()));
     match r {
         Ok(()) => {
             conn.batch("COMMIT")?;
-            tracing::info!("migrated the database from schema version 1 to 2");
+            tracing::info!("migrated the database from schema version {from} to {to}");
             Ok(())
         }
         Err(e) => {
             let _ = conn.batch("ROLLBACK");
-            Err(StoreError::Version(format!("migrating the database from schema version 1 to 2 failed, nothing was changed: {e}")))
+            Err(StoreError::Version(format!("migrating the database from schema version {from} to {to} failed, nothing was changed: {e}")))
         }
     }
 }
 
-/// Move a PostgreSQL database forward from version `from`. Version 2 is the first schema
-/// PostgreSQL databases had, so there is nothing older to migrate yet.
-pub(crate) fn postgres(_conn: &crate::pg::PgConn, from: i64) -> Result<(), StoreError> {
-    Err(StoreError::Version(format!("the database has schema version {from}, older than any rltrace PostgreSQL schema: it was not made by rltrace")))
+/// Move a SQLite database forward from version `from`.
+pub(crate) fn sqlite(conn: &dyn Sql, from: i64) -> Result<(), StoreError> {
+    migrate(conn, "BEGIN IMMEDIATE", from, || {
+        // The columns of version 3 first: the version 2 step reads sequences as they are now.
+        add_rollout_columns(conn)?;
+        if from < 2 {
+            v1_to_v2(conn)?;
+        }
+        conn.batch(crate::schema::SCHEMA)
+    })
+}
+
+/// Move a PostgreSQL database forward from version `from` (2 is the first schema PostgreSQL
+/// databases had).
+pub(crate) fn postgres(conn: &crate::pg::PgConn, from: i64) -> Result<(), StoreError> {
+    if from < 2 {
+        return Err(StoreError::Version(format!("the database has schema version {from}, older than any rltrace PostgreSQL schema: it was not made by rltrace")));
+    }
+    let db: &dyn Sql = conn;
+    migrate(db, "BEGIN", from, || {
+        add_rollout_columns(db)?;
+        db.batch(crate::pg::SCHEMA)
+    })
 }

@@ -269,13 +269,16 @@ pub(crate) fn flush_aggs(
         col(&|a| a.last),
         col(&|a| i64::from(a.ended)),
         col(&|a| a.local),
+        P::TA(ids.iter().map(|id| aggs[id].rollout.as_ref().map(|l| l.rollout_id.as_str())).collect()),
+        P::TA(ids.iter().map(|id| aggs[id].rollout.as_ref().map(|l| l.attempt_id.as_str())).collect()),
     ];
     let rows = tx.rows(
         &format!(
             "UPDATE sequences q SET triplet_count = q.triplet_count + a.n, indexed_count = q.indexed_count + a.idx,
                first_us = LEAST(coalesce(q.first_us, a.lo), a.lo), last_us = GREATEST(coalesce(q.last_us, a.hi), a.hi),
-               ended = GREATEST(q.ended, a.fin), local_rewards = q.local_rewards + a.loc
-             FROM unnest($1, $2, $3, $4, $5, $6, $7) AS a(id, n, idx, lo, hi, fin, loc)
+               ended = GREATEST(q.ended, a.fin), local_rewards = q.local_rewards + a.loc,
+               attempt_id = CASE WHEN q.rollout_id IS NULL THEN a.att ELSE q.attempt_id END, rollout_id = coalesce(q.rollout_id, a.rol)
+             FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) AS a(id, n, idx, lo, hi, fin, loc, rol, att)
              WHERE q.id = a.id RETURNING q.id, {}",
             crate::rows::COUNT_COLS.split(", ").map(|c| format!("q.{c}")).collect::<Vec<_>>().join(", ")
         ),

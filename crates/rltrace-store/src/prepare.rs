@@ -49,6 +49,7 @@ pub(crate) struct PreparedTriplet {
     pub(crate) sampling_probability: Option<f64>,
     pub(crate) seq_end: bool,
     pub(crate) llm: bool,
+    pub(crate) rollout: Option<rltrace_core::triplet::RolloutLink>,
 }
 
 impl PreparedSpan {
@@ -119,5 +120,6 @@ fn prepare_triplet(t: TripletData) -> PreparedTriplet {
         sampling_probability: t.sampling_probability,
         seq_end: t.sequence_end,
         llm: t.llm_call,
+        rollout: t.rollout,
     }
 }

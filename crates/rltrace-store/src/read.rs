@@ -118,6 +118,8 @@ pub struct SequenceSummary {
     pub reward_mean: Option<f64>,
     /// The agent roles of its triplets, in order of first appearance.
     pub roles: Vec<String>,
+    /// The Agent Lightning rollout attempt it is linked to.
+    pub rollout: Option<rltrace_core::triplet::RolloutLink>,
 }
 
 /// A sequence with one page of its triplets in order, and its ledger.
@@ -162,6 +164,7 @@ impl Loaded {
             complete: self.eval.complete,
             reward_mean: self.eval.reward_mean(),
             roles: self.eval.roles(),
+            rollout: self.info.rollout.clone(),
         }
     }
 }

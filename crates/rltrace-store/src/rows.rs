@@ -20,6 +20,7 @@ pub(crate) struct SeqInfo {
     pub(crate) terminal_events: i64,
     pub(crate) task_events: bool,
     pub(crate) triplet_count: i64,
+    pub(crate) rollout: Option<rltrace_core::triplet::RolloutLink>,
 }
 
 impl SeqInfo {
@@ -29,7 +30,7 @@ impl SeqInfo {
     }
 }
 
-pub(crate) const SEQ_COLS: &str = "id, sequence_id, last_us, ended, reward_events, terminal_events, task_events, triplet_count";
+pub(crate) const SEQ_COLS: &str = "id, sequence_id, last_us, ended, reward_events, terminal_events, task_events, triplet_count, rollout_id, attempt_id";
 
 pub(crate) fn seq_info(r: &Row) -> Result<SeqInfo, StoreError> {
     Ok(SeqInfo {
@@ -41,6 +42,10 @@ pub(crate) fn seq_info(r: &Row) -> Result<SeqInfo, StoreError> {
         terminal_events: r.get(5)?,
         task_events: r.get::<_, i64>(6)? != 0,
         triplet_count: r.get(7)?,
+        rollout: match (r.get::<_, Option<String>>(8)?, r.get::<_, Option<String>>(9)?) {
+            (Some(rollout_id), Some(attempt_id)) => Some(rltrace_core::triplet::RolloutLink { rollout_id, attempt_id }),
+            _ => None,
+        },
     })
 }
 

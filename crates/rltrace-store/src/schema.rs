@@ -10,7 +10,7 @@ use crate::StoreError;
 
 /// Schema version written to `meta`. A database of an older version is migrated forward at
 /// start; a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The tables and indexes.
 pub const SCHEMA: &str = r#"
@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS sequences(
   covering_events INTEGER NOT NULL DEFAULT 0,
   hitl_events INTEGER NOT NULL DEFAULT 0,
   task_events INTEGER NOT NULL DEFAULT 0,
-  rewarded_count INTEGER NOT NULL DEFAULT 0
+  rewarded_count INTEGER NOT NULL DEFAULT 0,
+  rollout_id TEXT,
+  attempt_id TEXT
 );
 CREATE TABLE IF NOT EXISTS spans(
   id INTEGER PRIMARY KEY,
@@ -83,6 +85,7 @@ CREATE INDEX IF NOT EXISTS spans_sequence ON spans(seq_ref) WHERE seq_ref IS NOT
 CREATE INDEX IF NOT EXISTS spans_role ON spans(role, id) WHERE seq_ref IS NOT NULL AND role IS NOT NULL;
 CREATE TABLE IF NOT EXISTS sequence_roles(role TEXT NOT NULL, seq_ref INTEGER NOT NULL, PRIMARY KEY(role, seq_ref)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS task_sequences(task_id TEXT NOT NULL, seq_ref INTEGER NOT NULL, PRIMARY KEY(task_id, seq_ref)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sequences_rollout ON sequences(rollout_id, attempt_id) WHERE rollout_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sequences_due ON sequences(last_us) WHERE terminal_events = 0 AND settled = 0;
 CREATE TABLE IF NOT EXISTS reward_events(
   id INTEGER PRIMARY KEY,
@@ -125,9 +128,9 @@ pub fn configure_writer(conn: &Connection, synchronous_full: bool, max_pages: Op
         Some(v) if v > SCHEMA_VERSION => Err(StoreError::Version(format!(
             "the database has schema version {v}, newer than this rltrace's {SCHEMA_VERSION}: use a newer rltrace (nothing was changed)"
         ))),
-        Some(1) => {
-            crate::migrate::v1_to_v2(conn)?;
-            Ok(Migration::From(1))
+        Some(v) if v < SCHEMA_VERSION => {
+            crate::migrate::sqlite(conn, v)?;
+            Ok(Migration::From(v))
         }
         Some(_) => {
             conn.execute_batch(SCHEMA)?;

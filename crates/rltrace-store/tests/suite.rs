@@ -550,3 +550,63 @@ conformance! {
         assert_eq!(again.stored, 1, "{again:?}");
     }
 }
+
+conformance! {
+    /// A sequence is linked to the Agent Lightning rollout attempt that one of its spans names
+    /// (`agentlightning.rollout_id` and `agentlightning.attempt_id`), or its resource does; the
+    /// first link stays; a span with only one of the two links nothing.
+    fn a_sequence_is_linked_to_the_rollout_its_spans_or_their_resource_name(b) {
+        let (_d, store) = temp_store_on(b);
+        let link = |seq: &str| store.read(|tx| tx.sequence(seq, None, 10, &policy())).expect("read").expect("found").summary.rollout;
+        let on_span = |n: u32, seq: &str, r: &str| {
+            triplet_span(n, n, seq, &[("agentlightning.rollout_id", s(r)), ("agentlightning.attempt_id", s(&format!("{r}-a1")))])
+        };
+        store.ingest_blocking(prepare(vec![triplet_span(1, 1, "by-span", &[]), on_span(2, "by-span", "ro-1")])).expect("ingest");
+        store.ingest_blocking(prepare(vec![on_span(3, "by-span", "ro-2")])).expect("ingest");
+        let l = link("by-span").expect("linked");
+        assert_eq!((l.rollout_id.as_str(), l.attempt_id.as_str()), ("ro-1", "ro-1-a1"));
+
+        let mut res = triplet_span(4, 4, "by-resource", &[]);
+        res.origin = std::sync::Arc::new(rltrace_core::span::Origin {
+            resource: vec![("agentlightning.rollout_id".into(), s("ro-9")), ("agentlightning.attempt_id".into(), s("at-9"))],
+            ..rltrace_core::span::Origin::default()
+        });
+        store.ingest_blocking(prepare(vec![res])).expect("ingest");
+        let l = link("by-resource").expect("linked");
+        assert_eq!((l.rollout_id.as_str(), l.attempt_id.as_str()), ("ro-9", "at-9"));
+
+        store.ingest_blocking(prepare(vec![triplet_span(5, 5, "half", &[("agentlightning.rollout_id", s("ro-5"))])])).expect("ingest");
+        assert_eq!(link("half"), None);
+        let listed = store.read(|tx| tx.sequences(&SequenceFilter::default(), None, 10, &policy())).expect("list");
+        assert_eq!(listed.items.iter().filter(|s| s.rollout.is_some()).count(), 2);
+    }
+}
+
+conformance! {
+    /// A database of schema version 2 (before rollout links) is migrated forward at start, its
+    /// rows kept; a newer binary's database is refused (`a_newer_database_is_refused`).
+    fn a_version_2_database_is_migrated_forward(b) {
+        let (place, store) = temp_store_on(b);
+        store.ingest_blocking(prepare(vec![triplet_span(1, 1, "old", &[("rl.reward", f(0.5))])])).expect("ingest");
+        created(store.append_reward_blocking(on_sequence("old", Strategy::Uniform, Some(1.0), "tests")));
+        drop(store);
+        // Version 2 is version 3 without the rollout columns and their index.
+        place.raw(
+            "DROP INDEX sequences_rollout; ALTER TABLE sequences DROP COLUMN rollout_id; ALTER TABLE sequences DROP COLUMN attempt_id;
+             UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+        );
+        let store = place.open();
+        let old = store.read(|tx| tx.sequence("old", None, 10, &policy())).expect("read").expect("kept");
+        assert_eq!(old.triplets.len(), 1);
+        assert_eq!(old.ledger.len(), 1);
+        assert_eq!(old.summary.rollout, None);
+        store
+            .ingest_blocking(prepare(vec![triplet_span(2, 2, "old", &[("agentlightning.rollout_id", s("r")), ("agentlightning.attempt_id", s("a"))])]))
+            .expect("ingest after the migration");
+        let old = store.read(|tx| tx.sequence("old", None, 10, &policy())).expect("read").expect("kept");
+        assert_eq!(old.summary.rollout.map(|l| l.rollout_id), Some("r".to_string()));
+        drop(store);
+        let ro = place.open_read_only().expect("the migrated database is readable as it is");
+        assert_eq!(ro.read(|tx| tx.counts()).expect("counts").spans, 2);
+    }
+}

@@ -1132,3 +1132,37 @@ fn sequence_detail_pages_and_the_review_queue() {
     assert!(ids_of(&get_ok(&s.url("/api/v1/sequences?review=pending")), "sequence_id").is_empty());
     assert_eq!(common::get_json(&s.url("/api/v1/sequences?review=done")).0, 400);
 }
+
+/// A sequence is linked to the Agent Lightning rollout attempt one of its spans names, shown on
+/// the sequence, in the list and on its web page; unlinked sequences say `null`.
+#[test]
+fn sequences_show_their_agent_lightning_rollout_link() {
+    let s = common::Server::start(&[]);
+    send(
+        &s,
+        &[
+            api_support::triplet("linked", 0, "Code", 1),
+            api_support::triplet("linked", 1, "Test", 2)
+                .attr("agentlightning.rollout_id", json!("ro-77"))
+                .attr("agentlightning.attempt_id", json!("at-1")),
+            api_support::triplet("plain", 0, "Code", 3),
+        ],
+    );
+    let seq = sequence_of(&s, "linked");
+    assert_eq!(seq["rollout"], json!({"rollout_id": "ro-77", "attempt_id": "at-1"}), "{seq}");
+    assert_eq!(sequence_of(&s, "plain")["rollout"], Value::Null);
+    let list = get_ok(&s.url("/api/v1/sequences"));
+    let linked: Vec<&Value> = list["items"].as_array().expect("items").iter().filter(|i| !i["rollout"].is_null()).collect();
+    assert_eq!(linked.len(), 1, "{list}");
+    let (status, _, page) = get_text(&s.url("/ui/sequences/linked"));
+    assert_eq!(status, 200);
+    assert!(page.contains("ro-77") && page.contains("at-1"), "the sequence page shows the link");
+    // A malformed link is refused by name, like any bad attribute.
+    let body = serde_json::to_vec(&api_support::request(&[api_support::triplet("bad", 0, "Code", 4).attr("agentlightning.rollout_id", json!(""))
+        .attr("agentlightning.attempt_id", json!("a"))]))
+    .expect("json");
+    let (status, _, resp) = common::post_raw(&s.url("/v1/traces"), "application/json", &[], body);
+    let text = String::from_utf8_lossy(&resp);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("agentlightning.rollout_id"), "{text}");
+}

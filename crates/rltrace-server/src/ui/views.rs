@@ -364,7 +364,13 @@ pub fn sequence_page(st: &AppState, d: &SequenceDetail, cursor_given: bool, mess
             div { dt { "Complete" } dd { (if s.complete { "yes" } else { "no" }) } }
             div { dt { "Mean reward" } dd id="seq-mean" { (reward(s.reward_mean)) } }
             div { dt { "Roles" } dd { (s.roles.join(", ")) } }
-            div { dt { "Rollout" } dd { span class="muted" { "not linked to an Agent Lightning rollout" } } }
+            div { dt { "Rollout" } dd id="seq-rollout" {
+                @if let Some(l) = &s.rollout {
+                    "Agent Lightning rollout " code { (l.rollout_id) } ", attempt " code { (l.attempt_id) }
+                } @else {
+                    span class="muted" { "not linked to an Agent Lightning rollout" }
+                }
+            } }
         }
         p {
             @if let Some(t) = &trace { a href=(trace_href(t)) { "Trace of the first triplet on this page" } " · " }
