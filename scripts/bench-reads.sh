@@ -5,21 +5,23 @@
 # (the median and the slowest are printed), then every web UI page the same way. Loopback only; the
 # fill is bounded in count and time.
 # Usage: scripts/bench-reads.sh [TRIPLETS] [SEQUENCES] [DIR]   (DIR holding a filled store is reused;
-# SKIP_EXPORT=1 leaves out the export of every triplet)
+# SKIP_EXPORT=1 leaves out the export of every triplet; BENCH_STORE=postgres://... fills and reads that
+# PostgreSQL database instead of DIR/rltrace.db, DIR then holding the log and the fill marker;
+# BENCH_NO_BUILD=1 uses the release binary as it is)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRIPLETS="${1:-10000000}"
 SEQUENCES="${2:-1000000}"
 WORK="${3:-$(mktemp -d)}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rltrace-target}"
-cargo build --release -q
+[ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release -q
 BIN="$CARGO_TARGET_DIR/release/rltrace"
 HTTP=127.0.0.1:24328
 GRPC=127.0.0.1:24327
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 
 start() {
-  "$BIN" serve --db "$WORK/rltrace.db" --http $HTTP --grpc $GRPC "$@" >> "$WORK/serve.log" 2>&1 &
+  "$BIN" serve "${STORE_ARGS[@]}" --http $HTTP --grpc $GRPC "$@" >> "$WORK/serve.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 1 300); do
     kill -0 "$SERVER" 2>/dev/null || { echo "server exited:"; tail "$WORK/serve.log"; exit 1; }
@@ -39,7 +41,19 @@ timed() {
   printf '%s\n' "${times[@]}" | sort -n | awk -v l="$label" '{t[NR]=$1} END {printf "   %-72s median %6.1f ms, max %6.1f ms\n", l, t[3]*1000, t[5]*1000}'
 }
 
-echo "== machine: $(nproc) cores, $(uname -r); store in $WORK"
+if [ -n "${BENCH_STORE:-}" ]; then
+  STORE_ARGS=(--store "$BENCH_STORE")
+else
+  STORE_ARGS=(--db "$WORK/rltrace.db")
+fi
+size() {
+  if [ -n "${BENCH_STORE:-}" ]; then
+    psql "$BENCH_STORE" -qAtc "SELECT pg_size_pretty(pg_database_size(current_database()))"
+  else
+    du -sh "$WORK" | cut -f1
+  fi
+}
+echo "== machine: $(nproc) cores, $(uname -r); store in ${BENCH_STORE:+PostgreSQL, }$WORK"
 start
 if [ ! -f "$WORK/filled" ]; then
   echo "== fill: $TRIPLETS triplets in $SEQUENCES sequences"
@@ -47,7 +61,7 @@ if [ ! -f "$WORK/filled" ]; then
     --long-sequence 10000 --seed 1 --max-seconds 3000
   touch "$WORK/filled"
 fi
-echo "== store: $(curl -s "http://$HTTP/api/v1/stats"), $(du -sh "$WORK" | cut -f1) on disk"
+echo "== store: $(curl -s "http://$HTTP/api/v1/stats"), $(size) on disk"
 kill $SERVER; wait $SERVER 2>/dev/null || true
 # A cold start: reads below come from a collector that has not touched the store yet.
 start

@@ -28,6 +28,36 @@ pub const ENV_SAMPLING_RATIO: &str = "RLTRACE_SAMPLING_RATIO";
 /// `RLTRACE_ENVIRONMENT`: the `deployment.environment` resource attribute.
 pub const ENV_ENVIRONMENT: &str = "RLTRACE_ENVIRONMENT";
 
+/// `AGL_ROLLOUT_ID`: the Agent Lightning rollout this process runs (with `AGL_ATTEMPT_ID`).
+pub const ENV_AGL_ROLLOUT_ID: &str = "AGL_ROLLOUT_ID";
+/// `AGL_ATTEMPT_ID`: the Agent Lightning attempt this process runs.
+pub const ENV_AGL_ATTEMPT_ID: &str = "AGL_ATTEMPT_ID";
+/// `AGL_EVENT_URL`: `.../rollouts/{rollout_id}/attempt/{attempt_id}/events`, as Agent Lightning's
+/// controller gives every agent it starts.
+pub const ENV_AGL_EVENT_URL: &str = "AGL_EVENT_URL";
+
+/// The Agent Lightning rollout attempt of this process: `AGL_ROLLOUT_ID` with `AGL_ATTEMPT_ID`,
+/// else the two ids of `AGL_EVENT_URL`, else none. Sent as the resource attributes
+/// `agentlightning.rollout_id` and `agentlightning.attempt_id`, which link the process's
+/// sequences to the attempt.
+pub fn agl_link_from(get: impl Fn(&str) -> Result<Option<String>, Error>) -> Result<Option<(String, String)>, Error> {
+    let rollout = get(ENV_AGL_ROLLOUT_ID)?.map(|v| v.trim().to_string());
+    let attempt = get(ENV_AGL_ATTEMPT_ID)?.map(|v| v.trim().to_string());
+    match (rollout, attempt) {
+        (Some(r), Some(a)) => return Ok(Some((r, a))),
+        (Some(_), None) => return Err(Error::config(ENV_AGL_ATTEMPT_ID, "AGL_ROLLOUT_ID and AGL_ATTEMPT_ID must be set together")),
+        (None, Some(_)) => return Err(Error::config(ENV_AGL_ROLLOUT_ID, "AGL_ROLLOUT_ID and AGL_ATTEMPT_ID must be set together")),
+        (None, None) => {}
+    }
+    let Some(url) = get(ENV_AGL_EVENT_URL)? else { return Ok(None) };
+    let path = url.trim().split(['?', '#']).next().unwrap_or_default().trim_end_matches('/');
+    let parts: Vec<&str> = path.rsplit('/').take(5).collect();
+    match parts.as_slice() {
+        ["events", attempt, "attempt", rollout, "rollouts"] if !attempt.is_empty() && !rollout.is_empty() => Ok(Some((rollout.to_string(), attempt.to_string()))),
+        _ => Err(Error::config(ENV_AGL_EVENT_URL, format!("expected .../rollouts/{{rollout_id}}/attempt/{{attempt_id}}/events, got {url:?}"))),
+    }
+}
+
 /// How strings in captured arguments, outputs and helper values are recorded.
 ///
 /// ```
@@ -266,6 +296,20 @@ mod tests {
         for bad in ["[1]", "{\"a\":\"x\"}", "{\"a\":0}", "{\"A\":1}", "{\"a\":-0.5}", "nope"] {
             assert!(bad.parse::<RewardWeights>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_agent_lightning_link_comes_from_the_ids_or_the_event_url() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| Ok(pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()));
+        assert_eq!(agl_link_from(env(&[])).ok(), Some(None));
+        assert_eq!(agl_link_from(env(&[("AGL_ROLLOUT_ID", "ro-1"), ("AGL_ATTEMPT_ID", "at-1")])).ok(), Some(Some(("ro-1".into(), "at-1".into()))));
+        assert_eq!(
+            agl_link_from(env(&[("AGL_EVENT_URL", "http://127.0.0.1:9/api/rollouts/ro-2/attempt/at-2/events?x=1")])).ok(),
+            Some(Some(("ro-2".into(), "at-2".into())))
+        );
+        assert!(agl_link_from(env(&[("AGL_ROLLOUT_ID", "ro-1")])).is_err());
+        let e = agl_link_from(env(&[("AGL_EVENT_URL", "http://127.0.0.1:9/api/rollouts/ro-2")])).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("AGL_EVENT_URL"), "{e}");
     }
 
     #[test]

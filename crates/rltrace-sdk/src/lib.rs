@@ -120,7 +120,7 @@ mod private;
 
 pub use config::{
     CaptureMode, DEFAULT_LATENCY_BUDGET, DEFAULT_TRUNCATE_CHARS, ENV_CAPTURE, ENV_ENVIRONMENT, ENV_LATENCY_BUDGET_MS, ENV_REWARD_WEIGHTS,
-    ENV_SAMPLING_RATIO, RewardWeights, SHORT_STRING_BYTES, Settings,
+    ENV_SAMPLING_RATIO, RewardWeights, SHORT_STRING_BYTES, Settings, ENV_AGL_ATTEMPT_ID, ENV_AGL_EVENT_URL, ENV_AGL_ROLLOUT_ID, agl_link_from,
 };
 pub use error::Error;
 pub use helpers::{

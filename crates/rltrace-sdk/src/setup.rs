@@ -257,6 +257,12 @@ impl Builder {
         if let Some(e) = environment {
             b = b.with_attribute(KeyValue::new("deployment.environment", e));
         }
+        if self.read_env
+            && let Some((rollout, attempt)) = config::agl_link_from(env_var)?
+        {
+            b = b.with_attribute(KeyValue::new("agentlightning.rollout_id", rollout));
+            b = b.with_attribute(KeyValue::new("agentlightning.attempt_id", attempt));
+        }
         Ok(b.build())
     }
 

@@ -17,6 +17,9 @@ fn run_child(vars: &[(&str, &str)]) -> String {
         "RLTRACE_SAMPLING_RATIO",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "AGL_ROLLOUT_ID",
+        "AGL_ATTEMPT_ID",
+        "AGL_EVENT_URL",
     ] {
         cmd.env_remove(v);
     }
@@ -30,13 +33,15 @@ fn run_child(vars: &[(&str, &str)]) -> String {
 
 #[test]
 fn bad_values_are_clear_startup_errors() {
-    let cases: [(&str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str); 8] = [
         ("RLTRACE_SAMPLING_RATIO", "1.5", "invalid RLTRACE_SAMPLING_RATIO: expected a number in [0, 1], got \"1.5\""),
         ("RLTRACE_CAPTURE", "everything", "invalid RLTRACE_CAPTURE: expected full, truncate:N, hash or none, got \"everything\""),
         ("RLTRACE_CAPTURE", "truncate:0", "invalid RLTRACE_CAPTURE: truncate length must be a positive integer, got \"0\""),
         ("RLTRACE_REWARD_WEIGHTS", r#"{"success":"high"}"#, "invalid RLTRACE_REWARD_WEIGHTS: weight of \"success\" must be a number, got \"high\""),
         ("RLTRACE_LATENCY_BUDGET_MS", "fast", "invalid RLTRACE_LATENCY_BUDGET_MS: expected a positive integer of milliseconds, got \"fast\""),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "pigeon", "invalid OTEL_EXPORTER_OTLP_PROTOCOL: expected grpc, http/protobuf or http/json, got \"pigeon\""),
+        ("AGL_EVENT_URL", "http://127.0.0.1:9/api/rollouts/r1", "invalid AGL_EVENT_URL: expected .../rollouts/{rollout_id}/attempt/{attempt_id}/events, got \"http://127.0.0.1:9/api/rollouts/r1\""),
+        ("AGL_ROLLOUT_ID", "r1", "invalid AGL_ATTEMPT_ID: AGL_ROLLOUT_ID and AGL_ATTEMPT_ID must be set together"),
     ];
     for (var, value, expected) in cases {
         assert_eq!(run_child(&[(var, value)]), expected, "{var}={value}");
