@@ -1145,6 +1145,7 @@ mod tests {
             complete: false,
             reward_mean: Some(0.5),
             roles: vec!["Code".into()],
+            rollout: None,
         }
     }
 

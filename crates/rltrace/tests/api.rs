@@ -580,7 +580,7 @@ fn sequence_list_filters_and_cursor() {
     assert_eq!(set(""), names(&["A", "B", "C", "D"]), "{all}");
     assert!(all["next_cursor"].is_null(), "{all}");
     let a = all["items"].as_array().and_then(|i| i.iter().find(|x| x["sequence_id"] == "A")).cloned().expect("A listed");
-    assert_eq!(a, json!({"sequence_id": "A", "triplet_count": 2, "first_at": rfc3339(0), "last_at": rfc3339(10), "rewarded": false, "complete": true, "reward_mean": null, "roles": ["Code", "Test"]}));
+    assert_eq!(a, json!({"sequence_id": "A", "triplet_count": 2, "first_at": rfc3339(0), "last_at": rfc3339(10), "rewarded": false, "complete": true, "reward_mean": null, "roles": ["Code", "Test"], "rollout": null}));
 
     assert_eq!(set("?role=Code"), names(&["A", "C"]));
     assert_eq!(set("?role=Test"), names(&["A", "D"]));
