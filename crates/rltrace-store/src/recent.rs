@@ -52,9 +52,11 @@ impl ReadTx<'_> {
         } else {
             let cols = SEQ_COLS.split(", ").map(|c| format!("q.{c}")).collect::<Vec<_>>().join(", ");
             let sql = match f.role {
-                Some(_) => format!("SELECT {cols}, q.first_us FROM sequence_roles r JOIN sequences q ON q.id = r.seq_ref WHERE r.role = ?1 AND q.triplet_count > 0 ORDER BY r.seq_ref DESC"),
-                None => format!("SELECT {cols}, q.first_us FROM sequences q WHERE q.triplet_count > 0 AND ?1 IS NULL ORDER BY q.id DESC"),
+                Some(_) => format!("SELECT {cols}, q.first_us FROM sequence_roles r JOIN sequences q ON q.id = r.seq_ref WHERE r.role = ?1 AND q.triplet_count > 0 ORDER BY r.seq_ref DESC LIMIT {SCAN_BUDGET}"),
+                None => format!("SELECT {cols}, q.first_us FROM sequences q WHERE q.triplet_count > 0 AND ?1 IS NULL ORDER BY q.id DESC LIMIT {SCAN_BUDGET}"),
             };
+            // At most SCAN_BUDGET rows are looked at: the statement says so, since its rows are read
+            // whole before they are walked.
             let mut stmt = self.tx.prepare_cached(sql.as_str())?;
             let mut rows = stmt.query(params![f.role.as_deref()])?;
             let mut scanned = 0usize;

@@ -114,27 +114,44 @@ impl ReadTx<'_> {
         sql.push_str(" ORDER BY id LIMIT ?5");
         let mut stmt = self.tx.prepare_cached(sql.as_str())?;
         // Sequences evaluated for this page, with each row's position.
-        let mut cache: HashMap<i64, (Loaded, HashMap<i64, usize>)> = HashMap::new();
+        let cache: std::cell::RefCell<HashMap<i64, (Loaded, HashMap<i64, usize>)>> = std::cell::RefCell::new(HashMap::new());
+        let keep = |cache: &mut HashMap<i64, (Loaded, HashMap<i64, usize>)>, loaded: Loaded| {
+            if cache.len() >= 256 {
+                cache.clear();
+            }
+            let positions = loaded.eval.rows.iter().enumerate().map(|(i, r)| (*r, i)).collect();
+            cache.insert(loaded.info.id, (loaded, positions));
+        };
+        let postgres = self.tx.dialect() == crate::db::Dialect::Postgres;
         scan_pages(
             cursor,
             limit,
             |after, batch| {
-                Ok(stmt
+                let rows = stmt
                     .query_map(params![after, f.role, f.since, f.until, batch as i64], |r| {
                         let rowid = r.get::<_, i64>(0)?;
                         Ok((rowid, (rowid, r.get::<_, i64>(1)?)))
                     })?
-                    .collect::<Result<Vec<_>, _>>()?)
+                    .collect::<Result<Vec<_>, _>>()?;
+                if postgres {
+                    // The batch's sequences in a few statements instead of a few each.
+                    let mut wanted: Vec<i64> = rows.iter().map(|(_, (_, seq))| *seq).filter(|s| !cache.borrow().contains_key(s)).collect();
+                    wanted.sort_unstable();
+                    wanted.dedup();
+                    for loaded in self.load_many_now(&wanted, policy)? {
+                        keep(&mut cache.borrow_mut(), loaded);
+                    }
+                }
+                Ok(rows)
             },
             |(rowid, seq_ref)| {
+                let mut cache = cache.borrow_mut();
                 if !cache.contains_key(&seq_ref) {
                     if cache.len() >= 256 {
                         cache.clear();
                     }
                     let Some(info) = self.info_by_id(seq_ref)? else { return Ok(None) };
-                    let loaded = self.load_now(info, policy)?;
-                    let positions = loaded.eval.rows.iter().enumerate().map(|(i, r)| (*r, i)).collect();
-                    cache.insert(seq_ref, (loaded, positions));
+                    keep(&mut cache, self.load_now(info, policy)?);
                 }
                 let Some((loaded, positions)) = cache.get(&seq_ref) else { return Ok(None) };
                 let Some(&pos) = positions.get(&rowid) else { return Ok(None) };
@@ -266,6 +283,23 @@ impl ReadTx<'_> {
 
     /// Fill in the state and action texts of a page's triplets.
     fn hydrate(&self, page: Vec<(i64, TripletView)>) -> Result<Vec<TripletView>, StoreError> {
+        if self.tx.dialect() == crate::db::Dialect::Postgres && page.len() > 1 {
+            // One statement for the page: a round trip per row costs more than the rows.
+            let ids = serde_json::to_string(&page.iter().map(|(r, _)| *r).collect::<Vec<_>>()).map_err(|e| StoreError::Failed(e.to_string()))?;
+            let mut texts: HashMap<i64, (String, String)> = HashMap::with_capacity(page.len());
+            for r in self.tx.rows("SELECT id, state, action FROM spans WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(?1))", params![ids])? {
+                texts.insert(r.get(0)?, (r.get(1)?, r.get(2)?));
+            }
+            return page
+                .into_iter()
+                .map(|(row, mut v)| {
+                    let (state, action) = texts.remove(&row).ok_or_else(|| StoreError::Corrupt(format!("span row {row} vanished")))?;
+                    v.state = state;
+                    v.action = action;
+                    Ok(v)
+                })
+                .collect();
+        }
         let mut stmt = self.tx.prepare_cached("SELECT state, action FROM spans WHERE id = ?1")?;
         let mut items = Vec::with_capacity(page.len());
         for (row, mut v) in page {
