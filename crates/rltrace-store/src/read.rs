@@ -229,14 +229,10 @@ impl<'a> ReadTx<'a> {
         Ok(Loaded { info, eval, events })
     }
 
-    /// [`ReadTx::load`] of everything, now.
-    pub(crate) fn load_now(&self, info: SeqInfo, policy: &Policy) -> Result<Loaded, StoreError> {
-        self.load(info, policy, true, crate::Watermarks::ALL, self.now)
-    }
 
-    /// [`ReadTx::load_now`] of several sequences by row, a few statements for all of them (for
-    /// PostgreSQL, where a round trip per sequence costs more than its rows).
-    pub(crate) fn load_many_now(&self, ids: &[i64], policy: &Policy) -> Result<Vec<Loaded>, StoreError> {
+    /// Several sequences by row, now, without their state and action texts: a few statements for
+    /// all of them (for PostgreSQL, where a round trip per sequence costs more than its rows).
+    pub(crate) fn load_many(&self, ids: &[i64], policy: &Policy) -> Result<Vec<Loaded>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -247,7 +243,7 @@ impl<'a> ReadTx<'a> {
             .iter()
             .map(seq_info)
             .collect::<Result<_, _>>()?;
-        let mut rows = crate::rows::rows_of_many(self.tx, ids, true, i64::MAX)?;
+        let mut rows = crate::rows::rows_of_many(self.tx, ids, false, i64::MAX)?;
         let names: Vec<&str> = infos.iter().filter(|i| i.reward_events > 0).map(|i| i.sequence_id.as_str()).collect();
         let mut keyed = if names.is_empty() { Default::default() } else { crate::rows::keyed_events_of_many(self.tx, &names, i64::MAX)? };
         let mut out = Vec::with_capacity(infos.len());

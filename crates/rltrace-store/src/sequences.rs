@@ -123,7 +123,7 @@ impl ReadTx<'_> {
             cache.insert(loaded.info.id, (loaded, positions));
         };
         let postgres = self.tx.dialect() == crate::db::Dialect::Postgres;
-        scan_pages(
+        let page = scan_pages(
             cursor,
             limit,
             |after, batch| {
@@ -138,7 +138,7 @@ impl ReadTx<'_> {
                     let mut wanted: Vec<i64> = rows.iter().map(|(_, (_, seq))| *seq).filter(|s| !cache.borrow().contains_key(s)).collect();
                     wanted.sort_unstable();
                     wanted.dedup();
-                    for loaded in self.load_many_now(&wanted, policy)? {
+                    for loaded in self.load_many(&wanted, policy)? {
                         keep(&mut cache.borrow_mut(), loaded);
                     }
                 }
@@ -151,14 +151,16 @@ impl ReadTx<'_> {
                         cache.clear();
                     }
                     let Some(info) = self.info_by_id(seq_ref)? else { return Ok(None) };
-                    keep(&mut cache, self.load_now(info, policy)?);
+                    keep(&mut cache, self.load(info, policy, false, Watermarks::ALL, self.now)?);
                 }
                 let Some((loaded, positions)) = cache.get(&seq_ref) else { return Ok(None) };
                 let Some(&pos) = positions.get(&rowid) else { return Ok(None) };
                 let v = &loaded.eval.triplets[pos];
-                Ok(f.keeps(v, loaded.eval.complete).then(|| v.clone()))
+                Ok(f.keeps(v, loaded.eval.complete).then(|| (rowid, v.clone())))
             },
-        )
+        )?;
+        // Sequences are evaluated without their state and action texts; only the page's are read.
+        Ok(Page { items: self.hydrate(page.items)?, next: page.next })
     }
 
     /// One triplet and the ledger events that reach it.
