@@ -478,7 +478,8 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
             shared.errors.load(Ordering::Relaxed)
         );
         if let Some(b) = baseline {
-            println!("baseline: raw batched SQLite inserts of the same rows {b:.0} rows/s; collector/baseline = {:.2}", acked as f64 / secs.max(1e-9) / b);
+            let what = if args.baseline_store.is_some() { "raw binary PostgreSQL COPY" } else { "raw batched SQLite inserts" };
+            println!("baseline: {what} of the same rows {b:.0} rows/s; collector/baseline = {:.2}", acked as f64 / secs.max(1e-9) / b);
         }
     }
     if shared.errors.load(Ordering::Relaxed) > 0 {
