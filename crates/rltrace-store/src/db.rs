@@ -228,6 +228,19 @@ impl Row {
         T::from_value(v).ok_or_else(|| StoreError::Corrupt(format!("column {i} is not {}: {v:?}", T::NAME)))
     }
 
+    /// Column `i` as text (or null), moved out of the row (the row keeps a null there).
+    pub(crate) fn take_text(&mut self, i: usize) -> Result<Option<String>, StoreError> {
+        match self.0.get_mut(i) {
+            Some(v @ Value::Text(_)) => match std::mem::replace(v, Value::Null) {
+                Value::Text(t) => Ok(Some(t)),
+                _ => Ok(None),
+            },
+            Some(Value::Null) => Ok(None),
+            Some(v) => Err(StoreError::Corrupt(format!("column {i} is not text: {v:?}"))),
+            None => Err(StoreError::Corrupt(format!("no column {i}"))),
+        }
+    }
+
     /// Column `i` as a blob, borrowed.
     pub(crate) fn blob(&self, i: usize) -> Option<&[u8]> {
         match self.0.get(i) {
@@ -267,9 +280,9 @@ pub(crate) struct Rows {
 
 impl Rows {
     /// The next row.
-    pub(crate) fn next(&mut self) -> Result<Option<&Row>, StoreError> {
+    pub(crate) fn next(&mut self) -> Result<Option<&mut Row>, StoreError> {
         self.current = self.rows.next();
-        Ok(self.current.as_ref())
+        Ok(self.current.as_mut())
     }
 }
 

@@ -77,7 +77,7 @@ pub(crate) fn row_cols(full: bool) -> String {
     )
 }
 
-pub(crate) fn stored_triplet(r: &Row, offset: usize) -> Result<StoredTriplet, StoreError> {
+pub(crate) fn stored_triplet(r: &mut Row, offset: usize) -> Result<StoredTriplet, StoreError> {
     let trace_id: [u8; 16] = r.blob(offset + 1).and_then(|b| b.try_into().ok()).ok_or_else(|| StoreError::Corrupt("trace id".into()))?;
     let span_id = r.get::<_, i64>(offset + 2)?.to_be_bytes();
     let explicit: Option<String> = r.get(offset + 3)?;
@@ -94,8 +94,8 @@ pub(crate) fn stored_triplet(r: &Row, offset: usize) -> Result<StoredTriplet, St
         seq_index: r.get(offset + 4)?,
         ts_us: r.get(offset + 5)?,
         start_ns: r.get(offset + 6)?,
-        state: r.get(offset + 7)?,
-        action: r.get(offset + 8)?,
+        state: r.take_text(offset + 7)?.unwrap_or_default(),
+        action: r.take_text(offset + 8)?.unwrap_or_default(),
         role: r.get(offset + 9)?,
         reward: r.get(offset + 10)?,
         reward_source: r.get(offset + 11)?,

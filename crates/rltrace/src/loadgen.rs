@@ -86,9 +86,9 @@ pub(crate) struct LoadgenArgs {
     long_sequence: u64,
 }
 
-/// Raw binary COPY of the same rows into the collector's PostgreSQL database, timed.
-fn pg_baseline(args: &LoadgenArgs, url: &str, run_id: u64) -> Result<f64> {
-    let mut raw = rltrace_store::bench::PgBaseline::create(&rltrace_store::PgConfig::new(url), run_id)?;
+/// Hand the baseline the load's rows batch by batch (other ids than the load's, so the two never
+/// meet), generated and prepared untimed.
+fn baseline_batches(args: &LoadgenArgs, run_id: u64, mut insert: impl FnMut(&[rltrace_store::PreparedSpan]) -> Result<()>) -> Result<()> {
     let limits = rltrace_core::Limits::default();
     let mut first = 0u64;
     while first < args.spans {
@@ -96,10 +96,10 @@ fn pg_baseline(args: &LoadgenArgs, url: &str, run_id: u64) -> Result<f64> {
         let req = build_batch(run_id ^ 0x5a5a, first, count, args.sequence_len);
         let spans = rltrace_otlp::request_to_spans(req).spans;
         let analyzed: Vec<_> = spans.into_iter().filter_map(|s| rltrace_core::triplet::analyze(s, &limits).ok()).collect();
-        raw.insert_batch(&rltrace_store::prepare_spans(analyzed))?;
+        insert(&rltrace_store::prepare_spans(analyzed))?;
         first += count as u64;
     }
-    Ok(raw.rows_per_second())
+    Ok(())
 }
 
 /// The raw baseline (batched SQLite inserts into a scratch file, or binary COPY into PostgreSQL) of
@@ -110,23 +110,18 @@ fn run_baseline(args: &LoadgenArgs, run_id: u64) -> Result<f64> {
             bail!("--baseline-store takes a postgres:// URL");
         }
         // The blocking client runs on a thread of its own, off any async runtime.
-        return std::thread::scope(|sc| sc.spawn(|| pg_baseline(args, url, run_id)).join().unwrap_or_else(|_| Err(anyhow::anyhow!("the baseline thread panicked"))));
+        let copy = || -> Result<f64> {
+            let mut raw = rltrace_store::bench::PgBaseline::create(&rltrace_store::PgConfig::new(url.clone()), run_id)?;
+            baseline_batches(args, run_id, |rows| Ok(raw.insert_batch(rows)?))?;
+            Ok(raw.rows_per_second())
+        };
+        return std::thread::scope(|sc| sc.spawn(copy).join().unwrap_or_else(|_| Err(anyhow::anyhow!("the baseline thread panicked"))));
     }
     let dir = std::env::temp_dir().join(format!("rltrace-baseline-{}-{run_id:x}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = (|| -> Result<f64> {
         let mut raw = rltrace_store::bench::RawBaseline::create(&dir.join("raw.db"))?;
-        let limits = rltrace_core::Limits::default();
-        let mut first = 0u64;
-        while first < args.spans {
-            let count = (args.spans - first).min(args.batch as u64) as usize;
-            // Other ids than the load's, so the two never meet.
-            let req = build_batch(run_id ^ 0x5a5a, first, count, args.sequence_len);
-            let spans = rltrace_otlp::request_to_spans(req).spans;
-            let analyzed: Vec<_> = spans.into_iter().filter_map(|s| rltrace_core::triplet::analyze(s, &limits).ok()).collect();
-            raw.insert_batch(&rltrace_store::prepare_spans(analyzed))?;
-            first += count as u64;
-        }
+        baseline_batches(args, run_id, |rows| Ok(raw.insert_batch(rows)?))?;
         Ok(raw.rows_per_second())
     })();
     let _ = std::fs::remove_dir_all(&dir);

@@ -335,12 +335,12 @@ fn describe(what: &str, log: &Log, in_flight: usize) {
     );
 }
 
-#[test]
-fn sigkill_under_load_loses_no_acknowledged_batch() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db: PathBuf = dir.path().join("rltrace.db");
+/// SIGKILL under load, a restart on the same store (`start` starts a collector on it), the
+/// checks of [`verify`], then the exporters' retries of every batch sent: each stored once.
+/// Returns the restarted collector.
+fn sigkill_under_load(what: &str, start: impl Fn() -> common::Server) -> common::Server {
     let run = run_id();
-    let mut server = common::Server::start_at(&db, &[]);
+    let mut server = start();
     let shared = Arc::new(Shared { acked: AtomicUsize::new(0), in_flight: AtomicUsize::new(0), ending: AtomicBool::new(false) });
     let handles = start_load(&server.url("/v1/traces"), run, 1, MAX_REQUESTS, &shared);
     wait_for_load(&shared);
@@ -348,7 +348,7 @@ fn sigkill_under_load_loses_no_acknowledged_batch() {
     let in_flight = shared.in_flight.load(Ordering::SeqCst);
     server.kill();
     let log = join(handles);
-    describe("SIGKILL", &log, in_flight);
+    describe(what, &log, in_flight);
     assert!(log.unexpected.is_empty(), "failures before the kill: {:?}", log.unexpected);
     assert!(!log.acked.is_empty());
     assert!(
@@ -358,8 +358,8 @@ fn sigkill_under_load_loses_no_acknowledged_batch() {
     );
     drop(server);
 
-    // Restart on the same database.
-    let server = common::Server::start_at(&db, &[]);
+    // Restart on the same store.
+    let server = start();
     let stored = verify(&server, &log);
     assert!(stored >= log.acked.len());
 
@@ -382,6 +382,14 @@ fn sigkill_under_load_loses_no_acknowledged_batch() {
     }
     let all_acked = Log { sent: log.sent.clone(), acked: log.sent.clone(), ..Log::default() };
     assert_eq!(verify(&server, &all_acked), log.sent.len(), "every batch stored exactly once after the retries");
+    server
+}
+
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db: PathBuf = dir.path().join("rltrace.db");
+    let server = sigkill_under_load("SIGKILL", || common::Server::start_at(&db, &[]));
     stop_within(server);
     integrity_ok(&db);
 }
@@ -389,23 +397,7 @@ fn sigkill_under_load_loses_no_acknowledged_batch() {
 #[test]
 fn sigkill_under_load_on_postgres_loses_no_acknowledged_batch() {
     let db = common::PgDatabase::new();
-    let run = run_id();
-    let mut server = common::Server::start_store(&db.url, &[], None);
-    let shared = Arc::new(Shared { acked: AtomicUsize::new(0), in_flight: AtomicUsize::new(0), ending: AtomicBool::new(false) });
-    let handles = start_load(&server.url("/v1/traces"), run, 1, MAX_REQUESTS, &shared);
-    wait_for_load(&shared);
-    shared.ending.store(true, Ordering::SeqCst);
-    let in_flight = shared.in_flight.load(Ordering::SeqCst);
-    server.kill();
-    let log = join(handles);
-    describe("SIGKILL on PostgreSQL", &log, in_flight);
-    assert!(log.unexpected.is_empty(), "failures before the kill: {:?}", log.unexpected);
-    assert!(!log.acked.is_empty());
-    assert!(log.sent.len() < (THREADS * MAX_REQUESTS) as usize, "the kill came after the load was over ({} batches sent)", log.sent.len());
-    drop(server);
-    let server = common::Server::start_store(&db.url, &[], None);
-    let stored = verify(&server, &log);
-    assert!(stored >= log.acked.len());
+    let server = sigkill_under_load("SIGKILL on PostgreSQL", || common::Server::start_store(&db.url, &[], None));
     stop_within(server);
 }
 

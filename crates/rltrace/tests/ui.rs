@@ -34,6 +34,9 @@ fn seed(s: &common::Server) -> String {
             if i == 2 {
                 t = t.attr("rl.sequence_end", json!(true));
             }
+            if *seq == "rev-3" && i == 0 {
+                t = t.attr("agentlightning.rollout_id", json!("ro-rev-3")).attr("agentlightning.attempt_id", json!("at-1"));
+            }
             spans.push(t);
         }
     }
@@ -137,6 +140,8 @@ fn every_page_in_a_real_browser() {
 
     // A sequence: triplets in order with role, function, duration, reward; the reward form.
     b.goto(&s.url("/ui/sequences/rev-3"));
+    let link = b.get("#seq-rollout").text();
+    assert!(link.contains("ro-rev-3") && link.contains("at-1"), "the rollout link is shown: {link}");
     let rows = b.all("table.rows tbody tr");
     assert_eq!(rows.len(), 3);
     let first = rows[0].text();
