@@ -548,7 +548,24 @@ pub(crate) fn typed<T: DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
     if !body.is_object() {
         return Err(ApiError::Validation("body must be a JSON object".into()));
     }
+    if let Some(path) = nul_at(body, "") {
+        return Err(ApiError::Validation(format!("{path}: a string must not contain a NUL character")));
+    }
     serde_path_to_error::deserialize(body).map_err(|e| ApiError::Validation(e.to_string()))
+}
+
+/// The path of the first string (key or value) holding a NUL character, which no store keeps
+/// as text.
+fn nul_at(v: &Value, path: &str) -> Option<String> {
+    match v {
+        Value::String(s) if s.contains('\0') => Some(if path.is_empty() { "body".into() } else { path.to_string() }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, x)| nul_at(x, &format!("{path}[{i}]"))),
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            if k.contains('\0') { Some(p) } else { nul_at(x, &p) }
+        }),
+        _ => None,
+    }
 }
 
 /// The hash that tells a replay (same idempotency key, same body) from a conflict: the body as
@@ -606,7 +623,8 @@ fn opt_non_empty(field: &str, v: Option<String>) -> Result<Option<String>, ApiEr
     v.map(|v| non_empty(field, v)).transpose()
 }
 
-pub(crate) fn parse_reward(body: &Value, header_key: Option<String>) -> Result<NewReward, ApiError> {
+/// Validate a `POST /api/v1/rewards` body (and the `Idempotency-Key` header) into a ledger append.
+pub fn parse_reward(body: &Value, header_key: Option<String>) -> Result<NewReward, ApiError> {
     let v = |m: String| ApiError::Validation(m);
     let RewardRequest { target, value, source, reason, idempotency_key, metadata, pending } = typed(body)?;
     let target = match target {

@@ -305,17 +305,19 @@ pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g
     let mut out = IngestOutcome::default();
     let mut annotations = Vec::new();
     let postgres = tx.dialect() == Dialect::Postgres;
+    // Spans refused before anything of them is looked up or created.
+    let nul: Vec<Option<&'static str>> = spans.iter().map(nul_field).collect();
     if postgres {
         // The rows spans refer to, looked up and created in a few statements for the batch.
         c.created.clear();
         c.new_traces.clear();
-        crate::pg_ingest::prefetch(tx, c, spans, g)?;
+        crate::pg_ingest::prefetch(tx, c, spans, &nul, g)?;
     }
     // Sequences created by this batch, and whether a span of the batch was stored into each.
     let mut created: HashMap<i64, bool> = HashMap::new();
     let mut refs: Vec<Option<Refs>> = Vec::with_capacity(spans.len());
-    for s in spans.iter() {
-        if let Some(field) = nul_field(s) {
+    for (s, refused) in spans.iter().zip(&nul) {
+        if let Some(field) = refused {
             refs.push(None);
             out.rejected.push(format!("span {}/{}: {field} contains a NUL character", to_hex(&s.trace_id), to_hex(&s.span_id)));
             continue;
@@ -337,6 +339,10 @@ pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g
     c.created.clear();
     let fates = if postgres { crate::pg_ingest::insert_rows(tx, c, spans, &refs)? } else { insert_rows(tx, c, spans, &refs)? };
     let mut links = Links::default();
+    // The ledger position the rows were stored with; a span after events carried by earlier spans
+    // of the batch gets the position it has in the batch, as when rows went in one by one.
+    let stored_at = c.last_event;
+    let mut positions: Vec<(i64, i64, i64)> = Vec::new();
     for ((s, r), fate) in spans.iter_mut().zip(&refs).zip(fates) {
         let Some(r) = r else { continue };
         match fate {
@@ -354,6 +360,9 @@ pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g
         g.counts.spans += 1;
         let t = s.triplet.as_ref();
         if let (Some(t), Some(seq)) = (t, r.sequence) {
+            if t.has_immediate && c.last_event != stored_at {
+                positions.push((c.last_event, r.trace, i64::from_be_bytes(s.span_id)));
+            }
             if let Some(stored) = created.get_mut(&seq) {
                 *stored = true;
             }
@@ -406,6 +415,9 @@ pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g
             let id = format!("span:{}{}:annotation", to_hex(&s.trace_id), to_hex(&s.span_id));
             annotations.push((r.trace, s.trace_id, a, id));
         }
+    }
+    for (at, trace, span_id) in positions {
+        tx.prepare_cached("UPDATE spans SET ledger_after = ?1 WHERE trace_ref = ?2 AND span_id = ?3")?.execute(params![at, trace, span_id])?;
     }
     // A sequence made for refused spans alone is not kept.
     for (seq, stored) in created {

@@ -255,7 +255,11 @@ pub(crate) fn append_reward(tx: &dyn Sql, c: &mut Caches, g: &mut Group, req: Ne
             canonical = if found.as_ref().is_some_and(|f| f.explicit) { triplet_id.clone() } else { canonical_triplet_id(triplet_id).into_owned() };
             if found.is_none() {
                 if c.pending.len() >= max_pending && !c.pending.contains(&canonical) {
-                    return Ok(RewardAppend::PendingLimit(max_pending));
+                    // Another collector may have joined some of them since: ask the database.
+                    c.reload_ledger(tx)?;
+                    if c.pending.len() >= max_pending && !c.pending.contains(&canonical) {
+                        return Ok(RewardAppend::PendingLimit(max_pending));
+                    }
                 }
                 pending_triplet = true;
             }

@@ -27,7 +27,7 @@ pub(crate) const SCHEMA_LOCK: i64 = 0x726c_7472_0003;
 const STATEMENT_CACHE: usize = 256;
 
 /// How to reach PostgreSQL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgConfig {
     /// The URL as given (`postgres://USER:PASSWORD@HOST:PORT/DB`).
     pub url: String,
@@ -60,7 +60,10 @@ impl PgConfig {
         // statistics (the first minutes of a collector, before autovacuum analyses it) made the
         // planner scan whole tables for each batch, cost that grew with the table. With
         // sequential scans disabled it takes the index unless there is none.
-        let mut options = format!("-c statement_timeout={} -c enable_seqscan=off", self.statement_timeout.as_millis());
+        let mut options = format!(
+            "-c statement_timeout={0} -c idle_in_transaction_session_timeout={0} -c enable_seqscan=off",
+            self.statement_timeout.as_millis()
+        );
         if read_only {
             options.push_str(" -c default_transaction_read_only=on");
         }
@@ -68,15 +71,28 @@ impl PgConfig {
         Ok(c)
     }
 
-    /// The URL without its password, for messages.
+    /// The URL without its password (wherever the URL gave it), for messages: rebuilt from the
+    /// parsed user, host, port and database.
     pub fn display_url(&self) -> String {
-        match self.url.split_once("://") {
-            Some((scheme, rest)) => match rest.rsplit_once('@') {
-                Some((user, host)) => format!("{scheme}://{}@{host}", user.split(':').next().unwrap_or_default()),
-                None => self.url.clone(),
-            },
-            None => self.url.clone(),
-        }
+        let Ok(c) = postgres::Config::from_str(&self.url) else { return "postgres://(a URL that does not parse)".into() };
+        let host = match c.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let port = c.get_ports().first().copied().unwrap_or(5432);
+        format!("postgres://{}@{host}:{port}/{}", c.get_user().unwrap_or_default(), c.get_dbname().unwrap_or_default())
+    }
+}
+
+impl std::fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("url", &self.display_url())
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
     }
 }
 
@@ -219,8 +235,17 @@ fn convert_row(r: &postgres::Row) -> Result<Row, StoreError> {
     Ok(Row(vals))
 }
 
-/// A PostgreSQL error as the store's; connection failures keep their cause readable.
+/// A PostgreSQL error as the store's: refused data (SQLSTATE classes 22, 23, 54) fails the
+/// operation only; anything else is a failure of the store. Connection failures keep their cause
+/// readable.
 pub(crate) fn pg_error(e: postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error()
+        && matches!(&db.code().code()[..2], "22" | "23" | "54")
+    {
+        // The data was refused (a bad value, a constraint, a value too large for an index): the
+        // operation fails, the store does not.
+        return StoreError::Failed(format!("postgres refused the data: {} ({})", db.message(), db.code().code()));
+    }
     StoreError::Postgres(match e.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
         None => {
@@ -564,7 +589,10 @@ impl PgWriter {
     /// Reconnect if need be and check that the database answers.
     pub(crate) fn probe(&mut self) -> Result<(), StoreError> {
         self.ensure()?;
-        let r = self.conn()?.batch("SELECT 1");
+        let conn = self.conn()?;
+        // A session left in a failed transaction is cleared first.
+        let _ = conn.batch("ROLLBACK");
+        let r = conn.batch("SELECT 1");
         if let Err(e) = &r {
             self.last_error = e.to_string();
         }
@@ -590,6 +618,8 @@ impl PgWriter {
             })
         })();
         if let Err(e) = &r {
+            // Never leave the session inside a failed transaction (which would hold the write lock).
+            let _ = conn.batch("ROLLBACK");
             self.last_error = e.to_string();
         }
         r

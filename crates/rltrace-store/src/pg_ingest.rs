@@ -17,14 +17,14 @@ use crate::writer::Group;
 
 /// Look up, and create when missing, every trace, resource and sequence the batch refers to, and
 /// leave them in the writer's caches (sequences created now are listed in `c.created`).
-pub(crate) fn prefetch(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], g: &mut Group) -> Result<(), StoreError> {
+pub(crate) fn prefetch(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], refused: &[Option<&'static str>], g: &mut Group) -> Result<(), StoreError> {
     let mut traces: Vec<&[u8]> = Vec::new();
     let mut seen_traces: HashSet<[u8; 16]> = HashSet::new();
     let mut resources: Vec<&Arc<str>> = Vec::new();
     let mut seen_resources: HashSet<&str> = HashSet::new();
     let mut sequences: Vec<&str> = Vec::new();
     let mut seen_sequences: HashSet<&str> = HashSet::new();
-    for s in spans {
+    for (s, _) in spans.iter().zip(refused).filter(|(_, r)| r.is_none()) {
         if !c.traces.contains_key(&s.trace_id) && seen_traces.insert(s.trace_id) {
             traces.push(&s.trace_id[..]);
         }
@@ -143,8 +143,12 @@ pub(crate) fn insert_rows(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], 
         .collect::<Result<_, StoreError>>()?
     };
     c.new_traces.clear();
-    let explicit: Vec<Option<&str>> =
-        spans.iter().filter_map(|s| s.triplet.as_ref().filter(|t| t.explicit_id).map(|t| Some(t.triplet_id.as_str()))).collect();
+    let explicit: Vec<Option<&str>> = spans
+        .iter()
+        .zip(refs)
+        .filter(|(_, r)| r.is_some())
+        .filter_map(|(s, _)| s.triplet.as_ref().filter(|t| t.explicit_id).map(|t| Some(t.triplet_id.as_str())))
+        .collect();
     let mut taken: HashSet<String> = if explicit.is_empty() {
         HashSet::new()
     } else {

@@ -226,12 +226,13 @@ impl Writer {
         let max_pending = self.inner.max_pending;
         let mut began = false;
         let outcome = (|| -> Result<(), StoreError> {
+            // A failed start may have opened the transaction: it is rolled back below either way.
+            began = true;
             match self.conn.begin(&self.caches)? {
                 Reload::Nothing => {}
                 Reload::Ledger => self.caches.reload_ledger(self.conn.sql()?)?,
                 Reload::All => self.caches.reload(self.conn.sql()?)?,
             }
-            began = true;
             let may_settle = ops.iter().any(|o| matches!(o, Op::Settle { .. })) && self.conn.may_settle()?;
             let tx = self.conn.sql()?;
             let mut g = Group::default();
@@ -381,7 +382,7 @@ impl Writer {
 fn is_store_failure(e: &StoreError) -> bool {
     let text = e.to_string();
     matches!(e, StoreError::Sqlite(_) | StoreError::Postgres(_) | StoreError::Unreachable(_))
-        || ["disk is full", "disk I/O error", "unable to open", "readonly database", "database is locked", "no such table", "postgres", "unreachable"]
+        || ["disk is full", "disk I/O error", "unable to open", "readonly database", "database is locked", "no such table", "postgres: ", "unreachable"]
             .iter()
             .any(|m| text.contains(m))
 }

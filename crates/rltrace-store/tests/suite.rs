@@ -368,19 +368,23 @@ conformance! {
     let e = place.open_read_only().err().expect("refused");
     assert!(e.to_string().contains("newer"), "{e}");
     // Nothing was changed: the version is still the newer one, the rows still there.
-    place.raw("UPDATE meta SET value = (SELECT value FROM meta WHERE key = 'schema_version') WHERE key = 'schema_version'");
-    let spans_left = match &place {
-        Place::Sqlite(dir) => rusqlite::Connection::open(dir.path().join("rltrace.db"))
-            .expect("open")
-            .query_row("SELECT count(*) FROM spans", [], |r| r.get::<_, i64>(0))
-            .expect("count"),
-        Place::Postgres { url, .. } => postgres::Client::connect(url, postgres::NoTls)
-            .expect("connect")
-            .query_one("SELECT count(*) FROM spans", &[])
-            .expect("count")
-            .get::<_, i64>(0),
+    let (version, spans_left) = match &place {
+        Place::Sqlite(dir) => {
+            let c = rusqlite::Connection::open(dir.path().join("rltrace.db")).expect("open");
+            (
+                c.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get::<_, String>(0)).expect("version"),
+                c.query_row("SELECT count(*) FROM spans", [], |r| r.get::<_, i64>(0)).expect("count"),
+            )
+        }
+        Place::Postgres { url, .. } => {
+            let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+            (
+                c.query_one("SELECT value FROM meta WHERE key = 'schema_version'", &[]).expect("version").get::<_, String>(0),
+                c.query_one("SELECT count(*) FROM spans", &[]).expect("count").get::<_, i64>(0),
+            )
+        }
     };
-    assert_eq!(spans_left, 1);
+    assert_eq!((version.as_str(), spans_left), ("99", 1));
 }
 }
 
@@ -526,6 +530,8 @@ conformance! {
         assert_eq!((first.stored, first.duplicates, first.rejected.len()), (2, 0, 0));
         let mut nul = triplet_span(3, 9, "s", &[]);
         nul.name = "bad\0name".into();
+        let mut nul_new = triplet_span(3, 10, "new-seq", &[]);
+        nul_new.name = "bad\0name".into();
         let out = store
             .ingest_blocking(prepare(vec![
                 triplet_span(1, 2, "s", &[]),
@@ -535,9 +541,13 @@ conformance! {
                 triplet_span(2, 5, "s", &[("rl.triplet_id", s("tid-2"))]),
                 triplet_span(2, 6, "lonely", &[("rl.triplet_id", s("tid-2"))]),
                 nul,
+                nul_new,
+                triplet_span(3, 11, "bad\0seq", &[]),
+                triplet_span(3, 12, "s", &[("rl.triplet_id", s("bad\0id"))]),
             ]))
             .expect("second");
-        assert_eq!((out.stored, out.duplicates, out.rejected.len()), (2, 2, 3), "{out:?}");
+        assert_eq!((out.stored, out.duplicates, out.rejected.len()), (2, 2, 6), "{out:?}");
+        assert_eq!(out.rejected.iter().filter(|m| m.contains("contains a NUL character")).count(), 4, "{out:?}");
         assert_eq!(out.rejected.iter().filter(|m| m.contains("is already used by another span")).count(), 2, "{out:?}");
         assert!(out.rejected.iter().any(|m| m.contains("name contains a NUL character")), "{out:?}");
         let c = store.read(|tx| tx.counts()).expect("counts");

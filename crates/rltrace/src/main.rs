@@ -35,7 +35,7 @@ struct StoreArgs {
     db: PathBuf,
     /// Store URL: `sqlite://PATH`, or `postgres://USER:PASSWORD@HOST:PORT/DB` (`postgresql://`
     /// too; the password may come from PGPASSWORD); overrides --db.
-    #[arg(long, env = "RLTRACE_STORE")]
+    #[arg(long, env = "RLTRACE_STORE", hide_env_values = true)]
     store: Option<String>,
     /// PostgreSQL: reader connections at most (each collector also keeps one writer connection).
     #[arg(long, default_value_t = 8, env = "RLTRACE_PG_POOL_SIZE", value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -229,6 +229,8 @@ fn main() -> Result<()> {
 
 /// A URL with its password replaced by `***`.
 fn redact_url(url: &str) -> String {
+    // A query may carry the password too (`?password=`): it is left out.
+    let url = url.split('?').next().unwrap_or_default();
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((user, host)) => format!("{scheme}://{}{}@{host}", user.split(':').next().unwrap_or_default(), if user.contains(':') { ":***" } else { "" }),

@@ -1166,3 +1166,17 @@ fn sequences_show_their_agent_lightning_rollout_link() {
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("agentlightning.rollout_id"), "{text}");
 }
+
+/// A NUL character in any string of a reward or callback body is refused by its path, on every
+/// backend alike (PostgreSQL's text cannot hold it), and nothing is stored.
+#[test]
+fn a_nul_in_a_reward_body_is_refused_by_its_path() {
+    let s = common::Server::start(&[]);
+    send(&s, &[api_support::triplet("nul-seq", 0, "Code", 1)]);
+    let (status, body) = reward(&s, &json!({"target": {"sequence_id": "nul-seq"}, "value": 0.5, "source": "hitl", "reason": "a\0b"}));
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("reason") && body.to_string().contains("NUL"), "{body}");
+    let (status, body) = common::post_json(&s.url("/api/v1/callbacks/hitl"), &json!({"sequence_id": "nul\0", "decision": "approved"}));
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(sequence_of(&s, "nul-seq")["ledger"].as_array().map(Vec::len), Some(0));
+}

@@ -212,7 +212,7 @@ fn a_stopped_database_is_answered_with_errors_and_the_collector_recovers() {
     let s = Server::start_store(&pg.url, &[], None);
     let mut acked: Vec<String> = Vec::new();
     let mut n = 0u64;
-    let mut batch = |n: &mut u64| -> Vec<api_support::SpanB> {
+    let batch = |n: &mut u64| -> Vec<api_support::SpanB> {
         *n += 1;
         (0..10).map(|i| step(&format!("fault-{n}"), "Code", *n * 100 + i)).collect()
     };
@@ -268,6 +268,10 @@ fn a_bad_store_url_is_a_clear_error() {
     assert!(err.contains("unsupported store URL") && !err.contains("secret"), "{err}");
     // Nothing listens on port 1: a connection error naming the server, never the password.
     let (ok, _, err) = common::run_cli(dir.path(), &["serve", "--store", "postgres://u:secret@127.0.0.1:1/db", "--pg-connect-timeout", "2"]);
+    assert!(!ok);
+    assert!(err.contains("cannot connect to postgres://u@127.0.0.1:1/db") && !err.contains("secret"), "{err}");
+    // A password in the query is never shown either.
+    let (ok, _, err) = common::run_cli(dir.path(), &["serve", "--store", "postgres://u@127.0.0.1:1/db?password=secret", "--pg-connect-timeout", "2"]);
     assert!(!ok);
     assert!(err.contains("cannot connect to postgres://u@127.0.0.1:1/db") && !err.contains("secret"), "{err}");
 }
