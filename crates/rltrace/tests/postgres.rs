@@ -275,3 +275,29 @@ fn a_bad_store_url_is_a_clear_error() {
     assert!(!ok);
     assert!(err.contains("cannot connect to postgres://u@127.0.0.1:1/db") && !err.contains("secret"), "{err}");
 }
+
+#[test]
+fn a_group_that_cannot_take_the_write_lock_fails_and_the_next_one_works() {
+    let db = PgDatabase::new();
+    let s = Server::start_store(&db.url, &["--pg-statement-timeout", "1"], None);
+    assert_eq!(post_batch(&s, &[step("before", "Code", 1)]).0, 200);
+    // Another session holds the write lock (the key of rltrace_store::pg::WRITE_LOCK) past the
+    // collector's statement timeout: its group cannot start.
+    let mut holder = db.client();
+    holder.batch_execute("SELECT pg_advisory_lock(125810135662593)").expect("take the write lock");
+    let (status, _) = post_batch(&s, &[step("blocked", "Code", 2)]);
+    assert_eq!(status, 500, "a group that cannot take the write lock fails");
+    holder.batch_execute("SELECT pg_advisory_unlock(125810135662593)").expect("release");
+    // The collector's session was not left inside the failed transaction: the next group works.
+    let mut ok = false;
+    for _ in 0..30 {
+        if post_batch(&s, &[step("after", "Code", 3)]).0 == 200 {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ok, "ingest works again once the lock is free");
+    assert!(common::wait_until(10, || common::get_json(&s.url("/readyz")).0 == 200), "and the store is ready");
+    assert_eq!(get_ok(&s.url("/api/v1/stats"))["spans"], 2);
+}
