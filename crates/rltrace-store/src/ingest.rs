@@ -57,6 +57,21 @@ impl Caches {
         self.reload_ledger(conn)
     }
 
+    /// Catch up with events another process appended since `last_event`: the pending triplet ids
+    /// they added, the newest event, the task events. (Ids another process joined stay listed:
+    /// a join of an id already joined changes nothing, and the pending bound asks the database
+    /// before it refuses.)
+    pub(crate) fn catch_up_ledger(&mut self, conn: &dyn Sql) -> Result<(), StoreError> {
+        let added = conn
+            .prepare_cached("SELECT target_triplet FROM reward_events WHERE id > ?1 AND seq_key IS NULL AND target_triplet IS NOT NULL")?
+            .query_map(params![self.last_event], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        self.pending.extend(added);
+        self.last_event = conn.query_row("SELECT coalesce(max(id), 0) FROM reward_events", params![], |r| r.get(0))?;
+        self.task_events = conn.query_row("SELECT task_events FROM counters WHERE id = 1", params![], |r| r.get(0))?;
+        Ok(())
+    }
+
     /// Reload what the caches know of the ledger (another process may have appended to it).
     pub(crate) fn reload_ledger(&mut self, conn: &dyn Sql) -> Result<(), StoreError> {
         let mut stmt = conn.prepare_cached("SELECT target_triplet FROM reward_events WHERE seq_key IS NULL AND target_triplet IS NOT NULL")?;

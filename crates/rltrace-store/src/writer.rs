@@ -230,7 +230,7 @@ impl Writer {
             began = true;
             match self.conn.begin(&self.caches)? {
                 Reload::Nothing => {}
-                Reload::Ledger => self.caches.reload_ledger(self.conn.sql()?)?,
+                Reload::Ledger => self.caches.catch_up_ledger(self.conn.sql()?)?,
                 Reload::All => self.caches.reload(self.conn.sql()?)?,
             }
             let may_settle = ops.iter().any(|o| matches!(o, Op::Settle { .. })) && self.conn.may_settle()?;

@@ -301,3 +301,24 @@ fn a_group_that_cannot_take_the_write_lock_fails_and_the_next_one_works() {
     assert!(common::wait_until(10, || common::get_json(&s.url("/readyz")).0 == 200), "and the store is ready");
     assert_eq!(get_ok(&s.url("/api/v1/stats"))["spans"], 2);
 }
+
+#[test]
+fn a_pending_reward_taken_by_one_collector_joins_its_triplet_stored_by_another() {
+    let db = PgDatabase::new();
+    let (a, b) = two_collectors(&db, &[], None);
+    // Something is stored first, so collector B's writer has a ledger position to catch up from.
+    send(&b, &[step("warm", "Code", 1)]);
+    let body = json!({"target": {"triplet_id": "later-triplet"}, "value": 0.7, "source": "judge", "pending": true});
+    let (status, ev) = common::post_json(&a.url("/api/v1/rewards"), &body);
+    assert_eq!(status, 201, "{ev}");
+    assert_eq!(ev["pending"], true, "{ev}");
+    // The triplet arrives at the other collector.
+    send(&b, &[step("joined", "Code", 2).attr("rl.triplet_id", json!("later-triplet"))]);
+    for s in [&a, &b] {
+        let t = get_ok(&s.url("/api/v1/triplets/later-triplet"));
+        let judge: Vec<&Value> = t["ledger"].as_array().expect("ledger").iter().filter(|e| e["source"] == "judge").collect();
+        assert_eq!(judge.len(), 1, "{t}");
+        assert_eq!(judge[0]["pending"], false, "the pending reward joined its triplet: {t}");
+        assert_eq!(t["reward_sources"]["judge"], 0.7, "{t}");
+    }
+}
