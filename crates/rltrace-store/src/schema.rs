@@ -123,28 +123,19 @@ pub fn configure_writer(conn: &Connection, synchronous_full: bool, max_pages: Op
     if let Some(pages) = max_pages {
         conn.pragma_update(None, "max_page_count", i64::try_from(pages).unwrap_or(i64::MAX))?;
     }
-    let found = stored_version(conn)?;
-    match found {
-        Some(v) if v > SCHEMA_VERSION => Err(StoreError::Version(format!(
-            "the database has schema version {v}, newer than this rltrace's {SCHEMA_VERSION}: use a newer rltrace (nothing was changed)"
-        ))),
-        Some(v) if v < SCHEMA_VERSION => {
-            crate::migrate::sqlite(conn, v)?;
-            Ok(Migration::From(v))
-        }
-        Some(_) => {
-            conn.execute_batch(SCHEMA)?;
-            Ok(Migration::None)
-        }
-        None => {
-            conn.execute_batch(SCHEMA)?;
-            conn.execute(
-                "INSERT INTO meta(key, value) VALUES('schema_version', ?1) ON CONFLICT(key) DO NOTHING",
-                [SCHEMA_VERSION.to_string()],
-            )?;
-            Ok(Migration::Created)
-        }
+    let migration = decide(stored_version(conn)?, |from| crate::migrate::sqlite(conn, from), || {
+        conn.execute_batch(SCHEMA)?;
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES('schema_version', ?1) ON CONFLICT(key) DO NOTHING",
+            [SCHEMA_VERSION.to_string()],
+        )?;
+        Ok(())
+    })?;
+    if migration == Migration::None {
+        // Indexes a database of this version may still lack.
+        conn.execute_batch(SCHEMA)?;
     }
+    Ok(migration)
 }
 
 /// What opening the store did to the schema.
