@@ -120,7 +120,7 @@ fn every_page_in_a_real_browser() {
     // Sequences: paging through the API's cursor, the review filter, links.
     b.goto(&s.url("/ui/sequences?limit=2"));
     assert_eq!(b.all("table.rows tbody tr").len(), 2);
-    b.get("a[rel=next]").click();
+    b.get("a[rel=next]").click_to_load();
     assert!(b.url().contains("cursor="), "{}", b.url());
     assert!(!b.all("table.rows tbody tr").is_empty());
     b.goto(&s.url("/ui/sequences?review=pending"));
@@ -148,13 +148,13 @@ fn every_page_in_a_real_browser() {
     assert!(first.contains("Planning") && first.contains("planning_agent.execute") && first.contains("1200 ms"), "{first}");
     let before = ledger(&s, "rev-3").len();
     b.get("#r-value").fill("2");
-    b.get("form.box button[type=submit]").click();
+    b.get("form.box button[type=submit]").click_to_load();
     assert!(b.get(".notice.error").text().contains("value"), "an out-of-range value is refused on the page");
     assert_eq!(ledger(&s, "rev-3").len(), before, "a refused reward changes nothing");
     b.get("#r-value").fill("0.9");
     b.get("#r-source").fill("judge");
     b.get("#r-reason").fill("clear plan");
-    b.get("form.box button[type=submit]").click();
+    b.get("form.box button[type=submit]").click_to_load();
     assert!(b.get(".notice.ok").text().contains("appended"), "{}", b.get("main").text());
     let after = ledger(&s, "rev-3");
     assert_eq!(after.len(), before + 1);
@@ -162,7 +162,7 @@ fn every_page_in_a_real_browser() {
     b.screenshot(&dir.join("sequence.png"));
 
     // A triplet: foldable state and action, the explanation.
-    b.get("table.rows tbody a.row-link").click();
+    b.get("table.rows tbody a.row-link").click_to_load();
     assert!(b.title().starts_with("Triplet "), "{}", b.title());
     assert!(!b.all(".json details").is_empty(), "foldable JSON");
     let explain = b.get("main").text();
@@ -176,7 +176,7 @@ fn every_page_in_a_real_browser() {
     assert_eq!(b.all("table.waterfall tr.trip").len(), 1);
     assert!(b.get("table.waterfall").text().contains(XSS), "the span's name is shown as text");
     assert_eq!(b.script("return document.querySelectorAll('main script').length"), json!(0));
-    b.get("table.waterfall tr.trip a.row-link").click();
+    b.get("table.waterfall tr.trip a.row-link").click_to_load();
     assert!(b.get("#detail").text().contains("rl.state.prompt"));
     no_dialog(&b, "a span's detail");
     b.screenshot(&dir.join("trace.png"));
@@ -195,7 +195,7 @@ fn every_page_in_a_real_browser() {
     let events = stats(&s)["reward_events"].clone();
     let item = b.get("li.review[data-sequence='rev-1']");
     item.find("input[name=reviewer]").expect("reviewer").fill("ann");
-    item.find("button[value=approved]").expect("approve").click();
+    item.find("button[value=approved]").expect("approve").click_to_load();
     let refused = b.get(".notice.error").text();
     assert!(refused.contains("justification is required"), "{refused}");
     assert_eq!(stats(&s)["reward_events"], events, "a refused decision appends nothing");
@@ -203,7 +203,7 @@ fn every_page_in_a_real_browser() {
     let item = b.get("li.review[data-sequence='rev-1']");
     item.find("input[name=reviewer]").expect("reviewer").fill("ann");
     item.find("textarea[name=justification]").expect("justification").fill("tests cover the change");
-    item.find("button[value=approved]").expect("approve").click();
+    item.find("button[value=approved]").expect("approve").click_to_load();
     assert!(b.get(".notice.ok").text().contains("approved"), "{}", b.get("main").text());
     let hitl: Vec<Value> = ledger(&s, "rev-1").into_iter().filter(|e| e["source"] == "hitl").collect();
     assert_eq!(hitl.len(), 1, "{hitl:?}");
@@ -217,7 +217,7 @@ fn every_page_in_a_real_browser() {
     let item = b.get("li.review[data-sequence='rev-2']");
     assert_eq!(item.find("input[name=reviewer]").and_then(|r| r.attr("value")).as_deref(), Some("ann"), "the reviewer is kept");
     item.find("textarea[name=justification]").expect("justification").fill("waiting for the security review");
-    item.find("button[value=deferred]").expect("defer").click();
+    item.find("button[value=deferred]").expect("defer").click_to_load();
     let deferred: Vec<Value> = ledger(&s, "rev-2").into_iter().filter(|e| e["source"] == "hitl").collect();
     assert_eq!(deferred.len(), 1);
     assert!(deferred[0]["value"].is_null(), "{deferred:?}");
@@ -229,7 +229,7 @@ fn every_page_in_a_real_browser() {
     b.goto(&s.url("/ui/whatif"));
     assert_eq!(b.get("#changed-triplets").text(), "0", "the current policy against itself");
     b.get("#w-hitl").fill("3");
-    b.get("#whatif-run").click();
+    b.get("#whatif-run").click_to_load();
     assert!(b.url().contains("w.hitl=3"), "the what-if is a link: {}", b.url());
     let changed: u64 = b.get("#changed-triplets").text().replace(',', "").parse().expect("a count");
     // rev-1's triplets have local 1.0, 0.5, 1.0 and hitl 1.0: only the middle one's mean moves.
@@ -242,7 +242,7 @@ fn every_page_in_a_real_browser() {
     assert_eq!(ledger(&s, "rev-1"), before_ledger);
     // A bad value is refused with its field's path.
     b.get("#w-hitl").fill("heavy");
-    b.get("#whatif-run").click();
+    b.get("#whatif-run").click_to_load();
     assert!(b.get(".notice.error").text().contains("policy.sources.hitl.weight"), "{}", b.get("main").text());
 
     // The download is a policy file that `rltrace serve --policy` accepts.

@@ -206,6 +206,19 @@ impl Element<'_> {
         self.b.call("POST", &self.e("/click"), None);
     }
 
+    /// Click something that loads a new page (a link, a form's button) and wait, up to 10 s, until
+    /// the new document has loaded: WebDriver's click does not always wait for a form's POST and
+    /// its redirect.
+    pub fn click_to_load(&self) {
+        self.b.script("window.__rltraceBeforeClick = true; return true");
+        self.click();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.b.script("return window.__rltraceBeforeClick === undefined && document.readyState === 'complete'") != serde_json::Value::Bool(true) {
+            assert!(std::time::Instant::now() < end, "no new page within 10 s of a click on {}", self.b.url());
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+    }
+
     /// Clear it and type `text`.
     pub fn fill(&self, text: &str) {
         self.b.call("POST", &self.e("/clear"), None);
