@@ -12,6 +12,7 @@ pub mod export;
 pub mod genai;
 pub mod ids;
 pub mod policy;
+pub mod retention;
 pub mod reward;
 pub mod sequence;
 pub mod span;

@@ -282,7 +282,21 @@ pub struct Defect {
 pub struct RewardClient {
     http: reqwest::Client,
     base: String,
+    api_key: Option<ApiKey>,
 }
+
+/// An API key, kept out of `Debug` output.
+#[derive(Clone)]
+struct ApiKey(String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
+}
+
+/// The environment variable [`RewardClient::from_env_key`] reads the API key from.
+pub const ENV_API_KEY: &str = "RLTRACE_API_KEY";
 
 /// Timeout of one request of [`RewardClient::new`]'s client.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -300,7 +314,26 @@ impl RewardClient {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::config("collector url", format!("expected an http:// or https:// url, got {base:?}")));
         }
-        Ok(RewardClient { http, base })
+        Ok(RewardClient { http, base, api_key: None })
+    }
+
+    /// Send `key` with every request (`Authorization: Bearer KEY`): a collector with keys
+    /// configured needs one with the `write` scope.
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Result<RewardClient, Error> {
+        let key = key.into();
+        if key.trim().is_empty() || key.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(Error::config("api key", "expected a non-empty key without spaces or control characters"));
+        }
+        self.api_key = Some(ApiKey(key));
+        Ok(self)
+    }
+
+    /// The key of [`ENV_API_KEY`] (`RLTRACE_API_KEY`) when it is set, as [`RewardClient::with_api_key`].
+    pub fn from_env_key(self) -> Result<RewardClient, Error> {
+        match std::env::var(ENV_API_KEY) {
+            Ok(k) if !k.is_empty() => self.with_api_key(k),
+            _ => Ok(self),
+        }
     }
 
     /// Append a reward event: 201 created, or 200 with the stored event for a repeated
@@ -336,7 +369,11 @@ impl RewardClient {
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<Value, Error> {
-        let resp = self.http.post(format!("{}{path}", self.base)).json(body).send().await.map_err(|e| Error::Http(e.to_string()))?;
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(ApiKey(k)) = &self.api_key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.map_err(|e| Error::Http(e.to_string()))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| Error::Http(e.to_string()))?;
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);

@@ -85,6 +85,7 @@ pub struct Builder {
     processors: Vec<ProcessorFn>,
     set_global: bool,
     read_env: bool,
+    api_key: Option<String>,
 }
 
 impl Default for Builder {
@@ -102,6 +103,7 @@ impl Default for Builder {
             processors: Vec::new(),
             set_global: true,
             read_env: true,
+            api_key: None,
         }
     }
 }
@@ -268,6 +270,7 @@ impl Builder {
 
     fn otlp_exporter(&self) -> Result<opentelemetry_otlp::SpanExporter, Error> {
         let protocol = self.resolved_protocol()?;
+        let key = self.resolved_api_key()?;
         let exporter = match protocol {
             Protocol::Grpc => {
                 if tokio::runtime::Handle::try_current().is_err() {
@@ -277,6 +280,13 @@ impl Builder {
                     ));
                 }
                 let mut b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+                if let Some(k) = &key {
+                    use opentelemetry_otlp::WithTonicConfig;
+                    let mut md = opentelemetry_otlp::tonic_types::metadata::MetadataMap::new();
+                    let value = format!("Bearer {k}").parse().map_err(|_| Error::config(crate::client::ENV_API_KEY, "the key is not valid in gRPC metadata"))?;
+                    md.insert("authorization", value);
+                    b = b.with_metadata(md);
+                }
                 if let Some(e) = &self.endpoint {
                     b = b.with_endpoint(e.clone());
                 }
@@ -285,6 +295,10 @@ impl Builder {
             Protocol::HttpProtobuf | Protocol::HttpJson => {
                 let p = if protocol == Protocol::HttpJson { opentelemetry_otlp::Protocol::HttpJson } else { opentelemetry_otlp::Protocol::HttpBinary };
                 let mut b = opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(p);
+                if let Some(k) = &key {
+                    use opentelemetry_otlp::WithHttpConfig;
+                    b = b.with_headers(std::collections::HashMap::from([("authorization".to_string(), format!("Bearer {k}"))]));
+                }
                 if let Some(e) = &self.endpoint {
                     b = b.with_endpoint(format!("{}/v1/traces", e.trim_end_matches('/')));
                 }
@@ -292,6 +306,28 @@ impl Builder {
             }
         };
         exporter.map_err(|e| Error::Exporter(e.to_string()))
+    }
+
+    /// The collector's API key (`RLTRACE_API_KEY`), sent as `authorization: Bearer KEY` with
+    /// every export (HTTP header or gRPC metadata). Without it the exporter still honours
+    /// `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    fn resolved_api_key(&self) -> Result<Option<String>, Error> {
+        let key = match &self.api_key {
+            Some(k) => Some(k.clone()),
+            None if self.read_env => env_var(crate::client::ENV_API_KEY)?,
+            None => None,
+        };
+        match key {
+            Some(k) if k.trim().is_empty() || k.chars().any(|c| c.is_control() || c == ' ') => {
+                Err(Error::config(crate::client::ENV_API_KEY, "expected a non-empty key without spaces or control characters"))
+            }
+            k => Ok(k),
+        }
     }
 
     /// Build the provider, install the SDK, and return the guard that flushes and shuts it down.

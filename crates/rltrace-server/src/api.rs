@@ -22,6 +22,7 @@ use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::dto::{
+    Settled,
     DefectCallback, ErrorBody, Health, HitlCallback, RewardEvent, RewardRequest, RewardRequestTarget, SequenceDetail, SequencePage, Stats,
     TestsCallback, Trace, TripletDetail, TripletPage, WhatIfRequest, WhatIfResponse,
 };
@@ -511,6 +512,23 @@ pub async fn stats(State(st): State<AppState>) -> Result<Json<Stats>, ApiError> 
     let rate = st.metrics.ingest_rate();
     let s = blocking(move || Ok(st.store.read(|tx| tx.stats(&st.policy))?)).await?;
     Ok(Json(Stats::new(s, rate)))
+}
+
+/// `POST /api/v1/settle`: apply the fallback reward now to every sequence that is due.
+#[utoipa::path(
+    post,
+    path = "/api/v1/settle",
+    operation_id = "settle",
+    tag = "rewards",
+    responses(
+        (status = 200, description = "The sequences the fallback reward was applied to (0 when the policy has no fallback).", body = Settled),
+        (status = 500, description = "The store failed.", body = ErrorBody),
+        (status = 503, description = "The writer queue is full; retry later.", body = ErrorBody),
+    )
+)]
+pub async fn settle(State(st): State<AppState>) -> Result<Json<Settled>, ApiError> {
+    let n = crate::settle_due(&st.store, &st.policy).await?;
+    Ok(Json(Settled { settled: n as u64 }))
 }
 
 // ---------------------------------------------------------------------------------------------

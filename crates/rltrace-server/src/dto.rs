@@ -60,6 +60,10 @@ pub enum ErrorCode {
     Conflict,
     /// 413: the body is over the bound.
     PayloadTooLarge,
+    /// 401: no key, or not a valid one.
+    Unauthenticated,
+    /// 403: the key lacks the route's scope.
+    PermissionDenied,
     /// 503 with `Retry-After`: the writer queue is full; retry later.
     Overloaded,
     /// 503: the store does not answer.
@@ -715,6 +719,13 @@ impl From<store::SpanOut> for Span {
 // ---------------------------------------------------------------------------------------------
 // Stats
 // ---------------------------------------------------------------------------------------------
+
+/// `POST /api/v1/settle`: how many sequences got the fallback reward.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Settled {
+    /// Sequences settled.
+    pub settled: u64,
+}
 
 /// `GET /api/v1/stats`: store-wide counts and the recent ingest rate.
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -27,6 +27,12 @@ pub enum ApiError {
     /// The body is too large.
     #[error("{0}")]
     TooLarge(String),
+    /// No usable key (401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The key lacks the route's scope (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// The server is overloaded; retry later.
     #[error("server is overloaded, retry later")]
     Overloaded,
@@ -47,6 +53,8 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::PermissionDenied),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Overloaded),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),

@@ -211,6 +211,15 @@ fn otlp_error(encoding: Encoding, status: StatusCode, grpc_code: i32, message: &
     resp
 }
 
+/// An OTLP/HTTP refusal before the body is read (401, 403): an OTLP `Status` in the request's
+/// encoding (JSON when its content type is not one of OTLP's).
+pub fn otlp_refusal(headers: &HeaderMap, status: StatusCode, grpc_code: i32, message: &str) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let encoding = if matches!(mime.as_str(), "application/x-protobuf" | "application/protobuf") { Encoding::Protobuf } else { Encoding::Json };
+    otlp_error(encoding, status, grpc_code, message)
+}
+
 // gRPC status codes used in OTLP/HTTP error bodies.
 const GRPC_INVALID_ARGUMENT: i32 = 3;
 const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
@@ -384,17 +393,24 @@ struct AdmittedPermit(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
 pub struct Admission {
     permits: Arc<tokio::sync::Semaphore>,
     metrics: Arc<crate::metrics::Metrics>,
+    auth: Arc<crate::auth::Auth>,
 }
 
 impl Admission {
     /// An interceptor over the collector's permits.
     pub fn new(state: &AppState) -> Admission {
-        Admission { permits: Arc::clone(&state.ingest_permits), metrics: Arc::clone(&state.metrics) }
+        Admission { permits: Arc::clone(&state.ingest_permits), metrics: Arc::clone(&state.metrics), auth: Arc::clone(&state.auth) }
     }
 }
 
 impl tonic::service::Interceptor for Admission {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        // The key is checked before a permit is taken: a refused client holds nothing.
+        if let Err(status) = crate::auth::check_grpc(&self.auth, request.metadata()) {
+            self.metrics.auth_refused(if status.code() == tonic::Code::Unauthenticated { 401 } else { 403 });
+            self.metrics.observe(MethodLabel::Grpc, GRPC_EXPORT_ROUTE, if status.code() == tonic::Code::Unauthenticated { 401 } else { 403 }, std::time::Duration::ZERO);
+            return Err(status);
+        }
         match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(p) => {
                 request.extensions_mut().insert(AdmittedPermit(Arc::new(std::sync::Mutex::new(Some(p)))));

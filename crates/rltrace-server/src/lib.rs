@@ -6,7 +6,9 @@
 //! writer queue) and answers 503 / `UNAVAILABLE` with `Retry-After` instead of queueing more.
 
 pub mod api;
+pub mod auth;
 pub mod callbacks;
+pub mod config;
 pub mod dto;
 pub mod error;
 pub mod ingest;
@@ -91,6 +93,8 @@ pub struct AppState {
     pub ingest_bytes: Arc<Semaphore>,
     /// Memory bounds of dataset exports (`GET /api/v1/export`).
     pub dataset_limits: rltrace_dataset::Limits,
+    /// API keys and UI sessions; open when no keys are configured.
+    pub auth: Arc<auth::Auth>,
 }
 
 impl AppState {
@@ -104,7 +108,14 @@ impl AppState {
             ingest_bytes: Arc::new(Semaphore::new(ingest::budget_kib(&limits) as usize)),
             limits,
             dataset_limits: rltrace_dataset::Limits::default(),
+            auth: Arc::new(auth::Auth::open()),
         }
+    }
+
+    /// The same state with these keys.
+    pub fn with_auth(mut self, auth: auth::Auth) -> AppState {
+        self.auth = Arc::new(auth);
+        self
     }
 
     /// The same state with other dataset export bounds.
@@ -130,7 +141,12 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
 pub fn app(state: AppState) -> Router {
     routes::table()
         .into_iter()
-        .fold(Router::new(), |router, r| router.route(r.path, r.into_handler()))
+        .fold(Router::new(), |router, r| {
+            let access = r.access;
+            let path = r.path;
+            let handler = r.into_handler().route_layer(middleware::from_fn_with_state((state.clone(), access), auth::authorize));
+            router.route(path, handler)
+        })
         .fallback(api::not_found)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -196,6 +212,23 @@ where
     }
 }
 
+/// Apply the fallback reward to every sequence that is due now, in small batches (one
+/// transaction each, so settling never holds ingest up); the number of sequences settled.
+pub async fn settle_due(store: &Store, policy: &Arc<Policy>) -> Result<usize, rltrace_store::StoreError> {
+    let mut total = 0;
+    loop {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store.submit_settle(policy, move |r| {
+            let _ = tx.send(r);
+        })?;
+        let n = rx.await.map_err(|_| rltrace_store::StoreError::Closed)??;
+        total += n;
+        if n < rltrace_store::SETTLE_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
 /// Listeners of a running collector.
 pub struct Bound {
     /// The HTTP listener.
@@ -233,27 +266,10 @@ pub async fn serve(state: AppState, bound: Bound, shutdown: impl std::future::Fu
                     _ = tick.tick() => {}
                     _ = settle_stop.wait_for(|s| *s) => break,
                 }
-                // Small batches, one transaction each, so settling never holds ingest up.
-                loop {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    if store.submit_settle(&policy, move |r| { let _ = tx.send(r); }).is_err() {
-                        break;
-                    }
-                    match rx.await {
-                        Ok(Ok(n)) => {
-                            if n > 0 {
-                                tracing::info!(sequences = n, "fallback reward applied");
-                            }
-                            if n < rltrace_store::SETTLE_BATCH {
-                                break;
-                            }
-                        }
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "fallback settle failed");
-                            break;
-                        }
-                        Err(_) => break,
-                    }
+                match settle_due(&store, &policy).await {
+                    Ok(n) if n > 0 => tracing::info!(sequences = n, "fallback reward applied"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "fallback settle failed"),
                 }
             }
         });

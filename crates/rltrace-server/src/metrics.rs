@@ -113,6 +113,8 @@ pub struct Metrics {
     spans_duplicate: Counter,
     spans_rejected: Counter,
     requests_overloaded: Counter,
+    requests_unauthenticated: Counter,
+    requests_forbidden: Counter,
     queue_depth: Gauge,
     queue_bytes: Gauge,
     latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
@@ -132,6 +134,9 @@ impl Default for Metrics {
         registry.register("spans_duplicate", "Spans received again and already stored", spans_duplicate.clone());
         registry.register("spans_rejected", "Spans rejected (reported in partial_success)", spans_rejected.clone());
         registry.register("requests_overloaded", "Requests answered 503/UNAVAILABLE for overload", requests_overloaded.clone());
+        let (requests_unauthenticated, requests_forbidden) = (Counter::default(), Counter::default());
+        registry.register("requests_unauthenticated", "Requests refused 401/UNAUTHENTICATED (no valid key)", requests_unauthenticated.clone());
+        registry.register("requests_forbidden", "Requests refused 403/PERMISSION_DENIED (a key without the scope)", requests_forbidden.clone());
         registry.register("queue_depth", "Operations waiting for the store writer", queue_depth.clone());
         registry.register("queue_bytes", "Bytes of prepared rows waiting for the store writer", queue_bytes.clone());
         registry.register_with_unit("http_request_duration", "Request latency by method, route template and status", Unit::Seconds, latency.clone());
@@ -142,6 +147,8 @@ impl Default for Metrics {
             spans_duplicate,
             spans_rejected,
             requests_overloaded,
+            requests_unauthenticated,
+            requests_forbidden,
             queue_depth,
             queue_bytes,
             latency,
@@ -180,6 +187,11 @@ impl Metrics {
     /// Count a request refused for overload.
     pub fn overloaded(&self) {
         self.requests_overloaded.inc();
+    }
+
+    /// Count a request refused for its key: `401` or `403`.
+    pub fn auth_refused(&self, status: u16) {
+        if status == 401 { self.requests_unauthenticated.inc() } else { self.requests_forbidden.inc() };
     }
 
     /// Spans stored per second over the last complete seconds of the window.

@@ -31,6 +31,7 @@ use crate::api;
         api::what_if,
         api::export,
         api::stats,
+        api::settle,
         api::healthz,
         api::readyz,
         api::metrics,
@@ -48,9 +49,34 @@ use crate::api;
 )]
 pub struct ApiDoc;
 
-/// The document.
+/// The document, with the keys' security schemes and, on every operation that needs a key, its
+/// scope (from [`crate::routes::table`]) and the 401 and 403 answers.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let mut doc = ApiDoc::openapi();
+    if let Some(c) = doc.components.as_mut() {
+        c.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("An API key: `Authorization: Bearer KEY`.")).build()));
+        c.add_security_scheme("apiKey", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description("x-api-key", "An API key: `x-api-key: KEY`."))));
+    }
+    let error = |text: &str| {
+        ResponseBuilder::new().description(text).content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("Error"))).build()).build()
+    };
+    for route in crate::routes::table() {
+        let crate::auth::Access::Needs(scope) = route.access else { continue };
+        let Some(item) = doc.paths.paths.get_mut(route.path) else { continue };
+        let op = match route.method.as_str() {
+            "GET" => item.get.as_mut(),
+            "POST" => item.post.as_mut(),
+            _ => None,
+        };
+        let Some(op) = op else { continue };
+        let scopes = [scope.as_str()];
+        op.security = Some(vec![SecurityRequirement::new("bearer", scopes), SecurityRequirement::new("apiKey", scopes)]);
+        op.responses.responses.entry("401".into()).or_insert_with(|| error("No key, or not a valid one (when the collector has keys configured).").into());
+        op.responses.responses.entry("403".into()).or_insert_with(|| error(&format!("The key lacks the `{}` scope.", scope.as_str())).into());
+    }
+    doc
 }
 
 /// The document as JSON, built once.

@@ -201,6 +201,32 @@ struct ServeArgs {
     /// /readyz 503) instead of filling the disk.
     #[arg(long)]
     max_db_bytes: Option<u64>,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Listen on a non-loopback address with no keys configured (anyone who can reach it may
+    /// read and write everything).
+    #[arg(long)]
+    insecure_no_auth: bool,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConfigArgs {
+    /// Config file (TOML): [auth], [redaction], [retention]; unknown keys are errors.
+    #[arg(long, env = "RLTRACE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The config file's settings (all defaults without a file).
+    fn load(&self) -> Result<rltrace_server::config::Config> {
+        match &self.config {
+            None => Ok(rltrace_server::config::Config::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
+                rltrace_server::config::Config::from_toml(&text).with_context(|| format!("config file {}", p.display()))
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -242,6 +268,20 @@ fn redact_url(url: &str) -> String {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let policy = args.store.policy()?;
+    let config = args.config.load()?;
+    let auth = rltrace_server::auth::Auth::from_config(&config.auth, |var| std::env::var(var).ok())
+        .with_context(|| format!("config file {}", args.config.config.as_deref().map(|p| p.display().to_string()).unwrap_or_default()))?;
+    let exposed: Vec<String> = [args.http, args.grpc].iter().filter(|a| !a.ip().is_loopback()).map(ToString::to_string).collect();
+    if !auth.enabled() && !exposed.is_empty() {
+        if !args.insecure_no_auth {
+            bail!(
+                "refusing to listen on {} with no API keys: anyone who can reach it could read and write everything. \
+                 Configure keys ([auth] in --config FILE), listen on 127.0.0.1, or pass --insecure-no-auth",
+                exposed.join(" and ")
+            );
+        }
+        tracing::warn!(addresses = %exposed.join(", "), "listening on a non-loopback address with no API keys (--insecure-no-auth): anyone who can reach it may read and write everything");
+    }
     let where_ = args.store.describe();
     let store = args.store.open_with(false, |c| StoreConfig {
         queue_ops: args.queue_ops,
@@ -259,14 +299,15 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_inflight_bytes: args.max_inflight_bytes,
     };
     let dataset_limits = rltrace_dataset::Limits { dpo_max_prompts: args.max_dpo_prompts, ..rltrace_dataset::Limits::default() };
-    let state = AppState::new(store, policy, limits).with_dataset_limits(dataset_limits);
+    let keys = auth.enabled();
+    let state = AppState::new(store, policy, limits).with_dataset_limits(dataset_limits).with_auth(auth);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(32).build()?;
     rt.block_on(async move {
         let bound = Bound::bind(args.http, args.grpc).await.context("cannot bind listeners")?;
         let http = bound.http.local_addr()?;
         let grpc = bound.grpc.local_addr()?;
         println!("rltrace listening http=http://{http} grpc={grpc} db={where_}");
-        tracing::info!(%http, %grpc, db = %where_, policy_hash = %state.policy.hash(), "collector started");
+        tracing::info!(%http, %grpc, db = %where_, policy_hash = %state.policy.hash(), api_keys = keys, "collector started");
         rltrace_server::serve(state, bound, shutdown_signal()).await?;
         tracing::info!("collector stopped");
         Ok(())

@@ -21,6 +21,9 @@ struct Server {
     /// Collector URL.
     #[arg(long, default_value = "http://127.0.0.1:4318", env = "RLTRACE_URL")]
     url: String,
+    /// API key with the write scope (sent as `Authorization: Bearer KEY`).
+    #[arg(long, env = "RLTRACE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Idempotency key (a retry with the same key and body is answered with the stored event).
     #[arg(long)]
     idempotency_key: Option<String>,
@@ -142,7 +145,11 @@ fn post(server: &Server, path: &str, mut body: Value) -> Result<()> {
         body["pending"] = json!(true);
     }
     let url = format!("{}{path}", server.url.trim_end_matches('/'));
-    let resp = reqwest::blocking::Client::new().post(&url).json(&body).send().with_context(|| format!("cannot reach {url}"))?;
+    let mut req = reqwest::blocking::Client::new().post(&url).json(&body);
+    if let Some(k) = server.api_key.as_deref().filter(|k| !k.is_empty()) {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().with_context(|| format!("cannot reach {url}"))?;
     let status = resp.status();
     let text = resp.text().unwrap_or_default();
     let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));

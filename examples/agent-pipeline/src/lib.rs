@@ -115,7 +115,7 @@ pub async fn run(config: &DemoConfig, progress: impl Fn(&TaskReport) + Send + Sy
     let triplets = platform.triplets();
     drop(guard);
     // What happened later: review, tests, defects found after release.
-    let client = RewardClient::new(config.collector.clone())?;
+    let client = RewardClient::new(config.collector.clone())?.from_env_key()?;
     let mut rewards = 0u64;
     let mut decisions: BTreeMap<&'static str, usize> = BTreeMap::new();
     for r in &reports {

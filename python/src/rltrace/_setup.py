@@ -136,7 +136,8 @@ def configure(
     returning a dict merged into every triplet's state, refreshed in the background every
     ``state_provider_interval_s``. ``collector_url`` (``RLTRACE_COLLECTOR_URL``, else the OTLP/HTTP
     endpoint) and ``api_key`` (``RLTRACE_API_KEY``) serve :func:`rltrace.assign_reward` and
-    :func:`rltrace.assign_sequence_reward`.
+    :func:`rltrace.assign_sequence_reward`; the key is also sent with the spans
+    (``authorization: Bearer KEY``) unless ``headers`` or ``OTEL_EXPORTER_OTLP_HEADERS`` say otherwise.
 
     Calling it again replaces the settings and shuts the previous handle down; a global provider
     rltrace created is kept (OpenTelemetry sets the global provider once) and taken over.
@@ -151,6 +152,10 @@ def configure(
     )
     if state_provider_interval_s <= 0:
         raise ConfigError("state_provider_interval_s", "must be positive")
+    api = api_key or os.environ.get("RLTRACE_API_KEY") or None
+    if api and headers is None and not (os.environ.get("OTEL_EXPORTER_OTLP_HEADERS") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS")):
+        # The same key authenticates the spans (a collector with keys needs the ingest scope).
+        headers = {"authorization": f"Bearer {api}"}
     owned = False
     provider = tracer_provider
     prev = _handle
@@ -199,7 +204,6 @@ def configure(
     if state_providers:
         providers = _runtime.StateProviders(list(state_providers), state_provider_interval_s)
         providers.wait_first(1.0)
-    api = api_key or os.environ.get("RLTRACE_API_KEY") or None
     rt = _runtime.Runtime(tracer, settings, providers, _collector_url(collector_url, endpoint, protocol), api)
     _runtime.install(rt)
     _handle = Handle(provider, owned, settings, rt)

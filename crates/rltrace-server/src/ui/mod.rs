@@ -7,13 +7,14 @@
 //!
 //! - [`page`]: the shell, assets, headers, CSRF, formatting;
 //! - [`views`]: overview, sequences, a sequence, a triplet, a trace;
-//! - [`review`]: the review queue; [`whatif_page`]: the what-if;
+//! - [`review`]: the review queue; [`whatif_page`]: the what-if; [`signin`]: signing in with a key;
 //! - [`charts`]: SVG charts; [`json`]: foldable JSON.
 
 pub mod charts;
 pub mod json;
 pub mod page;
 pub mod review;
+pub mod signin;
 pub mod views;
 pub mod whatif_page;
 

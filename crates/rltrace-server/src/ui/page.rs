@@ -52,18 +52,24 @@ pub fn asset_url(name: &str) -> String {
     format!("/ui/assets/{name}?v={v}")
 }
 
-/// The per-process CSRF token carried by every form that changes state and checked on POST.
-/// A later sign-in ties it to the session instead (docs/DECISIONS.md).
-pub fn csrf_token() -> &'static str {
+/// The CSRF token carried by every form that changes state and checked on POST: the signed-in
+/// session's own ([`crate::auth`]), or without keys a per-process token.
+pub fn csrf_token() -> String {
     static T: OnceLock<String> = OnceLock::new();
-    T.get_or_init(|| uuid::Uuid::new_v4().simple().to_string())
+    crate::auth::SESSION_CSRF.try_with(String::clone).unwrap_or_else(|_| T.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()).clone())
 }
 
-/// Whether a form's token is this process's, compared in constant time.
+/// Whether a form's token is the expected one, compared in constant time.
 pub fn csrf_ok(sent: Option<&str>) -> bool {
     let Some(sent) = sent else { return false };
-    let want = csrf_token().as_bytes();
+    let want = csrf_token();
+    let want = want.as_bytes();
     sent.len() == want.len() && sent.bytes().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// Whether this page is served to a signed-in session.
+pub fn signed_in() -> bool {
+    crate::auth::SESSION_CSRF.try_with(|_| ()).is_ok()
 }
 
 /// The hidden CSRF field of a form.
@@ -173,6 +179,12 @@ pub fn layout(title: &str, section: Section, body: Markup) -> Markup {
                         }
                     }
                     button type="button" id="theme" class="theme" title="Switch theme (t)" aria-label="Switch theme" { "Theme" }
+                    @if signed_in() {
+                        form method="post" action="/ui/signout" class="signout" {
+                            (csrf_field())
+                            button type="submit" id="signout" { "Sign out" }
+                        }
+                    }
                 }
                 main id="main" tabindex="-1" {
                     h1 { (title) }
@@ -260,7 +272,7 @@ mod tests {
         assert_eq!(count(1_234_567), "1,234,567");
         assert_eq!(count(12), "12");
         assert_eq!(reward(Some(0.5)), "0.500");
-        assert!(csrf_ok(Some(csrf_token())));
+        assert!(csrf_ok(Some(&csrf_token())));
         assert!(!csrf_ok(Some("x")));
         assert!(!csrf_ok(None));
         assert!(asset("ui.css").is_some() && asset("../secret").is_none());

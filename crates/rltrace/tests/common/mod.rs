@@ -48,6 +48,16 @@ impl Server {
         s
     }
 
+    /// As [`Server::start_logged`], with these environment variables set for the server.
+    pub fn start_logged_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let db = dir.join("rltrace.db");
+        let mut s = Server::launch_env(&["--db".as_ref(), db.as_os_str()], &db, extra, Some(&dir.join("serve.log")), env);
+        s._tmp = Some(tmp);
+        s
+    }
+
     /// The log written by a server started with [`Server::start_logged`].
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
@@ -69,7 +79,12 @@ impl Server {
     }
 
     fn launch(store: &[&std::ffi::OsStr], db: &Path, extra: &[&str], log: Option<&Path>) -> Server {
+        Server::launch_env(store, db, extra, log, &[])
+    }
+
+    fn launch_env(store: &[&std::ffi::OsStr], db: &Path, extra: &[&str], log: Option<&Path>, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(bin());
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .args(store)
             .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])

@@ -1,0 +1,74 @@
+//! The collector's config file (`rltrace serve --config FILE`, TOML): `[auth]`, `[redaction]`
+//! and `[retention]`. Unknown sections and keys are errors, so a misspelt setting never passes
+//! unseen. The README documents every key.
+
+use serde::Deserialize;
+
+use crate::auth::AuthConfig;
+use rltrace_core::retention::Retention;
+
+/// The whole file, as written.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// API keys and UI sessions.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Retention of spans and sequences.
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not TOML, or not of the expected shape (the message names the key).
+    #[error("{0}")]
+    Parse(String),
+    /// A value out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parse and check a config file's text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.retention.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_file_parses_and_unknown_keys_are_errors() {
+        let c = Config::from_toml(
+            r#"
+            [auth]
+            session_hours = 8
+            [[auth.keys]]
+            name = "ci"
+            scopes = ["ingest", "write"]
+            env = "RLTRACE_CI_KEY"
+            [retention]
+            spans = "7d"
+            sequences = "90d"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.auth.keys.len(), 1);
+        assert_eq!(c.auth.session_hours, Some(8));
+        assert_eq!(c.retention.spans, Some(7 * 86_400));
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+        let e = Config::from_toml("[retention]\nspan = \"7d\"").unwrap_err().to_string();
+        assert!(e.contains("unknown field `span`"), "{e}");
+        let e = Config::from_toml("[auth]\n[[auth.keys]]\nname = \"a\"\nscopes = [\"root\"]\nenv = \"X\"").unwrap_err().to_string();
+        assert!(e.contains("unknown variant `root`"), "{e}");
+        let e = Config::from_toml("[forwarding]").unwrap_err().to_string();
+        assert!(e.contains("unknown field `forwarding`"), "{e}");
+        assert!(matches!(Config::from_toml("[retention]\nbatch = 0"), Err(ConfigError::Invalid(_))));
+    }
+}
