@@ -95,6 +95,8 @@ pub struct AppState {
     pub dataset_limits: rltrace_dataset::Limits,
     /// API keys and UI sessions; open when no keys are configured.
     pub auth: Arc<auth::Auth>,
+    /// Retention (`[retention]`): what the background passes delete.
+    pub retention: Arc<rltrace_core::retention::Retention>,
 }
 
 impl AppState {
@@ -109,7 +111,14 @@ impl AppState {
             limits,
             dataset_limits: rltrace_dataset::Limits::default(),
             auth: Arc::new(auth::Auth::open()),
+            retention: Arc::new(rltrace_core::retention::Retention::default()),
         }
+    }
+
+    /// The same state with this retention.
+    pub fn with_retention(mut self, retention: rltrace_core::retention::Retention) -> AppState {
+        self.retention = Arc::new(retention);
+        self
     }
 
     /// The same state with these keys.
@@ -229,6 +238,27 @@ pub async fn settle_due(store: &Store, policy: &Arc<Policy>) -> Result<usize, rl
     }
 }
 
+/// Delete what retention says is due now: small passes (one transaction each, a yield between
+/// them so ingest is never held up), until none is left; counted in the metrics.
+pub async fn retention_pass(st: &AppState) -> Result<rltrace_store::GcCounts, rltrace_store::StoreError> {
+    let cut = st.retention.cutoffs(rltrace_store::now_micros());
+    let keep = st.policy.default_reward.is_some();
+    let mut total = rltrace_store::GcCounts::default();
+    loop {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        st.store.submit_gc(cut, keep, move |r| {
+            let _ = tx.send(r);
+        })?;
+        let n = rx.await.map_err(|_| rltrace_store::StoreError::Closed)??;
+        st.metrics.deleted(&n);
+        total.add(&n);
+        if !n.more {
+            return Ok(total);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// Listeners of a running collector.
 pub struct Bound {
     /// The HTTP listener.
@@ -254,7 +284,28 @@ pub async fn serve(state: AppState, bound: Bound, shutdown: impl std::future::Fu
     });
     let mut http_stop = stop_rx.clone();
     let mut settle_stop = stop_rx.clone();
+    let mut gc_stop = stop_rx.clone();
     let mut grpc_stop = stop_rx;
+    if state.retention.is_active() {
+        let st = state.clone();
+        let every = std::time::Duration::from_secs(st.retention.every_s());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = gc_stop.wait_for(|s| *s) => break,
+                }
+                match retention_pass(&st).await {
+                    Ok(d) if d.spans + d.sequences > 0 => {
+                        tracing::info!(spans = d.spans, sequences = d.sequences, triplets = d.triplets, reward_events = d.reward_events, "retention deleted")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+                }
+            }
+        });
+    }
     if let (Some(_), Some(wait)) = (state.policy.default_reward, state.policy.reward_wait) {
         let store = state.store.clone();
         let policy = state.policy.clone();

@@ -105,6 +105,12 @@ fn latency_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
 
+/// The label of the retention counter: one of four fixed kinds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DeletedLabels {
+    kind: &'static str,
+}
+
 /// The collector's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -115,6 +121,7 @@ pub struct Metrics {
     requests_overloaded: Counter,
     requests_unauthenticated: Counter,
     requests_forbidden: Counter,
+    retention_deleted: Family<DeletedLabels, Counter>,
     queue_depth: Gauge,
     queue_bytes: Gauge,
     latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
@@ -137,6 +144,8 @@ impl Default for Metrics {
         let (requests_unauthenticated, requests_forbidden) = (Counter::default(), Counter::default());
         registry.register("requests_unauthenticated", "Requests refused 401/UNAUTHENTICATED (no valid key)", requests_unauthenticated.clone());
         registry.register("requests_forbidden", "Requests refused 403/PERMISSION_DENIED (a key without the scope)", requests_forbidden.clone());
+        let retention_deleted: Family<DeletedLabels, Counter> = Family::default();
+        registry.register("retention_deleted", "Rows deleted by retention, by kind (spans that are not triplets, sequences, their triplets and ledger events)", retention_deleted.clone());
         registry.register("queue_depth", "Operations waiting for the store writer", queue_depth.clone());
         registry.register("queue_bytes", "Bytes of prepared rows waiting for the store writer", queue_bytes.clone());
         registry.register_with_unit("http_request_duration", "Request latency by method, route template and status", Unit::Seconds, latency.clone());
@@ -149,6 +158,7 @@ impl Default for Metrics {
             requests_overloaded,
             requests_unauthenticated,
             requests_forbidden,
+            retention_deleted,
             queue_depth,
             queue_bytes,
             latency,
@@ -192,6 +202,13 @@ impl Metrics {
     /// Count a request refused for its key: `401` or `403`.
     pub fn auth_refused(&self, status: u16) {
         if status == 401 { self.requests_unauthenticated.inc() } else { self.requests_forbidden.inc() };
+    }
+
+    /// Count what a retention pass deleted.
+    pub fn deleted(&self, d: &rltrace_store::GcCounts) {
+        for (kind, n) in [("spans", d.spans), ("sequences", d.sequences), ("triplets", d.triplets), ("reward_events", d.reward_events)] {
+            self.retention_deleted.get_or_create(&DeletedLabels { kind }).inc_by(n);
+        }
     }
 
     /// Spans stored per second over the last complete seconds of the window.

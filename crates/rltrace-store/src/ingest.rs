@@ -38,6 +38,9 @@ pub(crate) struct Caches {
     pub(crate) last_event: i64,
     /// Ledger events that target a task (defects by task id).
     pub(crate) task_events: i64,
+    /// Deletions of sequences by retention seen (`gc_generation` in `meta`): another
+    /// collector's deletion makes this one drop its cached rows.
+    pub(crate) gc_generation: i64,
     /// Sequences the batch being stored created while fetching its rows ahead (PostgreSQL).
     pub(crate) created: HashSet<i64>,
     /// Traces the batch being stored created while fetching its rows ahead (PostgreSQL).
@@ -69,6 +72,7 @@ impl Caches {
         self.pending.extend(added);
         self.last_event = conn.query_row("SELECT coalesce(max(id), 0) FROM reward_events", params![], |r| r.get(0))?;
         self.task_events = conn.query_row("SELECT task_events FROM counters WHERE id = 1", params![], |r| r.get(0))?;
+        self.gc_generation = gc_generation(conn)?;
         Ok(())
     }
 
@@ -78,8 +82,14 @@ impl Caches {
         self.pending = stmt.query_map(params![], |r| r.get::<_, String>(0))?.collect::<Result<HashSet<_>, _>>()?;
         self.last_event = conn.query_row("SELECT coalesce(max(id), 0) FROM reward_events", params![], |r| r.get(0))?;
         self.task_events = conn.query_row("SELECT task_events FROM counters WHERE id = 1", params![], |r| r.get(0))?;
+        self.gc_generation = gc_generation(conn)?;
         Ok(())
     }
+}
+
+/// The number of retention passes that deleted sequences, as `meta` records it.
+pub(crate) fn gc_generation(conn: &dyn Sql) -> Result<i64, StoreError> {
+    conn.query_row("SELECT coalesce((SELECT CAST(value AS BIGINT) FROM meta WHERE key = 'gc_generation'), 0)", params![], |r| r.get(0))
 }
 
 pub(crate) fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: V) {

@@ -10,6 +10,7 @@
 pub mod bench;
 mod db;
 mod export;
+mod gc;
 mod ingest;
 mod ledger;
 mod migrate;
@@ -35,6 +36,7 @@ use rltrace_core::reward::{RewardEvent, RewardTarget};
 use rltrace_core::Policy;
 use rusqlite::Connection;
 
+pub use gc::GcCounts;
 pub use prepare::{PreparedSpan, prepare_spans};
 pub use export::{AsOf, ExportCounts, SEQUENCES_PER_READ};
 pub use recent::RecentSample;
@@ -239,7 +241,8 @@ pub struct Store {
     tx: Option<SyncSender<Op>>,
 }
 
-pub(crate) fn now_micros() -> i64 {
+/// Now, in microseconds since the epoch.
+pub fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -457,6 +460,39 @@ impl Store {
         };
         let reply: Reply<usize> = Box::new(reply);
         self.enqueue(Op::Settle { value, due_before, now, batch: SETTLE_BATCH, reply }, 0)
+    }
+
+    /// One retention pass (at most `cut.batch` spans and sequences, one transaction); `reply`
+    /// gets what it deleted (`more`: another pass may find more). `keep_unsettled` keeps
+    /// sequences the policy's fallback has not settled yet (a policy with a fallback reward).
+    pub fn submit_gc(
+        &self,
+        cut: rltrace_core::retention::Cutoffs,
+        keep_unsettled: bool,
+        reply: impl FnOnce(Result<GcCounts, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let reply: Reply<GcCounts> = Box::new(reply);
+        self.enqueue(Op::Gc { cut, keep_unsettled, reply }, 0)
+    }
+
+    /// Apply `retention` now: passes until nothing due is left, waiting for each commit, at
+    /// most `max_passes`; what was deleted.
+    pub fn gc_blocking(&self, retention: &rltrace_core::retention::Retention, policy: &rltrace_core::Policy, max_passes: usize) -> Result<GcCounts, StoreError> {
+        let cut = retention.cutoffs(now_micros());
+        let keep = policy.default_reward.is_some();
+        let mut total = GcCounts::default();
+        for _ in 0..max_passes.max(1) {
+            let (tx, rx) = std::sync::mpsc::channel();
+            self.submit_gc(cut, keep, move |r| {
+                let _ = tx.send(r);
+            })?;
+            let n = rx.recv().map_err(|_| StoreError::Closed)??;
+            total.add(&n);
+            if !n.more {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     /// Settle every due sequence, one batch per transaction, waiting for each commit; returns how

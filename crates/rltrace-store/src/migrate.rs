@@ -5,7 +5,9 @@
 use crate::StoreError;
 use crate::db::{Dialect, Sql, SqlExt, params};
 
-/// Version 3: a sequence's Agent Lightning rollout link (`rollout_id`, `attempt_id`).
+/// Version 3: a sequence's Agent Lightning rollout link (`rollout_id`, `attempt_id`). Version 4
+/// adds the index `sequences_last` (retention), which the schema's own `CREATE INDEX IF NOT
+/// EXISTS` makes.
 fn add_rollout_columns(conn: &dyn Sql) -> Result<(), StoreError> {
     let text = if conn.dialect() == Dialect::Postgres { "TEXT COLLATE \"C\"" } else { "TEXT" };
     conn.batch(&format!("ALTER TABLE sequences ADD COLUMN rollout_id {text}; ALTER TABLE sequences ADD COLUMN attempt_id {text};"))
@@ -66,7 +68,9 @@ fn migrate(conn: &dyn Sql, begin: &str, from: i64, steps: impl FnOnce() -> Resul
 pub(crate) fn sqlite(conn: &dyn Sql, from: i64) -> Result<(), StoreError> {
     migrate(conn, "BEGIN IMMEDIATE", from, || {
         // The columns of version 3 first: the version 2 step reads sequences as they are now.
-        add_rollout_columns(conn)?;
+        if from < 3 {
+            add_rollout_columns(conn)?;
+        }
         if from < 2 {
             v1_to_v2(conn)?;
         }
@@ -82,7 +86,9 @@ pub(crate) fn postgres(conn: &crate::pg::PgConn, from: i64) -> Result<(), StoreE
     }
     let db: &dyn Sql = conn;
     migrate(db, "BEGIN", from, || {
-        add_rollout_columns(db)?;
+        if from < 3 {
+            add_rollout_columns(db)?;
+        }
         db.batch(crate::pg::SCHEMA)
     })
 }

@@ -10,7 +10,7 @@ use crate::StoreError;
 
 /// Schema version written to `meta`. A database of an older version is migrated forward at
 /// start; a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The tables and indexes.
 pub const SCHEMA: &str = r#"
@@ -87,6 +87,7 @@ CREATE TABLE IF NOT EXISTS sequence_roles(role TEXT NOT NULL, seq_ref INTEGER NO
 CREATE TABLE IF NOT EXISTS task_sequences(task_id TEXT NOT NULL, seq_ref INTEGER NOT NULL, PRIMARY KEY(task_id, seq_ref)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sequences_rollout ON sequences(rollout_id, attempt_id) WHERE rollout_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sequences_due ON sequences(last_us) WHERE terminal_events = 0 AND settled = 0;
+CREATE INDEX IF NOT EXISTS sequences_last ON sequences(last_us);
 CREATE TABLE IF NOT EXISTS reward_events(
   id INTEGER PRIMARY KEY,
   reward_id TEXT NOT NULL UNIQUE,

@@ -21,6 +21,8 @@ pub(crate) enum Op {
     Reward { req: Box<NewReward>, reply: Reply<RewardAppend> },
     Barrier { reply: Reply<()> },
     Settle { value: f64, due_before: i64, now: i64, batch: usize, reply: Reply<usize> },
+    /// One retention pass ([`crate::gc`]).
+    Gc { cut: rltrace_core::retention::Cutoffs, keep_unsettled: bool, reply: Reply<crate::gc::GcCounts> },
     /// Stores its spans, then fails inside the same transaction (tests of the all-or-nothing
     /// group).
     #[cfg(test)]
@@ -60,6 +62,7 @@ enum Done {
     Reward(Reply<RewardAppend>, Result<RewardAppend, StoreError>),
     Barrier(Reply<()>),
     Settle(Reply<usize>, Result<usize, StoreError>),
+    Gc(Reply<crate::gc::GcCounts>, Result<crate::gc::GcCounts, StoreError>),
 }
 
 impl Done {
@@ -74,6 +77,8 @@ impl Done {
             (Done::Reward(reply, _), Some(m)) => reply(Err(fail(m))),
             (Done::Barrier(reply), Some(m)) => reply(Err(fail(m))),
             (Done::Settle(reply, _), Some(m)) => reply(Err(fail(m))),
+            (Done::Gc(reply, r), None) => reply(r),
+            (Done::Gc(reply, _), Some(m)) => reply(Err(fail(m))),
         }
     }
 }
@@ -97,10 +102,18 @@ impl WriteConn {
     fn begin(&mut self, c: &Caches) -> Result<Reload, StoreError> {
         match self {
             WriteConn::Sqlite(conn) => {
-                conn.execute_batch("BEGIN")?;
-                Ok(Reload::Nothing)
+                // IMMEDIATE: another process writing the file (`rltrace gc` beside the collector)
+                // waits for the lock instead of failing the group on a stale snapshot.
+                conn.execute_batch("BEGIN IMMEDIATE")?;
+                // Retention run by another process deleted sequences: cached rows may be gone.
+                let generation = crate::ingest::gc_generation(&*conn);
+                match generation {
+                    Ok(g) if g == c.gc_generation => Ok(Reload::Nothing),
+                    Ok(_) => Ok(Reload::All),
+                    Err(e) => Err(e),
+                }
             }
-            WriteConn::Postgres(p) => p.begin(c.last_event),
+            WriteConn::Postgres(p) => p.begin(c.last_event, c.gc_generation),
         }
     }
 
@@ -263,6 +276,12 @@ impl Writer {
                         done.push(Done::Settle(reply, r));
                         failed
                     }
+                    Op::Gc { cut, keep_unsettled, reply } => {
+                        let r = crate::gc::pass(tx, &mut self.caches, &cut, keep_unsettled);
+                        let failed = r.is_err();
+                        done.push(Done::Gc(reply, r));
+                        failed
+                    }
                     #[cfg(test)]
                     Op::Fail { mut spans, reply } => {
                         let _ = ingest(tx, &mut self.caches, &mut spans, &mut g);
@@ -283,6 +302,7 @@ impl Writer {
                             Op::Reward { reply, .. } => done.push(Done::Reward(reply, Err(StoreError::Failed("rolled back".into())))),
                             Op::Barrier { reply } => done.push(Done::Barrier(reply)),
                             Op::Settle { reply, .. } => done.push(Done::Settle(reply, Err(StoreError::Failed("rolled back".into())))),
+                            Op::Gc { reply, .. } => done.push(Done::Gc(reply, Err(StoreError::Failed("rolled back".into())))),
                             #[cfg(test)]
                             Op::Fail { reply, .. } => done.push(Done::Barrier(reply)),
                             #[cfg(test)]
@@ -293,6 +313,7 @@ impl Writer {
                         Done::Spans(_, Err(e)) => Some(e.to_string()),
                         Done::Reward(_, Err(e)) => Some(e.to_string()),
                         Done::Settle(_, Err(e)) => Some(e.to_string()),
+                        Done::Gc(_, Err(e)) => Some(e.to_string()),
                         _ => None,
                     });
                     return Err(StoreError::Failed(format!(

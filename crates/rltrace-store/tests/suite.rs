@@ -620,3 +620,83 @@ conformance! {
         assert_eq!(ro.read(|tx| tx.counts()).expect("counts").spans, 2);
     }
 }
+
+/// Now, in nanoseconds since the epoch.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64
+}
+
+/// A span that ended just now.
+fn fresh(mut sp: rltrace_core::SpanRecord) -> rltrace_core::SpanRecord {
+    sp.start_time_unix_nano = now_ns() - 1_000_000;
+    sp.end_time_unix_nano = now_ns();
+    sp
+}
+
+conformance! {
+    /// Retention deletes old plain spans and whole old sequences, in passes of `batch`, with the
+    /// counters; a sequence with a recent reward event and a young one stay; a deleted
+    /// sequence's id can be used again; a dry run counts the same and deletes nothing.
+    fn retention_deletes_what_is_due_and_keeps_the_rest(b) {
+        let (_place, store) = temp_store_on(b);
+        let mut spans = vec![
+            triplet_span(1, 1, "old", &[]),
+            triplet_span(1, 2, "old", &[("rl.reward", f(0.5))]),
+            triplet_span(2, 3, "rewarded", &[]),
+            fresh(triplet_span(3, 4, "young", &[])),
+        ];
+        for n in 0..5 {
+            spans.push(span(4, 10 + n, &[("http.method", s("GET"))]));
+        }
+        spans.push(fresh(span(5, 20, &[("http.method", s("POST"))])));
+        store.ingest_blocking(prepare(spans)).expect("ingest");
+        created(store.append_reward_blocking(on_sequence("rewarded", Strategy::Uniform, Some(1.0), "tests")));
+        created(store.append_reward_blocking(on_sequence("old", Strategy::Uniform, Some(0.2), "tests")));
+        // The event on "old" is recent too: make it old, as if appended long ago.
+        _place.raw("UPDATE reward_events SET created_us = 1700000000000000 WHERE target_sequence = 'old'");
+        let before = store.read(|tx| tx.counts()).expect("counts");
+        let retention: rltrace_core::retention::Retention = toml::from_str("spans = \"30d\"\nsequences = \"30d\"\nbatch = 2").expect("retention");
+        let due = store.read(|tx| tx.gc_due(&retention, &policy())).expect("due");
+        assert_eq!((due.spans, due.sequences, due.triplets, due.reward_events), (5, 1, 2, 1));
+        assert_eq!(store.read(|tx| tx.counts()).expect("counts"), before, "a dry run deletes nothing");
+
+        let done = store.gc_blocking(&retention, &policy(), 100).expect("gc");
+        assert_eq!((done.spans, done.sequences, done.triplets, done.reward_events, done.more), (5, 1, 2, 1, false));
+        let after = store.read(|tx| tx.counts()).expect("counts");
+        assert_eq!(after.spans, before.spans - 7);
+        assert_eq!(after.triplets, before.triplets - 2);
+        assert_eq!(after.sequences, before.sequences - 1);
+        assert_eq!(after.reward_events, before.reward_events - 1);
+        assert!(store.read(|tx| tx.sequence("old", None, 10, &policy())).expect("read").is_none());
+        for kept in ["rewarded", "young"] {
+            assert!(store.read(|tx| tx.sequence(kept, None, 10, &policy())).expect("read").is_some(), "{kept} is kept");
+        }
+        let again = store.gc_blocking(&retention, &policy(), 100).expect("gc again");
+        assert_eq!((again.spans, again.sequences), (0, 0), "nothing is due twice");
+
+        // The id of a deleted sequence starts a new one.
+        store.ingest_blocking(prepare(vec![fresh(triplet_span(6, 30, "old", &[]))])).expect("ingest again");
+        let old = store.read(|tx| tx.sequence("old", None, 10, &policy())).expect("read").expect("new sequence");
+        assert_eq!(old.triplets.len(), 1);
+        assert_eq!(old.ledger.len(), 0, "the old ledger went with the old sequence");
+        assert_eq!(store.read(|tx| tx.counts()).expect("counts").sequences, after.sequences + 1);
+    }
+}
+
+conformance! {
+    /// Under a policy with a fallback reward, a sequence the fallback has not settled is waiting
+    /// for its reward: retention keeps it until it is settled.
+    fn retention_keeps_sequences_waiting_for_their_fallback(b) {
+        let (_place, store) = temp_store_on(b);
+        store.ingest_blocking(prepare(vec![triplet_span(1, 1, "waiting", &[])])).expect("ingest");
+        let fallback = Policy::from_toml("default_reward = 0.1\nreward_wait = \"1h\"").expect("policy");
+        let retention: rltrace_core::retention::Retention = toml::from_str("sequences = \"30d\"").expect("retention");
+        assert_eq!(store.gc_blocking(&retention, &fallback, 10).expect("gc").sequences, 0);
+        assert!(store.read(|tx| tx.sequence("waiting", None, 10, &fallback)).expect("read").is_some());
+        assert_eq!(store.settle_blocking(&fallback).expect("settle"), 1);
+        // The fallback event itself is new: only once it too is old is the sequence due.
+        _place.raw("UPDATE reward_events SET created_us = 1700000000000000");
+        assert_eq!(store.gc_blocking(&retention, &fallback, 10).expect("gc").sequences, 1);
+        assert!(store.read(|tx| tx.sequence("waiting", None, 10, &fallback)).expect("read").is_none());
+    }
+}

@@ -150,6 +150,8 @@ enum Command {
     Loadgen(loadgen::LoadgenArgs),
     /// Append rewards and callbacks, apply the fallback, explain effective rewards.
     Reward(reward_cmd::RewardArgs),
+    /// Apply the retention policy ([retention] of --config) now: counts first, then deletes.
+    Gc(GcArgs),
     /// Run the reference seven-agent pipeline against a collector and send its delayed rewards.
     Demo(demo::DemoArgs),
 }
@@ -229,6 +231,55 @@ impl ConfigArgs {
     }
 }
 
+#[derive(clap::Args)]
+struct GcArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Count what is due and delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// `rltrace gc`: what is due, then (without --dry-run) delete it in small transactions.
+fn gc(args: GcArgs) -> Result<()> {
+    let config = args.config.load()?;
+    let retention = config.retention;
+    if !retention.is_active() {
+        bail!("no retention is configured: give --config FILE with [retention] spans and/or sequences");
+    }
+    let policy = args.store.policy()?;
+    let store = args.store.open_with(true, |c| c)?;
+    let due = store.read(|tx| tx.gc_due(&retention, &policy))?;
+    println!(
+        "due under {}: {} spans that are not triplets, {} sequences ({} triplets, {} reward events)",
+        retention.describe(),
+        due.spans,
+        due.sequences,
+        due.triplets,
+        due.reward_events
+    );
+    if args.dry_run {
+        println!("dry run: nothing deleted");
+        return Ok(());
+    }
+    let pb = progress(due.spans + due.sequences, "deleting");
+    let mut total = rltrace_store::GcCounts::default();
+    loop {
+        let n = store.gc_blocking(&retention, &policy, 1)?;
+        total.add(&n);
+        pb.inc(n.spans + n.sequences);
+        if !n.more {
+            break;
+        }
+    }
+    pb.finish_and_clear();
+    store.close();
+    println!("deleted {} spans that are not triplets, {} sequences ({} triplets, {} reward events)", total.spans, total.sequences, total.triplets, total.reward_events);
+    Ok(())
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum SyncMode {
     /// `synchronous = FULL`.
@@ -250,6 +301,7 @@ fn main() -> Result<()> {
         Command::Loadgen(args) => loadgen::run(args),
         Command::Reward(args) => reward_cmd::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Gc(args) => gc(args),
     }
 }
 
@@ -300,7 +352,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     };
     let dataset_limits = rltrace_dataset::Limits { dpo_max_prompts: args.max_dpo_prompts, ..rltrace_dataset::Limits::default() };
     let keys = auth.enabled();
-    let state = AppState::new(store, policy, limits).with_dataset_limits(dataset_limits).with_auth(auth);
+    if config.retention.is_active() {
+        tracing::info!(retention = %config.retention.describe(), every_s = config.retention.every_s(), "retention is on");
+    }
+    let state = AppState::new(store, policy, limits).with_dataset_limits(dataset_limits).with_auth(auth).with_retention(config.retention);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(32).build()?;
     rt.block_on(async move {
         let bound = Bound::bind(args.http, args.grpc).await.context("cannot bind listeners")?;

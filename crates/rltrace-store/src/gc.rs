@@ -1,0 +1,178 @@
+//! Retention: deleting spans that are not triplets and whole sequences once they are due
+//! ([`rltrace_core::retention`] says what is due). Each pass is one small transaction of the
+//! writer (at most `batch` spans and `batch` sequences), so deletion never holds ingest up for
+//! long; [`crate::Store::gc_blocking`] runs passes until nothing due is left.
+//!
+//! Spans are walked in arrival order from a cursor kept in `meta` (`gc_span_cursor`): a pass
+//! deletes the spans that are not triplets and ended before the cutoff, steps over triplets, and
+//! stops at the first young span (everything after it arrived later). Sequences are taken oldest
+//! last triplet first (index `sequences_last`), with the conditions in SQL: no reward event
+//! reaching them (directly, through their triplets, or through their tasks) at or after the
+//! cutoff, and, when the policy has a fallback, settled or with a terminal-type reward. A deleted
+//! sequence takes its triplets, its ledger events, its role and task index rows, and its share
+//! of the counters with it. Task-targeted events (defects by task id) stay: they may reach other
+//! sequences. `gc_generation` in `meta` grows with every deletion of sequences, so other
+//! collectors on the same PostgreSQL database drop their cached sequence rows.
+
+use rltrace_core::retention::Cutoffs;
+
+use crate::StoreError;
+use crate::db::{Sql, SqlExt, params};
+use crate::ingest::Caches;
+
+/// What one pass (or a whole run) deleted, or with `dry_run` would delete.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcCounts {
+    /// Spans that are not triplets.
+    pub spans: u64,
+    /// Whole sequences.
+    pub sequences: u64,
+    /// Triplets of those sequences.
+    pub triplets: u64,
+    /// Ledger events of those sequences.
+    pub reward_events: u64,
+    /// Whether a pass stopped at its batch bound (more may be due).
+    pub more: bool,
+}
+
+impl GcCounts {
+    /// Add another pass's counts.
+    pub fn add(&mut self, o: &GcCounts) {
+        self.spans += o.spans;
+        self.sequences += o.sequences;
+        self.triplets += o.triplets;
+        self.reward_events += o.reward_events;
+        self.more = o.more;
+    }
+}
+
+/// Rows scanned for spans per deleted span at most (triplets are stepped over).
+const SCAN_FACTOR: usize = 4;
+
+/// The sequences due at `before_us` (a page of at most `limit`): `(row id, sequence id,
+/// triplet count, rewarded count)`.
+fn due_sequences(tx: &dyn Sql, before_us: i64, keep_unsettled: bool, limit: usize) -> Result<Vec<(i64, String, i64, i64)>, StoreError> {
+    let rows = tx.rows(
+        "SELECT s.id, s.sequence_id, s.triplet_count, s.rewarded_count FROM sequences s
+         WHERE s.last_us < ?1
+           AND (?2 = 0 OR s.settled > 0 OR s.terminal_events > 0)
+           AND NOT EXISTS (SELECT 1 FROM reward_events e WHERE e.seq_key = s.sequence_id AND e.created_us >= ?1)
+           AND NOT EXISTS (SELECT 1 FROM task_sequences ts JOIN reward_events e ON e.target_task = ts.task_id
+                           WHERE ts.seq_ref = s.id AND e.created_us >= ?1)
+         ORDER BY s.last_us LIMIT ?3",
+        params![before_us, i64::from(keep_unsettled), i64::try_from(limit).unwrap_or(i64::MAX)],
+    )?;
+    rows.into_iter().map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).collect()
+}
+
+/// Count what is due without deleting anything (`rltrace gc --dry-run`). Scans: for the CLI,
+/// not for the collector's background passes.
+pub(crate) fn due(tx: &dyn Sql, cut: &Cutoffs, keep_unsettled: bool) -> Result<GcCounts, StoreError> {
+    let mut out = GcCounts::default();
+    if let Some(before) = cut.spans_before_ns {
+        out.spans = tx.query_row("SELECT count(*) FROM spans WHERE seq_ref IS NULL AND end_ns < ?1", params![i64::try_from(before).unwrap_or(i64::MAX)], |r| r.get::<_, i64>(0))?
+            as u64;
+    }
+    if let Some(before) = cut.sequences_before_us {
+        let seqs = due_sequences(tx, before, keep_unsettled, usize::MAX >> 1)?;
+        out.sequences = seqs.len() as u64;
+        out.triplets = seqs.iter().map(|s| s.2.max(0) as u64).sum();
+        for (_, id, _, _) in &seqs {
+            out.reward_events += tx.query_row("SELECT count(*) FROM reward_events WHERE seq_key = ?1", params![id.as_str()], |r| r.get::<_, i64>(0))? as u64;
+        }
+    }
+    Ok(out)
+}
+
+/// One pass inside the writer's transaction.
+pub(crate) fn pass(tx: &dyn Sql, c: &mut Caches, cut: &Cutoffs, keep_unsettled: bool) -> Result<GcCounts, StoreError> {
+    let batch = cut.batch.max(1);
+    let mut out = GcCounts::default();
+    if let Some(before) = cut.spans_before_ns {
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        let cursor: i64 = tx
+            .query_opt("SELECT value FROM meta WHERE key = 'gc_span_cursor'", params![], |r| r.get::<_, String>(0))?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let window = batch * SCAN_FACTOR;
+        let rows = tx.rows(
+            "SELECT id, CASE WHEN seq_ref IS NULL THEN 1 ELSE 0 END, end_ns FROM spans WHERE id > ?1 ORDER BY id LIMIT ?2",
+            params![cursor, i64::try_from(window).unwrap_or(i64::MAX)],
+        )?;
+        let scanned = rows.len();
+        let mut next = cursor;
+        let mut doomed: Vec<i64> = Vec::new();
+        let mut stopped = false;
+        for r in rows {
+            let (id, plain, end): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            if plain == 1 {
+                if end >= before {
+                    stopped = true;
+                    break;
+                }
+                doomed.push(id);
+            }
+            next = id;
+            if doomed.len() == batch {
+                break;
+            }
+        }
+        if !doomed.is_empty() {
+            let json = serde_json::to_string(&doomed).map_err(|e| StoreError::Failed(e.to_string()))?;
+            let n = tx.exec("DELETE FROM spans WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(?1)) AND seq_ref IS NULL", params![json])?;
+            out.spans = n;
+        }
+        if next != cursor {
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES('gc_span_cursor', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![next.to_string()],
+            )?;
+        }
+        out.more |= !stopped && (doomed.len() == batch || scanned == window);
+    }
+    if let Some(before) = cut.sequences_before_us {
+        let seqs = due_sequences(tx, before, keep_unsettled, batch)?;
+        if !seqs.is_empty() {
+            let ids: Vec<i64> = seqs.iter().map(|s| s.0).collect();
+            let keys: Vec<&str> = seqs.iter().map(|s| s.1.as_str()).collect();
+            let ids_json = serde_json::to_string(&ids).map_err(|e| StoreError::Failed(e.to_string()))?;
+            let keys_json = serde_json::to_string(&keys).map_err(|e| StoreError::Failed(e.to_string()))?;
+            const IDS: &str = "(SELECT CAST(value AS BIGINT) FROM json_each(?1))";
+            let triplet_rows = tx.exec(&format!("DELETE FROM spans WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?;
+            let events = tx.exec("DELETE FROM reward_events WHERE seq_key IN (SELECT value FROM json_each(?1))", params![keys_json.as_str()])?;
+            tx.exec(&format!("DELETE FROM sequence_roles WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?;
+            tx.exec(&format!("DELETE FROM task_sequences WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?;
+            tx.exec(&format!("DELETE FROM sequences WHERE id IN {IDS}"), params![ids_json.as_str()])?;
+            let triplets: i64 = seqs.iter().map(|s| s.2.max(0)).sum();
+            let rewarded: i64 = seqs.iter().map(|s| s.3.max(0)).sum();
+            out.sequences = seqs.len() as u64;
+            out.triplets = triplets as u64;
+            out.reward_events = events;
+            tx.execute(
+                "UPDATE counters SET spans = spans - ?1, triplets = triplets - ?2, sequences = sequences - ?3,
+                   reward_events = reward_events - ?4, rewarded_triplets = rewarded_triplets - ?5 WHERE id = 1",
+                params![i64::try_from(triplet_rows).unwrap_or(0), triplets, seqs.len() as i64, i64::try_from(events).unwrap_or(0), rewarded],
+            )?;
+            let generation: i64 = tx
+                .query_opt("SELECT value FROM meta WHERE key = 'gc_generation'", params![], |r| r.get::<_, String>(0))?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+                + 1;
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES('gc_generation', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![generation.to_string()],
+            )?;
+            c.gc_generation = generation;
+            for (id, key, _, _) in &seqs {
+                c.sequences.remove(key);
+                c.role_links.remove(id);
+                c.task_links.remove(id);
+            }
+            out.more |= seqs.len() == batch;
+        }
+    }
+    if out.spans > 0 {
+        tx.execute("UPDATE counters SET spans = spans - ?1 WHERE id = 1", params![i64::try_from(out.spans).unwrap_or(0)])?;
+    }
+    Ok(out)
+}
