@@ -13,6 +13,7 @@ pub mod genai;
 pub mod ids;
 pub mod policy;
 pub mod retention;
+pub mod redact;
 pub mod reward;
 pub mod sequence;
 pub mod span;

@@ -39,6 +39,9 @@ pub struct Request {
     pub options: Options,
     /// The filters of `GET /api/v1/triplets`.
     pub filter: TripletFilter,
+    /// The hash of the redaction rules the collector applies (`Redactor::hash`), recorded in the
+    /// manifest; `None` without rules.
+    pub redaction_rules_hash: Option<String>,
 }
 
 /// Bounds of what an export holds in memory besides one sequence and one row group.
@@ -347,7 +350,7 @@ pub fn filter_from_json(v: &Value) -> Result<TripletFilter, OptionError> {
 }
 
 /// The manifest of an export (section 7): shape, format, options, filters, the reward policy and
-/// its hash, the redaction rules' hash (none: this build has no redaction), versions, counts,
+/// its hash, the redaction rules' hash (null without rules), versions, counts,
 /// the export time and the watermarks read up to.
 pub fn manifest(req: &Request, policy: &Policy, counts: &Counts, watermarks: Watermarks, exported_at: i64) -> Value {
     json!({
@@ -357,7 +360,7 @@ pub fn manifest(req: &Request, policy: &Policy, counts: &Counts, watermarks: Wat
         "filters": filter_json(&req.filter),
         "reward_policy": policy.to_json(),
         "reward_policy_hash": policy.hash(),
-        "redaction_rules_hash": Value::Null,
+        "redaction_rules_hash": req.redaction_rules_hash,
         "rltrace_version": RLTRACE_VERSION,
         "format_version": EXPORT_FORMAT_VERSION,
         "dataset_format_version": DATASET_FORMAT_VERSION,
@@ -402,7 +405,7 @@ pub fn rebuild_from_manifest(m: &Value) -> Result<Rebuild, OptionError> {
     let int = |k: &'static str| wm.get(k).and_then(Value::as_i64).ok_or_else(|| bad("manifest", format!("watermarks.{k} is missing or not an integer")));
     let now = parse_rfc3339_micros(s("exported_at")?).ok_or_else(|| bad("manifest", "exported_at is not an RFC 3339 time"))?;
     Ok(Rebuild {
-        request: Request { shape, format, options, filter },
+        request: Request { shape, format, options, filter, redaction_rules_hash: m.get("redaction_rules_hash").and_then(Value::as_str).map(str::to_string) },
         policy,
         as_of: AsOf { watermarks: Watermarks { span: int("span")?, event: int("event")? }, now },
         sha256: m.get("sha256").and_then(Value::as_str).map(str::to_string),
@@ -418,13 +421,14 @@ mod tests {
         let f = TripletFilter { sequence_id: Some("s".into()), role: None, rewarded: Some(true), since: Some(1_700_000_000_000_001), until: None, complete: Some(false) };
         let back = filter_from_json(&filter_json(&f)).expect("round trip");
         assert_eq!(filter_json(&back), filter_json(&f));
-        let req = Request { shape: Shape::TrlDpo, format: Format::Parquet, options: Options { margin: 0.25, ..Options::default() }, filter: f };
+        let req = Request { shape: Shape::TrlDpo, format: Format::Parquet, options: Options { margin: 0.25, ..Options::default() }, filter: f, redaction_rules_hash: Some("sha256:ab".into()) };
         let policy = Policy::default();
         let m = manifest(&req, &policy, &Counts::default(), Watermarks { span: 7, event: 3 }, 1_700_000_000_123_456);
         let r = rebuild_from_manifest(&m).expect("readable");
         assert_eq!(r.request.shape, Shape::TrlDpo);
         assert_eq!(r.request.format, Format::Parquet);
         assert_eq!(r.request.options.margin, 0.25);
+        assert_eq!(r.request.redaction_rules_hash.as_deref(), Some("sha256:ab"));
         assert_eq!(r.as_of, AsOf { watermarks: Watermarks { span: 7, event: 3 }, now: 1_700_000_000_123_456 });
         let mut tampered = m.clone();
         tampered["reward_policy_hash"] = json!("sha256:00");

@@ -306,6 +306,7 @@ impl ExportQuery {
                 completion_field: self.completion_field.clone(),
                 text: self.text.unwrap_or(false),
             },
+            redaction_rules_hash: None,
             filter: TripletFilter {
                 sequence_id: self.sequence_id.clone(),
                 role: self.role.clone(),
@@ -868,7 +869,8 @@ pub async fn what_if(State(st): State<AppState>, body: Body) -> Result<Json<What
 )]
 pub async fn export(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let q: ExportQuery = query(raw)?;
-    let req = q.request()?;
+    let mut req = q.request()?;
+    req.redaction_rules_hash = (!st.redactor.is_empty()).then(|| st.redactor.hash().to_string());
     let as_of = q.as_of()?;
     let with_manifest = q.manifest.unwrap_or(false);
     let content_type = match req.format {

@@ -1,4 +1,5 @@
-//! The collector's config file (`rltrace serve --config FILE`, TOML): `[auth]`, `[redaction]`
+//! The collector's config file (`rltrace serve --config FILE`, also read by `import`, `export`
+//! and `gc`; TOML): `[auth]`, `[redaction]`
 //! and `[retention]`. Unknown sections and keys are errors, so a misspelt setting never passes
 //! unseen. The README documents every key.
 
@@ -14,6 +15,9 @@ pub struct Config {
     /// API keys and UI sessions.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Redaction before storage.
+    #[serde(default)]
+    pub redaction: rltrace_core::redact::RedactionConfig,
     /// Retention of spans and sequences.
     #[serde(default)]
     pub retention: Retention,
@@ -35,7 +39,13 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.retention.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        rltrace_core::redact::Redactor::new(&config.redaction).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(config)
+    }
+
+    /// The compiled redaction rules.
+    pub fn redactor(&self) -> Result<rltrace_core::redact::Redactor, ConfigError> {
+        rltrace_core::redact::Redactor::new(&self.redaction).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 }
 

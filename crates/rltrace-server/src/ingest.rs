@@ -98,6 +98,7 @@ pub async fn ingest(state: &AppState, req: ExportTraceServiceRequest, permit: In
 /// not acknowledged: those parts are stored, and the exporter's retry finds them as duplicates.
 struct RequestParts {
     store: rltrace_store::Store,
+    redactor: Arc<rltrace_core::redact::Redactor>,
     limits: rltrace_core::Limits,
     received: usize,
     rejected: Vec<String>,
@@ -106,12 +107,14 @@ struct RequestParts {
 
 impl RequestParts {
     fn new(state: &AppState) -> RequestParts {
-        RequestParts { store: state.store.clone(), limits: state.limits.span_limits, received: 0, rejected: Vec::new(), replies: Vec::new() }
+        RequestParts { store: state.store.clone(), redactor: Arc::clone(&state.redactor), limits: state.limits.span_limits, received: 0, rejected: Vec::new(), replies: Vec::new() }
     }
 
     /// Analyse, prepare and queue one part (blocking: a later part may wait for room).
-    fn queue(&mut self, part: ConvertedSpans) -> Result<(), StoreError> {
+    fn queue(&mut self, mut part: ConvertedSpans) -> Result<(), StoreError> {
         self.received += part.spans.len() + part.rejected.len();
+        // Redaction first: nothing unredacted reaches the store (or a log message).
+        self.redactor.apply_all(&mut part.spans);
         self.rejected.extend(part.rejected);
         let mut analyzed = Vec::with_capacity(part.spans.len());
         for span in part.spans {

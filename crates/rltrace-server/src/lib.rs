@@ -95,6 +95,8 @@ pub struct AppState {
     pub dataset_limits: rltrace_dataset::Limits,
     /// API keys and UI sessions; open when no keys are configured.
     pub auth: Arc<auth::Auth>,
+    /// Redaction (`[redaction]`), applied to every span before it is stored.
+    pub redactor: Arc<rltrace_core::redact::Redactor>,
     /// Retention (`[retention]`): what the background passes delete.
     pub retention: Arc<rltrace_core::retention::Retention>,
 }
@@ -112,7 +114,14 @@ impl AppState {
             dataset_limits: rltrace_dataset::Limits::default(),
             auth: Arc::new(auth::Auth::open()),
             retention: Arc::new(rltrace_core::retention::Retention::default()),
+            redactor: Arc::new(rltrace_core::redact::Redactor::none()),
         }
+    }
+
+    /// The same state with these redaction rules.
+    pub fn with_redactor(mut self, redactor: rltrace_core::redact::Redactor) -> AppState {
+        self.redactor = Arc::new(redactor);
+        self
     }
 
     /// The same state with this retention.

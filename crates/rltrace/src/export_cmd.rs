@@ -19,6 +19,9 @@ use crate::StoreArgs;
 pub(crate) struct ExportArgs {
     #[command(flatten)]
     store: StoreArgs,
+    /// The collector's config file: the manifest records its [redaction] rules' hash.
+    #[command(flatten)]
+    config: crate::ConfigArgs,
     /// Rows: triplets, agentlightning, trl-sft, trl-prompt-completion, trl-kto, trl-dpo, trl-stepwise.
     #[arg(long, default_value = "triplets")]
     shape: String,
@@ -104,6 +107,7 @@ impl ExportArgs {
             shape: Shape::parse(&self.shape).map_err(flag)?,
             format: Format::parse(&self.format).map_err(flag)?,
             options,
+            redaction_rules_hash: None,
             filter: TripletFilter {
                 sequence_id: self.sequence_id.clone(),
                 role: self.role.clone(),
@@ -177,7 +181,12 @@ pub(crate) fn run(args: ExportArgs) -> Result<()> {
             }
             (r.request, r.policy, Some(r.as_of), r.sha256)
         }
-        None => (args.request()?, args.store.policy()?, None, None),
+        None => {
+            let mut req = args.request()?;
+            let redactor = args.config.load()?.redactor()?;
+            req.redaction_rules_hash = (!redactor.is_empty()).then(|| redactor.hash().to_string());
+            (req, args.store.policy()?, None, None)
+        }
     };
     let limits = Limits { dpo_max_prompts: args.max_dpo_prompts, dpo_max_pending_bytes: args.max_dpo_pending_bytes, stepwise_max_steps: args.max_steps };
     // Read-only: an export may run beside a live collector and never writes.

@@ -26,6 +26,9 @@ pub(crate) struct ImportArgs {
     /// Largest attribute value, in bytes (the span is rejected beyond).
     #[arg(long, default_value_t = rltrace_core::triplet::DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES)]
     max_attribute_bytes: usize,
+    /// The collector's config file: its [redaction] rules apply to what is imported.
+    #[command(flatten)]
+    config: crate::ConfigArgs,
 }
 
 #[derive(Default)]
@@ -39,6 +42,7 @@ struct Totals {
 
 fn import_chunk(
     store: &Store,
+    redactor: &rltrace_core::redact::Redactor,
     limits: &rltrace_core::Limits,
     file: &std::path::Path,
     lineno: usize,
@@ -54,7 +58,8 @@ fn import_chunk(
         }
     };
     totals.requests += 1;
-    let converted = request_to_spans(req);
+    let mut converted = request_to_spans(req);
+    redactor.apply_all(&mut converted.spans);
     let mut rejected = converted.rejected;
     let mut ok = Vec::with_capacity(converted.spans.len());
     for s in converted.spans {
@@ -77,6 +82,7 @@ fn import_chunk(
 }
 
 pub(crate) fn run(args: ImportArgs) -> Result<()> {
+    let redactor = args.config.load()?.redactor()?;
     let store = args.store.open()?;
     let limits = rltrace_core::Limits { max_attribute_value_bytes: args.max_attribute_bytes };
     let started = Instant::now();
@@ -113,10 +119,10 @@ pub(crate) fn run(args: ImportArgs) -> Result<()> {
                 reader.read_to_end(&mut rest)?;
                 pb.inc(rest.len() as u64);
                 line.extend_from_slice(&rest);
-                import_chunk(&store, &limits, file, lineno, &line, &mut totals)?;
+                import_chunk(&store, &redactor, &limits, file, lineno, &line, &mut totals)?;
                 break;
             }
-            import_chunk(&store, &limits, file, lineno, &line, &mut totals)?;
+            import_chunk(&store, &redactor, &limits, file, lineno, &line, &mut totals)?;
         }
     }
     pb.finish_and_clear();

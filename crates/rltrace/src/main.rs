@@ -212,7 +212,7 @@ struct ServeArgs {
 }
 
 #[derive(clap::Args, Clone)]
-struct ConfigArgs {
+pub(crate) struct ConfigArgs {
     /// Config file (TOML): [auth], [redaction], [retention]; unknown keys are errors.
     #[arg(long, env = "RLTRACE_CONFIG")]
     config: Option<PathBuf>,
@@ -220,7 +220,7 @@ struct ConfigArgs {
 
 impl ConfigArgs {
     /// The config file's settings (all defaults without a file).
-    fn load(&self) -> Result<rltrace_server::config::Config> {
+    pub(crate) fn load(&self) -> Result<rltrace_server::config::Config> {
         match &self.config {
             None => Ok(rltrace_server::config::Config::default()),
             Some(p) => {
@@ -355,7 +355,15 @@ fn serve(args: ServeArgs) -> Result<()> {
     if config.retention.is_active() {
         tracing::info!(retention = %config.retention.describe(), every_s = config.retention.every_s(), "retention is on");
     }
-    let state = AppState::new(store, policy, limits).with_dataset_limits(dataset_limits).with_auth(auth).with_retention(config.retention);
+    let redactor = config.redactor()?;
+    if !redactor.is_empty() {
+        tracing::info!(rules_hash = %redactor.hash(), "redaction is on");
+    }
+    let state = AppState::new(store, policy, limits)
+        .with_dataset_limits(dataset_limits)
+        .with_auth(auth)
+        .with_redactor(redactor)
+        .with_retention(config.retention);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(32).build()?;
     rt.block_on(async move {
         let bound = Bound::bind(args.http, args.grpc).await.context("cannot bind listeners")?;
