@@ -4,7 +4,8 @@
 # the workspace, then the Python SDK's checks (mypy --strict, ruff, pytest against the collector
 # binary just built; scripts/test-python-sdk.sh), the instrumentation-library tests (OpenLLMetry,
 # OpenInference, the contrib GenAI instrumentation and the Anthropic client's own spans against the
-# same binary, in their own cached virtualenv; scripts/test-instrumentation.sh), and ends with one
+# same binary, in their own cached virtualenv; scripts/test-instrumentation.sh), the REST API fuzzed
+# against its OpenAPI document (schemathesis, scripts/schemathesis.sh), and ends with one
 # line of totals. A PostgreSQL server for the tests is started on loopback first (and stopped at
 # the end) unless RLTRACE_TEST_POSTGRES names one. Any failure makes it exit non-zero.
 set -euo pipefail
@@ -44,6 +45,9 @@ RLTRACE_BIN="${RLTRACE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/$profile/rltrace}" 
 pystatus=${PIPESTATUS[0]}
 RLTRACE_BIN="${RLTRACE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/$profile/rltrace}" bash scripts/test-instrumentation.sh 2>&1 | tee "$instrlog"
 instrstatus=${PIPESTATUS[0]}
+# The REST API fuzzed against its own OpenAPI document (schemathesis, bounded; no 5xx allowed).
+RLTRACE_BIN="${RLTRACE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/$profile/rltrace}" bash scripts/schemathesis.sh --binary "${RLTRACE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/$profile/rltrace}"
+ststatus=$?
 set -e
 passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
@@ -60,7 +64,9 @@ inpassed=${inpassed:-0}
 infailed=${infailed:-0}
 if [ "$instrstatus" -ne 0 ] && [ "$infailed" -eq 0 ]; then infailed=1; fi
 echo
-echo "tests: $((passed + pypassed + inpassed)) passed, $((failed + pyfailed + infailed)) failed"
+stpassed=$((ststatus == 0 ? 1 : 0))
+echo "tests: $((passed + pypassed + inpassed + stpassed)) passed, $((failed + pyfailed + infailed + 1 - stpassed)) failed"
 [ "$status" -eq 0 ] || exit "$status"
 [ "$pystatus" -eq 0 ] || exit "$pystatus"
-exit "$instrstatus"
+[ "$instrstatus" -eq 0 ] || exit "$instrstatus"
+exit "$ststatus"
