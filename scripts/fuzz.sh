@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzz each decoder of the edges for a bounded time (docs/FUZZING.md): OTLP protobuf and JSON
-# bodies, the reward and callback bodies, the policy file. Needs a nightly toolchain and
+# bodies, the reward and callback bodies, the policy file, the config file and redaction. Needs a nightly toolchain and
 # cargo-fuzz (`cargo install cargo-fuzz`). Crashes are saved under fuzz/artifacts/ and make the
 # script fail; the corpora grow under fuzz/corpus/ (not committed).
 #   scripts/fuzz.sh [SECONDS per target, default 60] [TARGET ...]
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH="${1:-60}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(otlp_protobuf otlp_json reward_bodies policy)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(otlp_protobuf otlp_json reward_bodies policy config)
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/rltrace-fuzz-target}"
 command -v cargo-fuzz >/dev/null 2>&1 || { echo "fuzz.sh: cargo-fuzz is not installed (cargo install cargo-fuzz)" >&2; exit 2; }
 status=0

@@ -53,6 +53,21 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The README's example names every key: it must parse, keys and rules included.
+    #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n# rltrace.toml").expect("the README has the example") + "```toml\n".len();
+        let text = &readme[start..start + readme[start..].find("```").expect("end of the block")];
+        let c = Config::from_toml(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.auth.keys.len(), 3);
+        assert_eq!(c.redaction.rules.len(), 4);
+        assert_eq!(c.retention.sequences, Some(180 * 86_400));
+        let auth = crate::auth::Auth::from_config(&c.auth, |var| Some(format!("{var}-0123456789abcdef"))).expect("keys");
+        assert!(auth.check_key("test").is_some(), "the example's digest is of \"test\"");
+        assert!(!c.redactor().expect("rules").is_empty());
+    }
+
     #[test]
     fn a_whole_file_parses_and_unknown_keys_are_errors() {
         let c = Config::from_toml(

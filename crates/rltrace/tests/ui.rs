@@ -372,3 +372,55 @@ fn whatif_api() {
     let doc = get_ok(&s.url("/openapi.json"));
     assert!(doc["paths"]["/api/v1/whatif"]["post"].is_object());
 }
+
+/// With API keys configured: a page sends the browser to the sign-in form and back, the session
+/// cookie is HttpOnly (the page's script cannot read it), a review decision goes through with the
+/// session's CSRF token, and signing out ends the session.
+#[test]
+fn signing_in_with_a_key_in_a_real_browser() {
+    if !webdriver::browser_or_skip() {
+        return;
+    }
+    use sha2::Digest;
+    const KEY: &str = "reviewer-key-0123456789abcdef";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("rltrace.db");
+    {
+        // Seeded before keys are configured: the same store, opened again with [auth].
+        let mut open = common::Server::start_at(&db, &[]);
+        seed(&open);
+        open.stop();
+    }
+    let digest: String = sha2::Sha256::digest(KEY.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let cfg = dir.path().join("rltrace.toml");
+    std::fs::write(&cfg, format!("[[auth.keys]]\nname = \"reviewer\"\nscopes = [\"read\", \"write\"]\nsha256 = \"{digest}\"\n")).expect("config");
+    let s = common::Server::start_at(&db, &["--config", cfg.to_str().expect("utf-8")]);
+    let api = |path: &str| -> Value {
+        common::client().get(s.url(path)).bearer_auth(KEY).send().expect("get").json().expect("json")
+    };
+    let b = Browser::start(1280, 860);
+
+    b.goto(&s.url("/ui/review"));
+    assert!(b.url().contains("/ui/signin?next=%2Fui%2Freview"), "{}", b.url());
+    b.get("#key").fill("not-the-key-0123456789");
+    b.get("#signin").click_to_load();
+    assert!(b.get(".notice.error").text().contains("That key is not valid."));
+    b.get("#key").fill(KEY);
+    b.get("#signin").click_to_load();
+    assert!(b.url().ends_with("/ui/review"), "back where it was going: {}", b.url());
+    assert_eq!(b.title(), "Review queue · rltrace");
+    assert_eq!(b.script("return document.cookie"), json!(""), "the session cookie is HttpOnly");
+
+    let before = api("/api/v1/stats")["reward_events"].clone();
+    let item = b.get("li.review[data-sequence='rev-1']");
+    item.find("input[name=reviewer]").expect("reviewer").fill("ann");
+    item.find("textarea[name=justification]").expect("justification").fill("signed in and reviewed");
+    item.find("button[value=approved]").expect("approve").click_to_load();
+    assert!(b.get(".notice.ok").text().contains("approved"), "{}", b.get("main").text());
+    assert_eq!(api("/api/v1/stats")["reward_events"], json!(before.as_i64().expect("count") + 1));
+
+    b.get("#signout").click_to_load();
+    assert!(b.url().contains("/ui/signin"), "{}", b.url());
+    b.goto(&s.url("/ui/"));
+    assert!(b.url().contains("/ui/signin"), "the session has ended: {}", b.url());
+}

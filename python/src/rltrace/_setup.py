@@ -153,7 +153,8 @@ def configure(
     if state_provider_interval_s <= 0:
         raise ConfigError("state_provider_interval_s", "must be positive")
     api = api_key or os.environ.get("RLTRACE_API_KEY") or None
-    if api and headers is None and not (os.environ.get("OTEL_EXPORTER_OTLP_HEADERS") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS")):
+    env_headers = os.environ.get("OTEL_EXPORTER_OTLP_HEADERS") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+    if api and headers is None and not env_headers:
         # The same key authenticates the spans (a collector with keys needs the ingest scope).
         headers = {"authorization": f"Bearer {api}"}
     owned = False
