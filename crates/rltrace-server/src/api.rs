@@ -603,7 +603,7 @@ pub(crate) fn merge_idempotency_key(body_key: Option<String>, header_key: Option
         (Some(a), Some(b)) if a != b => return Err(ApiError::Validation("idempotency_key and the Idempotency-Key header differ".into())),
         (a, b) => a.or(b),
     };
-    if key.as_ref().is_some_and(|k| k.len() > 256) {
+    if key.as_ref().is_some_and(|k| k.chars().count() > 256) {
         return Err(ApiError::Validation("idempotency_key must be at most 256 characters".into()));
     }
     Ok(key)
