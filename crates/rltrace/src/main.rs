@@ -266,8 +266,12 @@ fn gc(args: GcArgs) -> Result<()> {
     }
     let pb = progress(due.spans + due.sequences, "deleting");
     let mut total = rltrace_store::GcCounts::default();
+    let (started, mut passes, mut longest) = (std::time::Instant::now(), 0u64, std::time::Duration::ZERO);
     loop {
+        let t = std::time::Instant::now();
         let n = store.gc_blocking(&retention, &policy, 1)?;
+        longest = longest.max(t.elapsed());
+        passes += 1;
         total.add(&n);
         pb.inc(n.spans + n.sequences);
         if !n.more {
@@ -277,6 +281,12 @@ fn gc(args: GcArgs) -> Result<()> {
     pb.finish_and_clear();
     store.close();
     println!("deleted {} spans that are not triplets, {} sequences ({} triplets, {} reward events)", total.spans, total.sequences, total.triplets, total.reward_events);
+    println!(
+        "in {passes} passes of at most {} rows each, {:.1} s; the longest pass (one transaction) took {:.1} ms",
+        retention.cutoffs(0).batch,
+        started.elapsed().as_secs_f64(),
+        longest.as_secs_f64() * 1000.0
+    );
     Ok(())
 }
 
