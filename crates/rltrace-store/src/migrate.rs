@@ -6,8 +6,8 @@ use crate::StoreError;
 use crate::db::{Dialect, Sql, SqlExt, params};
 
 /// Version 3: a sequence's Agent Lightning rollout link (`rollout_id`, `attempt_id`). Version 4
-/// adds the index `sequences_last` (retention), which the schema's own `CREATE INDEX IF NOT
-/// EXISTS` makes.
+/// adds the indexes of retention (`sequences_last`, and the role and task links by sequence),
+/// which the schema's own `CREATE INDEX IF NOT EXISTS` makes.
 fn add_rollout_columns(conn: &dyn Sql) -> Result<(), StoreError> {
     let text = if conn.dialect() == Dialect::Postgres { "TEXT COLLATE \"C\"" } else { "TEXT" };
     conn.batch(&format!("ALTER TABLE sequences ADD COLUMN rollout_id {text}; ALTER TABLE sequences ADD COLUMN attempt_id {text};"))
