@@ -30,7 +30,8 @@ pub struct Retention {
     /// Seconds between background passes (default 600).
     #[serde(default, deserialize_with = "crate::policy::duration_secs")]
     pub every: Option<u64>,
-    /// Rows deleted per transaction (default 500; 1 to 10,000).
+    /// Rows deleted per transaction (default 500; 1 to 10,000): spans that are not triplets, and
+    /// sequences holding this many triplets at most (a longer sequence is deleted alone).
     #[serde(default)]
     pub batch: Option<usize>,
 }

@@ -1,6 +1,7 @@
 //! Retention: deleting spans that are not triplets and whole sequences once they are due
 //! ([`rltrace_core::retention`] says what is due). Each pass is one small transaction of the
-//! writer (at most `batch` spans and `batch` sequences), so deletion never holds ingest up for
+//! writer (at most `batch` plain spans and sequences holding at most `batch` triplets, a longer
+//! sequence alone), so deletion never holds ingest up for
 //! long; [`crate::Store::gc_blocking`] runs passes until nothing due is left.
 //!
 //! Spans are walked in arrival order from a cursor kept in `meta` (`gc_span_cursor`): a pass
@@ -131,7 +132,20 @@ pub(crate) fn pass(tx: &dyn Sql, c: &mut Caches, cut: &Cutoffs, keep_unsettled: 
         out.more |= !stopped && (doomed.len() == batch || scanned == window);
     }
     if let Some(before) = cut.sequences_before_us {
-        let seqs = due_sequences(tx, before, keep_unsettled, batch)?;
+        let mut seqs = due_sequences(tx, before, keep_unsettled, batch)?;
+        // A pass deletes at most `batch` triplet rows (a longer sequence alone in its pass), so
+        // one transaction stays short whatever the sequences' lengths.
+        let candidates = seqs.len();
+        let mut rows = 0i64;
+        let keep = seqs
+            .iter()
+            .position(|s| {
+                rows += s.2.max(1);
+                rows > batch as i64
+            })
+            .unwrap_or(seqs.len())
+            .max(1);
+        seqs.truncate(keep);
         if !seqs.is_empty() {
             let ids: Vec<i64> = seqs.iter().map(|s| s.0).collect();
             let keys: Vec<&str> = seqs.iter().map(|s| s.1.as_str()).collect();
@@ -168,7 +182,7 @@ pub(crate) fn pass(tx: &dyn Sql, c: &mut Caches, cut: &Cutoffs, keep_unsettled: 
                 c.role_links.remove(id);
                 c.task_links.remove(id);
             }
-            out.more |= seqs.len() == batch;
+            out.more |= seqs.len() < candidates || candidates == batch;
         }
     }
     if out.spans > 0 {
