@@ -255,7 +255,7 @@ pub async fn retention_pass(st: &AppState) -> Result<rltrace_store::GcCounts, rl
     let mut total = rltrace_store::GcCounts::default();
     loop {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        st.store.submit_gc(cut, keep, move |r| {
+        st.store.submit_gc(cut, keep, total.cursor, move |r| {
             let _ = tx.send(r);
         })?;
         let n = rx.await.map_err(|_| rltrace_store::StoreError::Closed)??;

@@ -34,6 +34,9 @@ pub struct GcCounts {
     pub reward_events: u64,
     /// Whether a pass stopped at its batch bound (more may be due).
     pub more: bool,
+    /// Where the next pass of the same run goes on in the sequences (`(last_us, id)` of the
+    /// last one looked at): a run looks at each old sequence once, the kept ones included.
+    pub cursor: Option<(i64, i64)>,
 }
 
 impl GcCounts {
@@ -44,26 +47,62 @@ impl GcCounts {
         self.triplets += o.triplets;
         self.reward_events += o.reward_events;
         self.more = o.more;
+        self.cursor = o.cursor;
     }
 }
 
 /// Rows scanned for spans per deleted span at most (triplets are stepped over).
 const SCAN_FACTOR: usize = 4;
 
-/// The sequences due at `before_us` (a page of at most `limit`): `(row id, sequence id,
-/// triplet count, rewarded count)`.
-fn due_sequences(tx: &dyn Sql, before_us: i64, keep_unsettled: bool, limit: usize) -> Result<Vec<(i64, String, i64, i64)>, StoreError> {
-    let rows = tx.rows(
-        "SELECT s.id, s.sequence_id, s.triplet_count, s.rewarded_count FROM sequences s
-         WHERE s.last_us < ?1
-           AND (?2 = 0 OR s.settled > 0 OR s.terminal_events > 0)
+/// The conditions that keep an old sequence (`s`): a reward event reaching it at or after the
+/// cutoff `?1`, or (`?2` = 1) a fallback it still waits for.
+const KEPT_NOT: &str = "(?2 = 0 OR s.settled > 0 OR s.terminal_events > 0)
            AND NOT EXISTS (SELECT 1 FROM reward_events e WHERE e.seq_key = s.sequence_id AND e.created_us >= ?1)
            AND NOT EXISTS (SELECT 1 FROM task_sequences ts JOIN reward_events e ON e.target_task = ts.task_id
-                           WHERE ts.seq_ref = s.id AND e.created_us >= ?1)
-         ORDER BY s.last_us LIMIT ?3",
-        params![before_us, i64::from(keep_unsettled), i64::try_from(limit).unwrap_or(i64::MAX)],
+                           WHERE ts.seq_ref = s.id AND e.created_us >= ?1)";
+
+/// Every sequence due at `before_us`: `(row id, sequence id, triplet count, rewarded count)`.
+fn all_due_sequences(tx: &dyn Sql, before_us: i64, keep_unsettled: bool) -> Result<Vec<(i64, String, i64, i64)>, StoreError> {
+    let rows = tx.rows(
+        &format!("SELECT s.id, s.sequence_id, s.triplet_count, s.rewarded_count FROM sequences s WHERE s.last_us < ?1 AND {KEPT_NOT}"),
+        params![before_us, i64::from(keep_unsettled)],
     )?;
     rows.into_iter().map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).collect()
+}
+
+/// A page of the old sequences after `after` (at most `limit` looked at, oldest first): the due
+/// ones `(row id, sequence id, triplet count, rewarded count, last_us)`, how many were looked
+/// at, and the position of the last one looked at.
+fn due_page(
+    tx: &dyn Sql,
+    before_us: i64,
+    keep_unsettled: bool,
+    after: (i64, i64),
+    limit: usize,
+) -> Result<(Vec<(i64, String, i64, i64, i64)>, usize, Option<(i64, i64)>), StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let page = tx.rows(
+        "SELECT id, last_us FROM sequences WHERE last_us < ?1 AND (last_us > ?2 OR (last_us = ?2 AND id > ?3))
+         ORDER BY last_us, id LIMIT ?4",
+        params![before_us, after.0, after.1, limit],
+    )?;
+    let looked = page.len();
+    let last = match page.last() {
+        Some(r) => Some((r.get::<_, i64>(1)?, r.get::<_, i64>(0)?)),
+        None => None,
+    };
+    let Some(end) = last else { return Ok((Vec::new(), 0, None)) };
+    let rows = tx.rows(
+        &format!(
+            "SELECT s.id, s.sequence_id, s.triplet_count, s.rewarded_count, s.last_us FROM sequences s
+             WHERE s.last_us < ?1 AND (s.last_us > ?3 OR (s.last_us = ?3 AND s.id > ?4))
+               AND (s.last_us < ?5 OR (s.last_us = ?5 AND s.id <= ?6)) AND {KEPT_NOT}
+             ORDER BY s.last_us, s.id"
+        ),
+        params![before_us, i64::from(keep_unsettled), after.0, after.1, end.0, end.1],
+    )?;
+    let due = rows.into_iter().map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).collect::<Result<Vec<_>, StoreError>>()?;
+    Ok((due, looked, last))
 }
 
 /// Count what is due without deleting anything (`rltrace gc --dry-run`). Scans: for the CLI,
@@ -75,7 +114,7 @@ pub(crate) fn due(tx: &dyn Sql, cut: &Cutoffs, keep_unsettled: bool) -> Result<G
             as u64;
     }
     if let Some(before) = cut.sequences_before_us {
-        let seqs = due_sequences(tx, before, keep_unsettled, usize::MAX >> 1)?;
+        let seqs = all_due_sequences(tx, before, keep_unsettled)?;
         out.sequences = seqs.len() as u64;
         out.triplets = seqs.iter().map(|s| s.2.max(0) as u64).sum();
         for (_, id, _, _) in &seqs {
@@ -86,7 +125,7 @@ pub(crate) fn due(tx: &dyn Sql, cut: &Cutoffs, keep_unsettled: bool) -> Result<G
 }
 
 /// One pass inside the writer's transaction.
-pub(crate) fn pass(tx: &dyn Sql, c: &mut Caches, cut: &Cutoffs, keep_unsettled: bool) -> Result<GcCounts, StoreError> {
+pub(crate) fn pass(tx: &dyn Sql, c: &mut Caches, cut: &Cutoffs, keep_unsettled: bool, after: Option<(i64, i64)>) -> Result<GcCounts, StoreError> {
     let batch = cut.batch.max(1);
     let mut out = GcCounts::default();
     if let Some(before) = cut.spans_before_ns {
@@ -132,10 +171,10 @@ pub(crate) fn pass(tx: &dyn Sql, c: &mut Caches, cut: &Cutoffs, keep_unsettled: 
         out.more |= !stopped && (doomed.len() == batch || scanned == window);
     }
     if let Some(before) = cut.sequences_before_us {
-        let mut seqs = due_sequences(tx, before, keep_unsettled, batch)?;
+        let (mut seqs, looked, last) = due_page(tx, before, keep_unsettled, after.unwrap_or((i64::MIN, i64::MIN)), batch)?;
         // A pass deletes at most `batch` triplet rows (a longer sequence alone in its pass), so
         // one transaction stays short whatever the sequences' lengths.
-        let candidates = seqs.len();
+        let due = seqs.len();
         let mut rows = 0i64;
         let keep = seqs
             .iter()
@@ -144,8 +183,11 @@ pub(crate) fn pass(tx: &dyn Sql, c: &mut Caches, cut: &Cutoffs, keep_unsettled: 
                 rows > batch as i64
             })
             .unwrap_or(seqs.len())
-            .max(1);
+            .max(1)
+            .min(due);
         seqs.truncate(keep);
+        out.cursor = if keep < due { seqs.last().map(|s| (s.4, s.0)) } else { last.or(after) };
+        out.more |= keep < due || looked == batch;
         if !seqs.is_empty() {
             let ids: Vec<i64> = seqs.iter().map(|s| s.0).collect();
             let keys: Vec<&str> = seqs.iter().map(|s| s.1.as_str()).collect();
@@ -177,12 +219,11 @@ pub(crate) fn pass(tx: &dyn Sql, c: &mut Caches, cut: &Cutoffs, keep_unsettled: 
                 params![generation.to_string()],
             )?;
             c.gc_generation = generation;
-            for (id, key, _, _) in &seqs {
+            for (id, key, _, _, _) in &seqs {
                 c.sequences.remove(key);
                 c.role_links.remove(id);
                 c.task_links.remove(id);
             }
-            out.more |= seqs.len() < candidates || candidates == batch;
         }
     }
     if out.spans > 0 {

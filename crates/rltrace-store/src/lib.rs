@@ -462,37 +462,44 @@ impl Store {
         self.enqueue(Op::Settle { value, due_before, now, batch: SETTLE_BATCH, reply }, 0)
     }
 
-    /// One retention pass (at most `cut.batch` spans and sequences, one transaction); `reply`
-    /// gets what it deleted (`more`: another pass may find more). `keep_unsettled` keeps
-    /// sequences the policy's fallback has not settled yet (a policy with a fallback reward).
+    /// One retention pass (one transaction: at most `cut.batch` plain spans, and sequences holding
+    /// at most `cut.batch` triplets); `reply` gets what it deleted, whether more may be due, and
+    /// the cursor to give the next pass of the same run (`after`; `None` starts a run).
+    /// `keep_unsettled` keeps sequences the policy's fallback has not settled yet.
     pub fn submit_gc(
         &self,
         cut: rltrace_core::retention::Cutoffs,
         keep_unsettled: bool,
+        after: Option<(i64, i64)>,
         reply: impl FnOnce(Result<GcCounts, StoreError>) + Send + 'static,
     ) -> Result<(), StoreError> {
         let reply: Reply<GcCounts> = Box::new(reply);
-        self.enqueue(Op::Gc { cut, keep_unsettled, reply }, 0)
+        self.enqueue(Op::Gc { cut, keep_unsettled, after, reply }, 0)
     }
 
-    /// Apply `retention` now: passes until nothing due is left, waiting for each commit, at
-    /// most `max_passes`; what was deleted.
-    pub fn gc_blocking(&self, retention: &rltrace_core::retention::Retention, policy: &rltrace_core::Policy, max_passes: usize) -> Result<GcCounts, StoreError> {
+    /// Apply `retention` now: one run of passes until nothing due is left, waiting for each
+    /// commit; `on_pass` sees each pass's counts. What was deleted.
+    pub fn gc_blocking(
+        &self,
+        retention: &rltrace_core::retention::Retention,
+        policy: &rltrace_core::Policy,
+        mut on_pass: impl FnMut(&GcCounts),
+    ) -> Result<GcCounts, StoreError> {
         let cut = retention.cutoffs(now_micros());
         let keep = policy.default_reward.is_some();
         let mut total = GcCounts::default();
-        for _ in 0..max_passes.max(1) {
+        loop {
             let (tx, rx) = std::sync::mpsc::channel();
-            self.submit_gc(cut, keep, move |r| {
+            self.submit_gc(cut, keep, total.cursor, move |r| {
                 let _ = tx.send(r);
             })?;
             let n = rx.recv().map_err(|_| StoreError::Closed)??;
+            on_pass(&n);
             total.add(&n);
             if !n.more {
-                break;
+                return Ok(total);
             }
         }
-        Ok(total)
     }
 
     /// Settle every due sequence, one batch per transaction, waiting for each commit; returns how

@@ -87,7 +87,7 @@ CREATE TABLE IF NOT EXISTS sequence_roles(role TEXT NOT NULL, seq_ref INTEGER NO
 CREATE TABLE IF NOT EXISTS task_sequences(task_id TEXT NOT NULL, seq_ref INTEGER NOT NULL, PRIMARY KEY(task_id, seq_ref)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sequences_rollout ON sequences(rollout_id, attempt_id) WHERE rollout_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sequences_due ON sequences(last_us) WHERE terminal_events = 0 AND settled = 0;
-CREATE INDEX IF NOT EXISTS sequences_last ON sequences(last_us);
+CREATE INDEX IF NOT EXISTS sequences_last ON sequences(last_us, id);
 CREATE INDEX IF NOT EXISTS sequence_roles_seq ON sequence_roles(seq_ref);
 CREATE INDEX IF NOT EXISTS task_sequences_seq ON task_sequences(seq_ref);
 CREATE TABLE IF NOT EXISTS reward_events(

@@ -22,7 +22,7 @@ pub(crate) enum Op {
     Barrier { reply: Reply<()> },
     Settle { value: f64, due_before: i64, now: i64, batch: usize, reply: Reply<usize> },
     /// One retention pass ([`crate::gc`]).
-    Gc { cut: rltrace_core::retention::Cutoffs, keep_unsettled: bool, reply: Reply<crate::gc::GcCounts> },
+    Gc { cut: rltrace_core::retention::Cutoffs, keep_unsettled: bool, after: Option<(i64, i64)>, reply: Reply<crate::gc::GcCounts> },
     /// Stores its spans, then fails inside the same transaction (tests of the all-or-nothing
     /// group).
     #[cfg(test)]
@@ -276,8 +276,8 @@ impl Writer {
                         done.push(Done::Settle(reply, r));
                         failed
                     }
-                    Op::Gc { cut, keep_unsettled, reply } => {
-                        let r = crate::gc::pass(tx, &mut self.caches, &cut, keep_unsettled);
+                    Op::Gc { cut, keep_unsettled, after, reply } => {
+                        let r = crate::gc::pass(tx, &mut self.caches, &cut, keep_unsettled, after);
                         let failed = r.is_err();
                         done.push(Done::Gc(reply, r));
                         failed

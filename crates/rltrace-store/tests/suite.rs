@@ -660,7 +660,10 @@ conformance! {
         assert_eq!((due.spans, due.sequences, due.triplets, due.reward_events), (5, 1, 2, 1));
         assert_eq!(store.read(|tx| tx.counts()).expect("counts"), before, "a dry run deletes nothing");
 
-        let done = store.gc_blocking(&retention, &policy(), 100).expect("gc");
+        let mut passes = Vec::new();
+        let done = store.gc_blocking(&retention, &policy(), |n| passes.push(*n)).expect("gc");
+        assert!(passes.len() >= 3, "batches of 2 rows: {passes:?}");
+        assert!(passes.iter().all(|p| p.spans <= 2 && p.triplets <= 2), "no pass over its batch: {passes:?}");
         assert_eq!((done.spans, done.sequences, done.triplets, done.reward_events, done.more), (5, 1, 2, 1, false));
         let after = store.read(|tx| tx.counts()).expect("counts");
         assert_eq!(after.spans, before.spans - 7);
@@ -671,7 +674,7 @@ conformance! {
         for kept in ["rewarded", "young"] {
             assert!(store.read(|tx| tx.sequence(kept, None, 10, &policy())).expect("read").is_some(), "{kept} is kept");
         }
-        let again = store.gc_blocking(&retention, &policy(), 100).expect("gc again");
+        let again = store.gc_blocking(&retention, &policy(), |_| {}).expect("gc again");
         assert_eq!((again.spans, again.sequences), (0, 0), "nothing is due twice");
 
         // The id of a deleted sequence starts a new one.
@@ -691,12 +694,12 @@ conformance! {
         store.ingest_blocking(prepare(vec![triplet_span(1, 1, "waiting", &[])])).expect("ingest");
         let fallback = Policy::from_toml("default_reward = 0.1\nreward_wait = \"1h\"").expect("policy");
         let retention: rltrace_core::retention::Retention = toml::from_str("sequences = \"30d\"").expect("retention");
-        assert_eq!(store.gc_blocking(&retention, &fallback, 10).expect("gc").sequences, 0);
+        assert_eq!(store.gc_blocking(&retention, &fallback, |_| {}).expect("gc").sequences, 0);
         assert!(store.read(|tx| tx.sequence("waiting", None, 10, &fallback)).expect("read").is_some());
         assert_eq!(store.settle_blocking(&fallback).expect("settle"), 1);
         // The fallback event itself is new: only once it too is old is the sequence due.
         _place.raw("UPDATE reward_events SET created_us = 1700000000000000");
-        assert_eq!(store.gc_blocking(&retention, &fallback, 10).expect("gc").sequences, 1);
+        assert_eq!(store.gc_blocking(&retention, &fallback, |_| {}).expect("gc").sequences, 1);
         assert!(store.read(|tx| tx.sequence("waiting", None, 10, &fallback)).expect("read").is_none());
     }
 }

@@ -265,19 +265,14 @@ fn gc(args: GcArgs) -> Result<()> {
         return Ok(());
     }
     let pb = progress(due.spans + due.sequences, "deleting");
-    let mut total = rltrace_store::GcCounts::default();
     let (started, mut passes, mut longest) = (std::time::Instant::now(), 0u64, std::time::Duration::ZERO);
-    loop {
-        let t = std::time::Instant::now();
-        let n = store.gc_blocking(&retention, &policy, 1)?;
-        longest = longest.max(t.elapsed());
+    let mut last = std::time::Instant::now();
+    let total = store.gc_blocking(&retention, &policy, |n| {
+        longest = longest.max(last.elapsed());
+        last = std::time::Instant::now();
         passes += 1;
-        total.add(&n);
         pb.inc(n.spans + n.sequences);
-        if !n.more {
-            break;
-        }
-    }
+    })?;
     pb.finish_and_clear();
     store.close();
     println!("deleted {} spans that are not triplets, {} sequences ({} triplets, {} reward events)", total.spans, total.sequences, total.triplets, total.reward_events);
