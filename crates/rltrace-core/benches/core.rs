@@ -98,28 +98,5 @@ fn bench_effective(c: &mut Criterion) {
     });
 }
 
-/// Redaction of the same span: masking rl.state, rl.action and gen_ai messages (JSON parsed and
-/// rewritten, every detector run) and hashing one key; and the same span under rules that
-/// match none of its keys.
-fn bench_redact(c: &mut Criterion) {
-    use rltrace_core::redact::{RedactionConfig, Redactor};
-    let config: RedactionConfig = toml::from_str(
-        "[[rules]]\nkeys = [\"rl.state\", \"rl.action\", \"gen_ai.*.messages\"]\naction = \"mask\"\n[[rules]]\nkeys = [\"user.email\"]\naction = \"hash\"",
-    )
-    .expect("config");
-    let masking = Redactor::new(&config).expect("redactor");
-    let mut base = span();
-    base.attributes.push(("gen_ai.input.messages".into(), AttrValue::Str(r#"[{"role":"user","content":"mail me at ann@example.com, key sk-proj-abcdefghijklmnopqrstu"}]"#.into())));
-    base.attributes.push(("user.email".into(), AttrValue::Str("ann@example.com".into())));
-    c.bench_function("redact_span_masked", |b| {
-        b.iter_batched(|| base.clone(), |mut s| { masking.apply(&mut s); black_box(s) }, criterion::BatchSize::SmallInput)
-    });
-    let other: RedactionConfig = toml::from_str("[[rules]]\nkeys = [\"secret.*\", \"llm.input_messages.*\"]\naction = \"mask\"").expect("config");
-    let unmatched = Redactor::new(&other).expect("redactor");
-    c.bench_function("redact_span_no_rule_matches", |b| {
-        b.iter_batched(|| base.clone(), |mut s| { unmatched.apply(&mut s); black_box(s) }, criterion::BatchSize::SmallInput)
-    });
-}
-
-criterion_group!(benches, bench_analyze, bench_effective, bench_redact);
+criterion_group!(benches, bench_analyze, bench_effective);
 criterion_main!(benches);

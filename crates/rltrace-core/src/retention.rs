@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::time::Micros;
 
 /// Rows deleted in one transaction by default.
-pub const DEFAULT_BATCH: usize = 500;
+pub const DEFAULT_BATCH: usize = 100;
 /// Default seconds between background passes.
 pub const DEFAULT_EVERY_S: u64 = 600;
 
@@ -30,7 +30,7 @@ pub struct Retention {
     /// Seconds between background passes (default 600).
     #[serde(default, deserialize_with = "crate::policy::duration_secs")]
     pub every: Option<u64>,
-    /// Rows deleted per transaction (default 500; 1 to 10,000): spans that are not triplets, and
+    /// Rows deleted per transaction (default 100; 1 to 10,000): spans that are not triplets, and
     /// sequences holding this many triplets at most (a longer sequence is deleted alone).
     #[serde(default)]
     pub batch: Option<usize>,
