@@ -46,6 +46,9 @@ pub struct Cutoffs {
     pub sequences_before_us: Option<Micros>,
     /// Rows per transaction.
     pub batch: usize,
+    /// Now, in nanoseconds since the epoch (a span ending more than an hour after it is stepped
+    /// over by retention's walk, not waited for).
+    pub now_ns: u64,
 }
 
 /// A retention section that cannot be used.
@@ -86,6 +89,7 @@ impl Retention {
             spans_before_ns: self.spans.map(|s| (now_us as u64).saturating_mul(1000).saturating_sub(s.saturating_mul(1_000_000_000))),
             sequences_before_us: self.sequences.map(|s| now_us.saturating_sub(i64::try_from(s.saturating_mul(1_000_000)).unwrap_or(i64::MAX))),
             batch: self.batch.unwrap_or(DEFAULT_BATCH),
+            now_ns: (now_us as u64).saturating_mul(1000),
         }
     }
 
@@ -109,7 +113,7 @@ mod tests {
         assert_eq!(c.spans_before_ns, Some(10_000_000_000_000_000 - 172_800_000_000_000));
         assert_eq!(c.sequences_before_us, Some(10_000_000_000_000 - 3_600_000_000));
         assert_eq!(c.batch, 10);
-        assert_eq!(Retention::default().cutoffs(5), Cutoffs { spans_before_ns: None, sequences_before_us: None, batch: DEFAULT_BATCH });
+        assert_eq!(Retention::default().cutoffs(5), Cutoffs { spans_before_ns: None, sequences_before_us: None, batch: DEFAULT_BATCH, now_ns: 5000 });
     }
 
     #[test]

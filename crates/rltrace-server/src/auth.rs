@@ -210,7 +210,9 @@ impl Auth {
                     hex32(h).ok_or_else(|| AuthError(format!("key {name:?}: sha256 must be 64 hex digits (printf %s \"$KEY\" | sha256sum)")))?
                 }
                 (None, Some(var)) => {
-                    let value = env(var).ok_or_else(|| AuthError(format!("key {name:?}: environment variable {var} is not set")))?;
+                    // A trailing newline (a key file read into the variable) is not part of the key.
+                    let value = env(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+                    let value = value.ok_or_else(|| AuthError(format!("key {name:?}: environment variable {var} is not set")))?;
                     if value.len() < MIN_KEY_BYTES {
                         return Err(AuthError(format!("key {name:?}: the key in {var} is shorter than {MIN_KEY_BYTES} characters")));
                     }
@@ -416,7 +418,11 @@ pub async fn authorize(State((st, access)): State<(AppState, Access)>, req: Requ
         Verdict::Unauthenticated(why) => {
             st.metrics.auth_refused(401);
             if path == "/v1/traces" {
-                crate::ingest::otlp_refusal(req.headers(), StatusCode::UNAUTHORIZED, GRPC_UNAUTHENTICATED, &why)
+                // Read the body (up to its bound) first: an exporter still sending would see a
+                // reset instead of the final 401, and retry.
+                let (parts, body) = req.into_parts();
+                crate::ingest::drain(body, st.limits.max_body_bytes).await;
+                crate::ingest::otlp_refusal(&parts.headers, StatusCode::UNAUTHORIZED, GRPC_UNAUTHENTICATED, &why)
             } else if ui {
                 crate::ui::signin::refused(&req, StatusCode::UNAUTHORIZED, &why)
             } else {
@@ -428,7 +434,9 @@ pub async fn authorize(State((st, access)): State<(AppState, Access)>, req: Requ
         Verdict::Forbidden(why) => {
             st.metrics.auth_refused(403);
             if path == "/v1/traces" {
-                crate::ingest::otlp_refusal(req.headers(), StatusCode::FORBIDDEN, GRPC_PERMISSION_DENIED, &why)
+                let (parts, body) = req.into_parts();
+                crate::ingest::drain(body, st.limits.max_body_bytes).await;
+                crate::ingest::otlp_refusal(&parts.headers, StatusCode::FORBIDDEN, GRPC_PERMISSION_DENIED, &why)
             } else if ui {
                 crate::ui::signin::refused(&req, StatusCode::FORBIDDEN, &why)
             } else {

@@ -193,7 +193,7 @@ async fn read_body(mut body: Body, max: usize, length: Option<usize>) -> Result<
     Ok(buf.freeze())
 }
 
-async fn drain(mut body: Body, max: usize) {
+pub(crate) async fn drain(mut body: Body, max: usize) {
     let mut seen = 0usize;
     while let Some(Ok(frame)) = body.frame().await {
         if let Some(data) = frame.data_ref() {

@@ -51,6 +51,9 @@ impl GcCounts {
     }
 }
 
+/// How far in the future a span may end and still stop the walk (clock skew).
+const FUTURE_SLACK_NS: u64 = 3600 * 1_000_000_000;
+
 /// Rows scanned for spans per deleted span at most (triplets are stepped over).
 const SCAN_FACTOR: usize = 4;
 
@@ -64,10 +67,18 @@ const KEPT_NOT: &str = "(?2 = 0 OR s.settled > 0 OR s.terminal_events > 0)
 /// Every sequence due at `before_us`: `(row id, sequence id, triplet count, rewarded count)`.
 fn all_due_sequences(tx: &dyn Sql, before_us: i64, keep_unsettled: bool) -> Result<Vec<(i64, String, i64, i64)>, StoreError> {
     let rows = tx.rows(
-        &format!("SELECT s.id, s.sequence_id, s.triplet_count, s.rewarded_count FROM sequences s WHERE s.last_us < ?1 AND {KEPT_NOT}"),
+        &format!("SELECT s.id, s.sequence_id, s.triplet_count, s.rewarded_count, s.task_events FROM sequences s WHERE s.last_us < ?1 AND {KEPT_NOT}"),
         params![before_us, i64::from(keep_unsettled)],
     )?;
-    rows.into_iter().map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).collect()
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let (id, key, tc, rc, te): (i64, String, i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+        if te > 0 && recent_task_event(tx, &key, before_us)? {
+            continue;
+        }
+        out.push((id, key, tc, rc));
+    }
+    Ok(out)
 }
 
 /// A page of the old sequences after `after` (at most `limit` looked at, oldest first): the due
@@ -94,15 +105,42 @@ fn due_page(
     let Some(end) = last else { return Ok((Vec::new(), 0, None)) };
     let rows = tx.rows(
         &format!(
-            "SELECT s.id, s.sequence_id, s.triplet_count, s.rewarded_count, s.last_us FROM sequences s
+            "SELECT s.id, s.sequence_id, s.triplet_count, s.rewarded_count, s.last_us, s.task_events FROM sequences s
              WHERE s.last_us < ?1 AND (s.last_us > ?3 OR (s.last_us = ?3 AND s.id > ?4))
                AND (s.last_us < ?5 OR (s.last_us = ?5 AND s.id <= ?6)) AND {KEPT_NOT}
              ORDER BY s.last_us, s.id"
         ),
         params![before_us, i64::from(keep_unsettled), after.0, after.1, end.0, end.1],
     )?;
-    let due = rows.into_iter().map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).collect::<Result<Vec<_>, StoreError>>()?;
+    let mut due = Vec::with_capacity(rows.len());
+    for r in rows {
+        let (id, key, tc, rc, last_us, te): (i64, String, i64, i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+        if te > 0 && recent_task_event(tx, &key, before_us)? {
+            continue;
+        }
+        due.push((id, key, tc, rc, last_us));
+    }
     Ok((due, looked, last))
+}
+
+/// Task ids whose defects reach sequence `id` by its name: the id itself, and each part of it
+/// before a `:` (`task-7:review` is reached by `task-7`), as `ledger::task_sequences` matches.
+fn tasks_by_name(id: &str) -> Vec<&str> {
+    let mut out = vec![id];
+    out.extend(id.match_indices(':').map(|(i, _)| &id[..i]));
+    out
+}
+
+/// Whether a ledger event targeting a task reaches sequence `id` by name at or after `before_us`.
+fn recent_task_event(tx: &dyn Sql, id: &str, before_us: i64) -> Result<bool, StoreError> {
+    let tasks = serde_json::to_string(&tasks_by_name(id)).map_err(|e| StoreError::Failed(e.to_string()))?;
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM reward_events WHERE target_task IN (SELECT value FROM json_each(?1)) AND created_us >= ?2 LIMIT 1",
+            params![tasks.as_str(), before_us],
+            |r| r.get::<_, i64>(0),
+        )?
+        .is_some())
 }
 
 /// Count what is due without deleting anything (`rltrace gc --dry-run`). Scans: for the CLI,
@@ -125,7 +163,16 @@ pub(crate) fn due(tx: &dyn Sql, cut: &Cutoffs, keep_unsettled: bool) -> Result<G
 }
 
 /// One pass inside the writer's transaction.
-pub(crate) fn pass(tx: &dyn Sql, c: &mut Caches, cut: &Cutoffs, keep_unsettled: bool, after: Option<(i64, i64)>) -> Result<GcCounts, StoreError> {
+/// `busy`: sequences the same transaction wrote to (their new rows are not yet in their
+/// aggregates): never deleted by this pass.
+pub(crate) fn pass(
+    tx: &dyn Sql,
+    c: &mut Caches,
+    cut: &Cutoffs,
+    keep_unsettled: bool,
+    after: Option<(i64, i64)>,
+    busy: &dyn Fn(i64) -> bool,
+) -> Result<GcCounts, StoreError> {
     let batch = cut.batch.max(1);
     let mut out = GcCounts::default();
     if let Some(before) = cut.spans_before_ns {
@@ -147,6 +194,12 @@ pub(crate) fn pass(tx: &dyn Sql, c: &mut Caches, cut: &Cutoffs, keep_unsettled: 
             let (id, plain, end): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
             if plain == 1 {
                 if end >= before {
+                    // A span that ends in the future (a client's clock, or a bad value) would
+                    // hold the cursor for good: it is stepped over and kept instead.
+                    if end > i64::try_from(cut.now_ns.saturating_add(FUTURE_SLACK_NS)).unwrap_or(i64::MAX) {
+                        next = id;
+                        continue;
+                    }
                     stopped = true;
                     break;
                 }
@@ -162,6 +215,12 @@ pub(crate) fn pass(tx: &dyn Sql, c: &mut Caches, cut: &Cutoffs, keep_unsettled: 
             let n = tx.exec("DELETE FROM spans WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(?1)) AND seq_ref IS NULL", params![json])?;
             out.spans = n;
         }
+        // SQLite hands out max(id) + 1 again when the newest rows are gone: the cursor never passes
+        // the newest row left, so spans stored later are walked too.
+        if !doomed.is_empty() {
+            let newest: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM spans", params![], |r| r.get(0))?;
+            next = next.min(newest);
+        }
         if next != cursor {
             tx.execute(
                 "INSERT INTO meta(key, value) VALUES('gc_span_cursor', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -172,6 +231,7 @@ pub(crate) fn pass(tx: &dyn Sql, c: &mut Caches, cut: &Cutoffs, keep_unsettled: 
     }
     if let Some(before) = cut.sequences_before_us {
         let (mut seqs, looked, last) = due_page(tx, before, keep_unsettled, after.unwrap_or((i64::MIN, i64::MIN)), batch)?;
+        seqs.retain(|s| !busy(s.0));
         // A pass deletes at most `batch` triplet rows (a longer sequence alone in its pass), so
         // one transaction stays short whatever the sequences' lengths.
         let due = seqs.len();

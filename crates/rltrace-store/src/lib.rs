@@ -478,15 +478,16 @@ impl Store {
     }
 
     /// Apply `retention` now: one run of passes until nothing due is left, waiting for each
-    /// commit; `on_pass` sees each pass's counts. What was deleted.
+    /// commit; `on_pass` sees each pass's counts. `keep_unsettled`: keep sequences not yet
+    /// settled (the collector's policy has a fallback reward). What was deleted.
     pub fn gc_blocking(
         &self,
         retention: &rltrace_core::retention::Retention,
-        policy: &rltrace_core::Policy,
+        keep_unsettled: bool,
         mut on_pass: impl FnMut(&GcCounts),
     ) -> Result<GcCounts, StoreError> {
         let cut = retention.cutoffs(now_micros());
-        let keep = policy.default_reward.is_some();
+        let keep = keep_unsettled;
         let mut total = GcCounts::default();
         loop {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -499,6 +500,8 @@ impl Store {
             if !n.more {
                 return Ok(total);
             }
+            // Room between passes for another writer of the same file (a live collector).
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 

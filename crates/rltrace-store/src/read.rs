@@ -177,8 +177,9 @@ pub struct ReadTx<'a> {
 
 impl<'a> ReadTx<'a> {
     /// What `retention` would delete now (`rltrace gc --dry-run`; it counts by scanning).
-    pub fn gc_due(&self, retention: &rltrace_core::retention::Retention, policy: &rltrace_core::Policy) -> Result<crate::GcCounts, StoreError> {
-        crate::gc::due(self.tx, &retention.cutoffs(self.now), policy.default_reward.is_some())
+    /// `keep_unsettled` as for [`crate::Store::gc_blocking`].
+    pub fn gc_due(&self, retention: &rltrace_core::retention::Retention, keep_unsettled: bool) -> Result<crate::GcCounts, StoreError> {
+        crate::gc::due(self.tx, &retention.cutoffs(self.now), keep_unsettled)
     }
 
     pub(crate) fn new(tx: &'a dyn Sql, now: i64) -> ReadTx<'a> {

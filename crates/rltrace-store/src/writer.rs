@@ -277,7 +277,8 @@ impl Writer {
                         failed
                     }
                     Op::Gc { cut, keep_unsettled, after, reply } => {
-                        let r = crate::gc::pass(tx, &mut self.caches, &cut, keep_unsettled, after);
+                        let busy = |id: i64| g.aggs.contains_key(&id) || g.dirty.contains(&id);
+                        let r = crate::gc::pass(tx, &mut self.caches, &cut, keep_unsettled, after, &busy);
                         let failed = r.is_err();
                         done.push(Done::Gc(reply, r));
                         failed

@@ -656,12 +656,12 @@ conformance! {
         _place.raw("UPDATE reward_events SET created_us = 1700000000000000 WHERE target_sequence = 'old'");
         let before = store.read(|tx| tx.counts()).expect("counts");
         let retention: rltrace_core::retention::Retention = toml::from_str("spans = \"30d\"\nsequences = \"30d\"\nbatch = 2").expect("retention");
-        let due = store.read(|tx| tx.gc_due(&retention, &policy())).expect("due");
+        let due = store.read(|tx| tx.gc_due(&retention, false)).expect("due");
         assert_eq!((due.spans, due.sequences, due.triplets, due.reward_events), (5, 1, 2, 1));
         assert_eq!(store.read(|tx| tx.counts()).expect("counts"), before, "a dry run deletes nothing");
 
         let mut passes = Vec::new();
-        let done = store.gc_blocking(&retention, &policy(), |n| passes.push(*n)).expect("gc");
+        let done = store.gc_blocking(&retention, false, |n| passes.push(*n)).expect("gc");
         assert!(passes.len() >= 3, "batches of 2 rows: {passes:?}");
         assert!(passes.iter().all(|p| p.spans <= 2 && p.triplets <= 2), "no pass over its batch: {passes:?}");
         assert_eq!((done.spans, done.sequences, done.triplets, done.reward_events, done.more), (5, 1, 2, 1, false));
@@ -674,7 +674,7 @@ conformance! {
         for kept in ["rewarded", "young"] {
             assert!(store.read(|tx| tx.sequence(kept, None, 10, &policy())).expect("read").is_some(), "{kept} is kept");
         }
-        let again = store.gc_blocking(&retention, &policy(), |_| {}).expect("gc again");
+        let again = store.gc_blocking(&retention, false, |_| {}).expect("gc again");
         assert_eq!((again.spans, again.sequences), (0, 0), "nothing is due twice");
 
         // The id of a deleted sequence starts a new one.
@@ -694,12 +694,45 @@ conformance! {
         store.ingest_blocking(prepare(vec![triplet_span(1, 1, "waiting", &[])])).expect("ingest");
         let fallback = Policy::from_toml("default_reward = 0.1\nreward_wait = \"1h\"").expect("policy");
         let retention: rltrace_core::retention::Retention = toml::from_str("sequences = \"30d\"").expect("retention");
-        assert_eq!(store.gc_blocking(&retention, &fallback, |_| {}).expect("gc").sequences, 0);
+        assert_eq!(store.gc_blocking(&retention, fallback.default_reward.is_some(), |_| {}).expect("gc").sequences, 0);
         assert!(store.read(|tx| tx.sequence("waiting", None, 10, &fallback)).expect("read").is_some());
         assert_eq!(store.settle_blocking(&fallback).expect("settle"), 1);
         // The fallback event itself is new: only once it too is old is the sequence due.
         _place.raw("UPDATE reward_events SET created_us = 1700000000000000");
-        assert_eq!(store.gc_blocking(&retention, &fallback, |_| {}).expect("gc").sequences, 1);
+        assert_eq!(store.gc_blocking(&retention, fallback.default_reward.is_some(), |_| {}).expect("gc").sequences, 1);
         assert!(store.read(|tx| tx.sequence("waiting", None, 10, &fallback)).expect("read").is_none());
+    }
+}
+
+conformance! {
+    /// A defect by task id reaches a sequence by its name (`T:7` by task `T`): a recent one keeps
+    /// the old sequence; once it is old too, the sequence goes.
+    fn retention_keeps_a_sequence_a_recent_defect_reaches_by_name(b) {
+        let (place, store) = temp_store_on(b);
+        store.ingest_blocking(prepare(vec![triplet_span(1, 1, "T:7", &[("rl.state.agent_role", s("Code"))])])).expect("ingest");
+        created(store.append_reward_blocking(defect("T", "Code")));
+        let retention: rltrace_core::retention::Retention = toml::from_str("sequences = \"30d\"").expect("retention");
+        assert_eq!(store.read(|tx| tx.gc_due(&retention, false)).expect("due").sequences, 0);
+        assert_eq!(store.gc_blocking(&retention, false, |_| {}).expect("gc").sequences, 0);
+        assert!(store.read(|tx| tx.sequence("T:7", None, 10, &policy())).expect("read").is_some());
+        place.raw("UPDATE reward_events SET created_us = 1700000000000000");
+        assert_eq!(store.gc_blocking(&retention, false, |_| {}).expect("gc").sequences, 1);
+    }
+}
+
+conformance! {
+    /// A plain span that ends in the future does not stop the walk for good (it is kept), and
+    /// spans stored after the newest ones were deleted are walked too.
+    fn retention_walks_past_future_spans_and_finds_later_ones(b) {
+        let (_place, store) = temp_store_on(b);
+        let mut future = span(1, 1, &[("http.method", s("GET"))]);
+        future.start_time_unix_nano = now_ns() + 10 * 86_400 * 1_000_000_000;
+        future.end_time_unix_nano = future.start_time_unix_nano + 1;
+        store.ingest_blocking(prepare(vec![future, span(1, 2, &[("http.method", s("GET"))]), span(1, 3, &[("http.method", s("GET"))])])).expect("ingest");
+        let retention: rltrace_core::retention::Retention = toml::from_str("spans = \"30d\"").expect("retention");
+        assert_eq!(store.gc_blocking(&retention, false, |_| {}).expect("gc").spans, 2, "the two old ones behind the future one");
+        assert_eq!(store.read(|tx| tx.counts()).expect("counts").spans, 1, "the future one is kept");
+        store.ingest_blocking(prepare(vec![span(2, 4, &[("http.method", s("GET"))])])).expect("ingest later");
+        assert_eq!(store.gc_blocking(&retention, false, |_| {}).expect("gc").spans, 1, "a span stored after the deletion is walked");
     }
 }

@@ -150,7 +150,8 @@ enum Command {
     Loadgen(loadgen::LoadgenArgs),
     /// Append rewards and callbacks, apply the fallback, explain effective rewards.
     Reward(reward_cmd::RewardArgs),
-    /// Apply the retention policy ([retention] of --config) now: counts first, then deletes.
+    /// Apply the retention policy ([retention] of --config) now: counts first, then deletes. Give
+    /// the collector's --policy: without it, sequences not yet settled are all kept.
     Gc(GcArgs),
     /// Run the reference seven-agent pipeline against a collector and send its delayed rewards.
     Demo(demo::DemoArgs),
@@ -249,9 +250,11 @@ fn gc(args: GcArgs) -> Result<()> {
     if !retention.is_active() {
         bail!("no retention is configured: give --config FILE with [retention] spans and/or sequences");
     }
-    let policy = args.store.policy()?;
-    let store = args.store.open_with(true, |c| c)?;
-    let due = store.read(|tx| tx.gc_due(&retention, &policy))?;
+    // Sequences the fallback has not settled are kept unless the collector's policy, given with
+    // --policy, has no fallback: without it, gc cannot know, so it keeps them.
+    let keep_unsettled = !args.store.has_policy() || args.store.policy()?.default_reward.is_some();
+    let store = if args.dry_run { args.store.open_read_only()? } else { args.store.open_with(true, |c| c)? };
+    let due = store.read(|tx| tx.gc_due(&retention, keep_unsettled))?;
     println!(
         "due under {}: {} spans that are not triplets, {} sequences ({} triplets, {} reward events)",
         retention.describe(),
@@ -267,7 +270,7 @@ fn gc(args: GcArgs) -> Result<()> {
     let pb = progress(due.spans + due.sequences, "deleting");
     let (started, mut passes, mut longest) = (std::time::Instant::now(), 0u64, std::time::Duration::ZERO);
     let mut last = std::time::Instant::now();
-    let total = store.gc_blocking(&retention, &policy, |n| {
+    let total = store.gc_blocking(&retention, keep_unsettled, |n| {
         longest = longest.max(last.elapsed());
         last = std::time::Instant::now();
         passes += 1;

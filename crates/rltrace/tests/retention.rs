@@ -84,8 +84,14 @@ fn gc_counts_first_and_deletes_on_request() {
     }
     let cfg = dir.path().join("rltrace.toml");
     std::fs::write(&cfg, "[retention]\nspans = \"7d\"\nsequences = \"90d\"\n").expect("config");
+    // Without the collector's policy, gc cannot know whether sequences wait for a fallback: it
+    // keeps every one not settled.
+    let out = std::process::Command::new(bin()).arg("gc").arg("--db").arg(&db).arg("--config").arg(&cfg).arg("--dry-run").output().expect("gc");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 spans that are not triplets, 0 sequences"), "{}", String::from_utf8_lossy(&out.stdout));
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "# no fallback reward\n").expect("policy");
     let run = |extra: &[&str]| {
-        let out = std::process::Command::new(bin()).arg("gc").arg("--db").arg(&db).arg("--config").arg(&cfg).args(extra).output().expect("gc");
+        let out = std::process::Command::new(bin()).arg("gc").arg("--db").arg(&db).arg("--config").arg(&cfg).arg("--policy").arg(&policy).args(extra).output().expect("gc");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -101,4 +107,40 @@ fn gc_counts_first_and_deletes_on_request() {
     let out = std::process::Command::new(bin()).arg("gc").arg("--db").arg(&db).arg("--config").arg(&cfg).output().expect("gc");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no retention is configured"));
+}
+
+#[test]
+fn gc_beside_a_live_collector_leaves_its_ingest_working() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("rltrace.db");
+    let s = Server::start_at(&db, &[]);
+    for t in 0..20u8 {
+        send(&s, request(t, &format!("old-{t}"), 50, OLD_NS));
+    }
+    let cfg = dir.path().join("rltrace.toml");
+    std::fs::write(&cfg, "[retention]\nspans = \"7d\"\nsequences = \"7d\"\nbatch = 20\n").expect("config");
+    // Spans keep arriving while gc runs in another process on the same file.
+    let url = s.url("/v1/traces");
+    let sender = std::thread::spawn(move || {
+        let mut statuses = Vec::new();
+        for t in 100..160u8 {
+            let (status, _, _) = post_raw(&url, "application/json", &[], request(t, &format!("new-{t}"), 5, now_ns()));
+            statuses.push(status);
+        }
+        statuses
+    });
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "# no fallback reward\n").expect("policy");
+    let out = std::process::Command::new(bin()).arg("gc").arg("--db").arg(&db).arg("--config").arg(&cfg).arg("--policy").arg(&policy).output().expect("gc");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("deleted 1000 spans that are not triplets, 20 sequences"), "{stdout}");
+    let statuses = sender.join().expect("sender");
+    assert!(statuses.iter().all(|s| *s == 200), "ingest kept working beside gc: {statuses:?}");
+    let (_, stats) = get_json(&s.url("/api/v1/stats"));
+    assert_eq!((stats["sequences"].clone(), stats["spans"].clone()), (json!(60), json!(360)), "{stats}");
+    // The collector's cached sequence rows were dropped: an old id starts a new sequence.
+    send(&s, request(200, "old-3", 0, now_ns()));
+    let (_, seq) = get_json(&s.url("/api/v1/sequences/old-3"));
+    assert_eq!(seq["triplet_count"], 1, "{seq}");
 }

@@ -55,6 +55,20 @@ fn signin_page(status: StatusCode, next: &str, message: Option<&str>) -> Respons
     )
 }
 
+/// Whether a form came from this collector's own pages: its `Origin` (when the browser sends
+/// one) names the `Host` it was sent to, and `Sec-Fetch-Site` (when sent) is not cross-site.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    if get("sec-fetch-site").is_some_and(|v| v.eq_ignore_ascii_case("cross-site")) {
+        return false;
+    }
+    match (get("origin"), get("host")) {
+        (None, _) => true,
+        (Some(origin), Some(host)) => origin.split_once("://").is_some_and(|(_, h)| h.trim_end_matches('/').eq_ignore_ascii_case(host)),
+        (Some(_), None) => false,
+    }
+}
+
 /// `GET /ui/signin?next=...`.
 pub async fn page(State(st): State<AppState>, req: Request) -> Response {
     let params = super::Params::parse(req.uri().query());
@@ -74,7 +88,9 @@ pub async fn sign_in(State(st): State<AppState>, headers: HeaderMap, body: Body)
         Ok(f) => f,
         Err(e) => return super::page::error_page(&e),
     };
-    if !super::page::csrf_ok(form.get("csrf")) {
+    // The form's token is public (the sign-in page needs no session): a form posted from another
+    // site is refused by its Origin, so nobody can sign a browser in with their own key.
+    if !super::page::csrf_ok(form.get("csrf")) || !same_origin(&headers) {
         return super::forbidden();
     }
     let next = next_of(form.get("next"));
@@ -143,6 +159,23 @@ pub fn refused(req: &Request, status: StatusCode, why: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::next_of;
+
+    #[test]
+    fn a_form_from_another_site_is_not_signed_in() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(super::same_origin(&h(&[("host", "127.0.0.1:4318"), ("origin", "http://127.0.0.1:4318")])));
+        assert!(super::same_origin(&h(&[("host", "127.0.0.1:4318")])), "no Origin: a same-origin GET-less client");
+        assert!(!super::same_origin(&h(&[("host", "127.0.0.1:4318"), ("origin", "https://evil.example")])));
+        assert!(!super::same_origin(&h(&[("host", "127.0.0.1:4318"), ("sec-fetch-site", "cross-site")])));
+        assert!(!super::same_origin(&h(&[("origin", "http://127.0.0.1:4318")])));
+    }
 
     #[test]
     fn only_this_collectors_ui_paths_are_followed_after_sign_in() {
