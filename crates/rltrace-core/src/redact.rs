@@ -101,8 +101,9 @@
 //! [`Redactor::apply`] redacts a span's attributes and its events' attributes;
 //! [`Redactor::apply_origin`] its resource's attributes (a resource is shared by the spans of one
 //! resource group, so it is redacted once per group: [`Redactor::apply_all`] does both for a
-//! batch). Span names, event names, status messages and scope names are not attributes and are
-//! kept. [`Redactor::hash`] is the `sha256:` of a canonical form of the rules, patterns and
+//! batch). Span names, status messages and event names are not attributes: rules reach them by
+//! the keys `span.name`, `span.status_message` and `event.name` (a dropped name becomes
+//! `redacted`, a dropped status message empty). Scope names are kept. [`Redactor::hash`] is the `sha256:` of a canonical form of the rules, patterns and
 //! detectors in effect, recorded in export manifests.
 
 use std::borrow::Cow;
@@ -117,6 +118,13 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::span::{AttrValue, Attributes, Origin, SpanRecord};
+
+/// The key rules use for a span's name (not an attribute).
+pub const SPAN_NAME_KEY: &str = "span.name";
+/// The key rules use for a span's status message.
+pub const STATUS_MESSAGE_KEY: &str = "span.status_message";
+/// The key rules use for a span event's name.
+pub const EVENT_NAME_KEY: &str = "event.name";
 
 /// Rules at most.
 pub const MAX_RULES: usize = 1000;
@@ -1162,7 +1170,25 @@ impl Redactor {
         self.redact_attrs(&mut span.attributes);
         for e in &mut span.events {
             self.redact_attrs(&mut e.attributes);
+            self.redact_text(EVENT_NAME_KEY, &mut e.name, "redacted");
         }
+        self.redact_text(SPAN_NAME_KEY, &mut span.name, "redacted");
+        self.redact_text(STATUS_MESSAGE_KEY, &mut span.status_message, "");
+    }
+
+    /// A text that is not an attribute (a span's name, its status message, an event's name),
+    /// redacted as the attribute `key` would be; a dropped one becomes `dropped`.
+    fn redact_text(&self, key: &str, text: &mut String, dropped: &str) {
+        if text.is_empty() || self.inner.keys.lookup(key).is_none() {
+            return;
+        }
+        let mut attrs: Attributes = vec![(key.to_string(), AttrValue::Str(std::mem::take(text)))];
+        self.redact_attrs(&mut attrs);
+        *text = match attrs.pop() {
+            Some((_, AttrValue::Str(s))) => s,
+            Some((_, other)) => other.to_json().to_string(),
+            None => dropped.to_string(),
+        };
     }
 
     /// A redacted copy of a resource when a rule changed anything in its attributes, `None`
@@ -1691,7 +1717,7 @@ mod tests {
             sp.attributes,
             vec![("user.email".into(), s(&sha("a@b.io"))), ("note".into(), s("to [REDACTED:email]")), ("secret".into(), s("[REDACTED:email]"))]
         );
-        assert_eq!(sp.status_message, "mail a@b.io", "not an attribute");
+        assert_eq!(sp.status_message, "mail [REDACTED:email]", "reached as span.status_message by `*`");
         // An exact key of a later rule does not beat a glob of an earlier one, and vice versa.
         let m = r("[[rules]]\nkeys = [\"a.*\"]\naction = \"drop\"\n[[rules]]\nkeys = [\"a.b\"]\naction = \"hash\"");
         assert_eq!(m.inner.keys.lookup("a.b"), Some(0));
@@ -1747,7 +1773,7 @@ mod tests {
         m.apply(&mut sp);
         assert_eq!(sp.attributes[0].1, s("to [REDACTED:email]"));
         assert_eq!(sp.events[0].attributes, vec![("m".into(), s("[REDACTED:email]")), ("n".into(), AttrValue::Int(1))]);
-        assert_eq!(sp.events[0].name, "c@d.io", "an event name is not an attribute");
+        assert_eq!(sp.events[0].name, "[REDACTED:email]", "reached as event.name by `*`");
         assert_eq!(*sp.origin, origin, "apply leaves the shared resource");
         let redacted = m.apply_origin(&origin).expect("changed");
         assert_eq!(redacted.resource, vec![("host.ip".into(), s("[REDACTED:ip]")), ("service.name".into(), s("agents"))]);
@@ -2033,5 +2059,43 @@ mod tests {
         assert_eq!(out, r#"{"a b":[1,"x \" y"]}"#);
         assert!(looks_like_json(" \n[1]") && looks_like_json("{}") && !looks_like_json("x{}") && !looks_like_json(""));
         assert!(is_date(b"2026-12-02 10") && is_date(b"02.12.2026 10") && !is_date(b"555-123-4567"));
+    }
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    fn span_with(name: &str, status: &str) -> SpanRecord {
+        SpanRecord {
+            trace_id: [1; 16],
+            span_id: [1; 8],
+            parent_span_id: None,
+            name: name.into(),
+            kind: 1,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            status_code: 2,
+            status_message: status.into(),
+            attributes: Vec::new(),
+            events: Vec::new(),
+            origin: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn names_and_status_messages_are_reached_by_their_pseudo_keys_only() {
+        let r = |t: &str| Redactor::new(&toml::from_str::<RedactionConfig>(t).expect("toml")).expect("redactor");
+        let mut sp = span_with("call a@b.io", "failed for a@b.io");
+        r("[[rules]]\nkeys = [\"span.status_message\"]\naction = \"mask\"").apply(&mut sp);
+        assert_eq!((sp.name.as_str(), sp.status_message.as_str()), ("call a@b.io", "failed for [REDACTED:email]"));
+        r("[[rules]]\nkeys = [\"span.*\"]\naction = \"drop\"").apply(&mut sp);
+        assert_eq!((sp.name.as_str(), sp.status_message.as_str()), ("redacted", ""));
+        let mut sp = span_with("call a@b.io", "failed");
+        r("[[rules]]\nkeys = [\"span.name\"]\naction = \"truncate:4\"").apply(&mut sp);
+        assert_eq!(sp.name, "call");
+        let mut sp = span_with("a@b.io", "a@b.io");
+        r("[[rules]]\nkeys = [\"rl.*\"]\naction = \"mask\"").apply(&mut sp);
+        assert_eq!((sp.name.as_str(), sp.status_message.as_str()), ("a@b.io", "a@b.io"), "no rule, no change");
     }
 }

@@ -28,7 +28,7 @@ const LONG: &str = "keep-this-then-LONGSECRETTAIL";
 
 const CONFIG: &str = r#"
 [[redaction.rules]]
-keys = ["rl.state", "rl.action", "gen_ai.*.messages", "note", "host.*"]
+keys = ["rl.state", "rl.action", "gen_ai.*.messages", "note", "host.*", "span.status_message", "event.name"]
 action = "mask"
 
 [[redaction.rules]]
@@ -69,7 +69,8 @@ fn emit(provider: &SdkTracerProvider, sequence: &str) {
         span.set_attribute(KeyValue::new("user.email", HASHED));
         span.set_attribute(KeyValue::new("debug.password", DROPPED));
         span.set_attribute(KeyValue::new("big", LONG));
-        span.add_event("note-event", vec![KeyValue::new("note", format!("see {TICKET}"))]);
+        span.add_event(format!("note for {EMAIL}"), vec![KeyValue::new("note", format!("see {TICKET}"))]);
+        span.set_status(opentelemetry::trace::Status::error(format!("failed for {EMAIL} with {API_KEY}")));
         span.end();
     }
 }
@@ -154,6 +155,8 @@ fn secrets_never_reach_the_database_on_any_ingest_path() {
     assert_eq!(attrs["big"], "keep-this");
     assert_eq!(span["resource"]["host.ip"], "[REDACTED:ip]", "{span:#}");
     assert_eq!(span["events"][0]["attributes"]["note"], "see [REDACTED:ticket]");
+    assert_eq!(span["events"][0]["name"], "note for [REDACTED:email]");
+    assert_eq!(span["status"]["message"], "failed for [REDACTED:email] with [REDACTED:api_key]", "{span:#}");
 
     // The export manifest records the rules' hash, the CLI's the same.
     let text = common::client().get(s.url("/api/v1/export?manifest=true")).send().expect("export").text().expect("text");
