@@ -85,11 +85,10 @@ class Collector:
         return self.request("GET", path)[0]
 
 
-@pytest.fixture(scope="session")
-def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
-    db = tmp_path_factory.mktemp("collector") / "rltrace.db"
+def launch(db: Path, extra: list[str] | None = None) -> Collector:
+    """Start ``rltrace serve`` on ``db`` (with ``extra`` flags) on free loopback ports."""
     cmd = [str(collector_binary()), "serve", "--db", str(db), "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(cmd + (extra or []), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     line = ""
     deadline = time.monotonic() + 30
@@ -103,15 +102,24 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
         raise RuntimeError(f"the collector did not start: {line!r}")
     # Keep draining stdout so the collector never blocks on a full pipe.
     threading.Thread(target=lambda: [None for _ in proc.stdout or []], daemon=True).start()
-    c = Collector(proc, m.group(1).rstrip("/"), m.group(2))
+    return Collector(proc, m.group(1).rstrip("/"), m.group(2))
+
+
+def stop(c: Collector) -> None:
+    c.proc.terminate()
+    try:
+        c.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        c.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
+    c = launch(tmp_path_factory.mktemp("collector") / "rltrace.db")
     try:
         yield c
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(c)
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import subprocess
-import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -18,16 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import collector_binary
+from conftest import Collector, launch, stop
 from test_setup import run
 
 KEY = "python-sdk-key-0123456789abcdef"
 
 
 class Keyed:
-    def __init__(self, proc: subprocess.Popen[str], http: str) -> None:
-        self.proc = proc
-        self.http = http
+    """A collector with one key, and reads that send it (or not)."""
+
+    def __init__(self, c: Collector) -> None:
+        self.c = c
+        self.http = c.http
 
     def get(self, path: str, key: str | None = KEY) -> tuple[int, Any]:
         req = urllib.request.Request(self.http + path)
@@ -46,24 +44,11 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
     digest = hashlib.sha256(KEY.encode()).hexdigest()
     cfg = d / "rltrace.toml"
     cfg.write_text(f'[[auth.keys]]\nname = "py"\nscopes = ["ingest", "write", "read"]\nsha256 = "{digest}"\n')
-    cmd = [str(collector_binary()), "serve", "--db", str(d / "rltrace.db"), "--config", str(cfg)]
-    cmd += ["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    line = ""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if "rltrace listening" in line or not line:
-            break
-    m = re.search(r"http=(\S+)", line)
-    assert m, line
-    threading.Thread(target=lambda: [None for _ in proc.stdout or []], daemon=True).start()
+    c = launch(d / "rltrace.db", ["--config", str(cfg)])
     try:
-        yield Keyed(proc, m.group(1).rstrip("/"))
+        yield Keyed(c)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(c)
 
 
 CODE = """
