@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
             attributes: vec![("plain".into(), AttrValue::Str(text.into())), ("rl.state".into(), AttrValue::Str(json.clone()))],
             events: vec![SpanEvent { name: "e".into(), time_unix_nano: 1, attributes: vec![("e".into(), AttrValue::Str(text.into()))] }],
             origin: Arc::new(Origin::default()),
+            extras: Default::default(),
         };
         r.apply(&mut span);
         if action != "drop" {

@@ -38,6 +38,7 @@ fn span() -> SpanRecord {
         ],
         events: Vec::new(),
         origin: Arc::new(Origin::default()),
+        extras: Default::default(),
     }
 }
 

@@ -57,6 +57,7 @@ fn span() -> SpanRecord {
         ],
         events: Vec::new(),
         origin: Arc::new(Origin::default()),
+        extras: Default::default(),
     };
     let bytes: usize = span.attributes.iter().map(|(k, v)| k.len() + v.largest_payload()).sum();
     assert!((950..=1200).contains(&bytes), "the span's attributes are {bytes} bytes");

@@ -24,6 +24,15 @@ pub fn from_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// Parse hex (either case) of any even length.
+pub fn from_hex_vec(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if b.len() % 2 != 0 {
+        return None;
+    }
+    b.chunks_exact(2).map(|c| Some((nibble(c[0])? << 4) | nibble(c[1])?)).collect()
+}
+
 fn nibble(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),

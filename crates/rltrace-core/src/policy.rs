@@ -137,7 +137,8 @@ pub struct Policy {
     pub sequence_idle: Option<u64>,
 }
 
-pub(crate) fn duration_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+/// A duration in seconds, given as a number of seconds or as `90s`, `30m`, `24h`, `7d` (serde).
+pub fn duration_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {

@@ -1172,6 +1172,9 @@ impl Redactor {
             self.redact_attrs(&mut e.attributes);
             self.redact_text(EVENT_NAME_KEY, &mut e.name, "redacted");
         }
+        for l in &mut span.extras.links {
+            self.redact_attrs(&mut l.attributes);
+        }
         self.redact_text(SPAN_NAME_KEY, &mut span.name, "redacted");
         self.redact_text(STATUS_MESSAGE_KEY, &mut span.status_message, "");
     }
@@ -1467,6 +1470,7 @@ mod tests {
             attributes,
             events: Vec::new(),
             origin: Arc::default(),
+            extras: Default::default(),
         }
     }
 
@@ -2080,6 +2084,7 @@ mod text_tests {
             attributes: Vec::new(),
             events: Vec::new(),
             origin: Arc::default(),
+            extras: Default::default(),
         }
     }
 

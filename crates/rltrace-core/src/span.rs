@@ -227,6 +227,247 @@ pub struct SpanRecord {
     pub events: Vec<SpanEvent>,
     /// Resource and scope, shared by the spans of one resource/scope group.
     pub origin: Arc<Origin>,
+    /// What OTLP carries beside the fields rltrace reads (links, trace state, flags): kept so a
+    /// forwarded span is the span received.
+    pub extras: SpanExtras,
+}
+
+/// A link from a span to another span.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SpanLink {
+    /// Trace id of the linked span (16 bytes; as received, even when not valid).
+    pub trace_id: Vec<u8>,
+    /// Span id of the linked span (8 bytes; as received).
+    pub span_id: Vec<u8>,
+    /// W3C trace state of the link.
+    pub trace_state: String,
+    /// Link attributes.
+    pub attributes: Attributes,
+    /// W3C trace flags and OTLP's flag bits.
+    pub flags: u32,
+}
+
+/// The parts of an OTLP span rltrace keeps only to hand the span on as received.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SpanExtras {
+    /// Links to other spans.
+    pub links: Vec<SpanLink>,
+    /// W3C trace state.
+    pub trace_state: String,
+    /// W3C trace flags and OTLP's flag bits.
+    pub flags: u32,
+    /// Event times in nanoseconds, when one of them is not a whole microsecond (the events' own
+    /// JSON keeps microseconds).
+    pub event_times: Vec<u64>,
+}
+
+/// The stored form of [`SpanExtras`] and the scope version, JSON with empty parts left out.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredExtras {
+    /// Links.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<StoredLink>,
+    /// Trace state.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trace_state: String,
+    /// Flags.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flags: u32,
+    /// Instrumentation scope version.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope_version: String,
+    /// Event times in nanoseconds (see [`SpanExtras::event_times`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_times: Vec<u64>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// A link as stored: ids in hex, attributes in order.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredLink {
+    /// Trace id, hex.
+    pub trace_id: String,
+    /// Span id, hex.
+    pub span_id: String,
+    /// Trace state.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trace_state: String,
+    /// Attributes.
+    #[serde(default, with = "ordered_attrs")]
+    pub attributes: Attributes,
+    /// Flags.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flags: u32,
+}
+
+mod ordered_attrs {
+    use super::{AttrValue, Attributes, AttrsJson};
+
+    pub fn serialize<S: serde::Serializer>(a: &Attributes, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&AttrsJson(a), s)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Attributes, D::Error> {
+        let OrderedMap(m) = serde::Deserialize::deserialize(d)?;
+        Ok(m)
+    }
+
+    pub(super) struct OrderedMap(pub Vec<(String, AttrValue)>);
+}
+
+impl<'de> serde::Deserialize<'de> for ordered_attrs::OrderedMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ordered_attrs::OrderedMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object of attributes")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(0).min(1024));
+                while let Some((k, v)) = m.next_entry::<String, AttrValue>()? {
+                    out.push((k, v));
+                }
+                Ok(ordered_attrs::OrderedMap(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Reads the JSON form back: null is empty, integers stay integers and other numbers doubles;
+/// bytes come back as their hex strings (the JSON form does not tell them from strings).
+impl<'de> serde::Deserialize<'de> for AttrValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AttrValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<AttrValue, E> {
+                Ok(AttrValue::Empty)
+            }
+            fn visit_none<E>(self) -> Result<AttrValue, E> {
+                Ok(AttrValue::Empty)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<AttrValue, E> {
+                Ok(AttrValue::Bool(b))
+            }
+            fn visit_i64<E>(self, i: i64) -> Result<AttrValue, E> {
+                Ok(AttrValue::Int(i))
+            }
+            fn visit_u64<E>(self, u: u64) -> Result<AttrValue, E> {
+                Ok(i64::try_from(u).map(AttrValue::Int).unwrap_or(AttrValue::Double(u as f64)))
+            }
+            fn visit_f64<E>(self, f: f64) -> Result<AttrValue, E> {
+                Ok(AttrValue::Double(f))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<AttrValue, E> {
+                Ok(AttrValue::Str(s.to_string()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<AttrValue, E> {
+                Ok(AttrValue::Str(s))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<AttrValue, A::Error> {
+                let mut out = Vec::with_capacity(a.size_hint().unwrap_or(0).min(1024));
+                while let Some(v) = a.next_element::<AttrValue>()? {
+                    out.push(v);
+                }
+                Ok(AttrValue::Array(out))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<AttrValue, A::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(0).min(1024));
+                while let Some((k, v)) = m.next_entry::<String, AttrValue>()? {
+                    out.push((k, v));
+                }
+                Ok(AttrValue::Map(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Attributes read back from their stored JSON object text, in the order they were written.
+pub fn attributes_from_json(text: &str) -> Result<Attributes, String> {
+    serde_json::from_str::<ordered_attrs::OrderedMap>(text).map(|m| m.0).map_err(|e| format!("stored attributes: {e}"))
+}
+
+/// Events read back from their stored JSON array text (`name`, `time`, `attributes`); `times`
+/// are the exact nanoseconds when they were kept, else the stored microseconds are used.
+pub fn events_from_json(text: &str, times: &[u64]) -> Result<Vec<SpanEvent>, String> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        time: String,
+        #[serde(default, with = "ordered_attrs")]
+        attributes: Attributes,
+    }
+    let stored: Vec<Stored> = serde_json::from_str(text).map_err(|e| format!("stored events: {e}"))?;
+    Ok(stored
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| SpanEvent {
+            time_unix_nano: times.get(i).copied().unwrap_or_else(|| {
+                crate::time::parse_rfc3339_micros(&e.time).map_or(0, |us| u64::try_from(us).unwrap_or(0).saturating_mul(1000))
+            }),
+            name: e.name,
+            attributes: e.attributes,
+        })
+        .collect())
+}
+
+impl SpanExtras {
+    /// The stored JSON text of these extras and `scope_version`; `None` when all are empty.
+    pub fn to_stored_json(&self, scope_version: &str, events: &[SpanEvent]) -> Option<String> {
+        let event_times = if events.iter().any(|e| e.time_unix_nano % 1000 != 0) {
+            events.iter().map(|e| e.time_unix_nano).collect()
+        } else {
+            Vec::new()
+        };
+        let stored = StoredExtras {
+            links: self
+                .links
+                .iter()
+                .map(|l| StoredLink {
+                    trace_id: crate::ids::to_hex(&l.trace_id),
+                    span_id: crate::ids::to_hex(&l.span_id),
+                    trace_state: l.trace_state.clone(),
+                    attributes: l.attributes.clone(),
+                    flags: l.flags,
+                })
+                .collect(),
+            trace_state: self.trace_state.clone(),
+            flags: self.flags,
+            scope_version: scope_version.to_string(),
+            event_times,
+        };
+        (stored != StoredExtras::default()).then(|| serde_json::to_string(&stored).unwrap_or_default())
+    }
+
+    /// Extras and the scope version from their stored JSON text.
+    pub fn from_stored_json(text: &str) -> Result<(SpanExtras, String), String> {
+        let s: StoredExtras = serde_json::from_str(text).map_err(|e| format!("stored extras: {e}"))?;
+        let links = s
+            .links
+            .into_iter()
+            .map(|l| {
+                Ok(SpanLink {
+                    trace_id: crate::ids::from_hex_vec(&l.trace_id).ok_or("stored link trace id")?,
+                    span_id: crate::ids::from_hex_vec(&l.span_id).ok_or("stored link span id")?,
+                    trace_state: l.trace_state,
+                    attributes: l.attributes,
+                    flags: l.flags,
+                })
+            })
+            .collect::<Result<Vec<_>, &str>>()?;
+        Ok((SpanExtras { links, trace_state: s.trace_state, flags: s.flags, event_times: s.event_times }, s.scope_version))
+    }
 }
 
 impl SpanRecord {

@@ -79,6 +79,7 @@ fn span(name: &str, attributes: Vec<(&str, AttrValue)>) -> SpanRecord {
         attributes: attrs(attributes),
         events: Vec::new(),
         origin: Arc::new(Origin::default()),
+        extras: Default::default(),
     }
 }
 

@@ -68,6 +68,7 @@ fn span() -> impl Strategy<Value = SpanRecord> {
                 })
                 .collect(),
             origin: Arc::new(Origin::default()),
+            extras: Default::default(),
         })
 }
 

@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use rltrace_core::span::{AttrValue, Origin, SpanEvent, SpanRecord};
+use rltrace_core::span::{AttrValue, Origin, SpanEvent, SpanExtras, SpanLink, SpanRecord};
 
 use crate::sink::{Sink, feed};
 
@@ -111,6 +111,16 @@ fn convert_span(span: Span, origin: Arc<Origin>) -> Result<SpanRecord, String> {
     };
     let parent_span_id = span.parent_span_id.as_slice().try_into().ok().filter(|p| *p != [0u8; 8]);
     let (status_code, status_message) = span.status.map(|s| (s.code, s.message)).unwrap_or_default();
+    let extras = SpanExtras {
+        links: span
+            .links
+            .into_iter()
+            .map(|l| SpanLink { trace_id: l.trace_id, span_id: l.span_id, trace_state: l.trace_state, attributes: convert_attrs(l.attributes), flags: l.flags })
+            .collect(),
+        trace_state: span.trace_state,
+        flags: span.flags,
+        event_times: Vec::new(),
+    };
     Ok(SpanRecord {
         trace_id,
         span_id,
@@ -128,6 +138,7 @@ fn convert_span(span: Span, origin: Arc<Origin>) -> Result<SpanRecord, String> {
             .map(|e| SpanEvent { name: e.name, time_unix_nano: e.time_unix_nano, attributes: convert_attrs(e.attributes) })
             .collect(),
         origin,
+        extras,
     })
 }
 

@@ -6,6 +6,7 @@
 
 mod convert;
 mod decode;
+mod encode;
 mod gzip;
 mod json;
 mod protobuf;
@@ -13,6 +14,7 @@ mod response;
 mod sink;
 
 pub use convert::{ConvertedSpans, for_each_part, request_to_spans};
+pub use encode::{encode_request, export_request};
 pub use decode::{DECODE_WHOLE_MAX, DecodeError, MAX_VALUE_DEPTH, PartsError, decode_in_parts, decode_json, decode_protobuf};
 pub use gzip::{INFLATE_STEP, InflateError, inflate_gzip, inflate_gzip_metered};
 pub use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};

@@ -22,7 +22,7 @@ use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::dto::{
-    Settled,
+    Settled, Forwarders, ForwarderOut,
     DefectCallback, ErrorBody, Health, HitlCallback, RewardEvent, RewardRequest, RewardRequestTarget, SequenceDetail, SequencePage, Stats,
     TestsCallback, Trace, TripletDetail, TripletPage, WhatIfRequest, WhatIfResponse,
 };
@@ -513,6 +513,35 @@ pub async fn stats(State(st): State<AppState>) -> Result<Json<Stats>, ApiError> 
     let rate = st.metrics.ingest_rate();
     let s = blocking(move || Ok(st.store.read(|tx| tx.stats(&st.policy))?)).await?;
     Ok(Json(Stats::new(s, rate)))
+}
+
+/// `GET /api/v1/forwarders`: every forwarding target, its cursor, lag and counts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/forwarders",
+    operation_id = "forwarders",
+    tag = "stats",
+    responses(
+        (status = 200, description = "The forwarding targets of this collector (none without [[forward]] in its config file).", body = Forwarders),
+        (status = 500, description = "The store failed.", body = ErrorBody),
+    )
+)]
+pub async fn forwarders(State(st): State<AppState>) -> Result<Json<Forwarders>, ApiError> {
+    let forwarders = st.forwarders.clone();
+    let (cursors, last) = if forwarders.is_empty() {
+        (Vec::new(), 0)
+    } else {
+        blocking(move || Ok(st.store.read(|tx| Ok((tx.forward_cursors()?, tx.last_span_id()?)))?)).await?
+    };
+    Ok(Json(Forwarders {
+        forwarders: forwarders
+            .iter()
+            .map(|f| {
+                let stored = cursors.iter().find(|(n, _)| *n == f.target.name).map(|(_, c)| c);
+                ForwarderOut::new(&f.target, &f.status(), stored, last)
+            })
+            .collect(),
+    }))
 }
 
 /// `POST /api/v1/settle`: apply the fallback reward now to every sequence that is due.

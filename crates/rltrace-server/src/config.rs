@@ -1,6 +1,6 @@
 //! The collector's config file (`rltrace serve --config FILE`, also read by `import`, `export`
-//! and `gc`; TOML): `[auth]`, `[redaction]`
-//! and `[retention]`. Unknown sections and keys are errors, so a misspelt setting never passes
+//! and `gc`; TOML): `[auth]`, `[redaction]`,
+//! `[retention]` and `[[forward]]`. Unknown sections and keys are errors, so a misspelt setting never passes
 //! unseen. The README documents every key.
 
 use serde::Deserialize;
@@ -21,6 +21,9 @@ pub struct Config {
     /// Retention of spans and sequences.
     #[serde(default)]
     pub retention: Retention,
+    /// OTLP/HTTP targets the stored spans are forwarded to (`[[forward]]`, several allowed).
+    #[serde(default)]
+    pub forward: Vec<crate::forward::ForwardConfig>,
 }
 
 /// A config file that cannot be used.
@@ -40,6 +43,8 @@ impl Config {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.retention.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         rltrace_core::redact::Redactor::new(&config.redaction).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        // Headers read from the environment are resolved at start; the rest is checked here.
+        crate::forward::resolve_all(&config.forward, |_| Some("set".into())).map_err(ConfigError::Invalid)?;
         Ok(config)
     }
 
@@ -63,6 +68,9 @@ mod tests {
         assert_eq!(c.auth.keys.len(), 3);
         assert_eq!(c.redaction.rules.len(), 4);
         assert_eq!(c.retention.sequences, Some(180 * 86_400));
+        assert_eq!(c.forward.len(), 2);
+        let targets = crate::forward::resolve_all(&c.forward, |_| Some("Basic cGs6c2s=".into())).expect("targets");
+        assert_eq!((targets[0].name.as_str(), targets[1].what), ("langfuse", crate::forward::What::Triplets));
         let auth = crate::auth::Auth::from_config(&c.auth, |var| Some(format!("{var}-0123456789abcdef"))).expect("keys");
         assert!(auth.check_key("test").is_some(), "the example's digest is of \"test\"");
         assert!(!c.redactor().expect("rules").is_empty());

@@ -727,6 +727,90 @@ pub struct Settled {
     pub settled: u64,
 }
 
+/// `GET /api/v1/forwarders`: every forwarding target of this collector.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Forwarders {
+    /// The targets, in the config file's order.
+    pub forwarders: Vec<ForwarderOut>,
+}
+
+/// One forwarding target: where it is, its cursor and lag, and what happened to its requests.
+/// Counts are this collector's since it started; the cursor is the store's.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ForwarderOut {
+    /// The target's name (the key of its cursor).
+    pub name: String,
+    /// `otlp`.
+    pub kind: String,
+    /// The URL posted to (no credentials or query).
+    pub endpoint: String,
+    /// `all` or `triplets`.
+    pub what: String,
+    /// `starting`, `sending`, `idle`, `backoff`, `standby` (another collector sends) or `stopped`.
+    pub state: String,
+    /// Span rows up to this id were delivered or skipped (the store's cursor).
+    pub cursor: i64,
+    /// The newest span row id.
+    pub last_span_id: i64,
+    /// Span rows stored after the cursor.
+    pub lag_spans: i64,
+    /// How long the oldest span not yet delivered has waited, in seconds (0 when caught up).
+    pub lag_seconds: f64,
+    /// Spans acknowledged by the target.
+    pub sent_spans: u64,
+    /// Requests acknowledged by the target.
+    pub sent_requests: u64,
+    /// Attempts retried (429, 5xx, connection errors, timeouts).
+    pub retried: u64,
+    /// Requests refused for good (other 4xx) and skipped.
+    pub failed_requests: u64,
+    /// Spans of the skipped requests.
+    pub skipped_spans: u64,
+    /// Spans acknowledged but reported rejected by the target (OTLP partial success).
+    pub rejected_spans: u64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// When it happened (RFC 3339).
+    pub last_error_at: Option<String>,
+    /// The last acknowledged request (RFC 3339).
+    pub last_sent_at: Option<String>,
+    /// The cursor last moved (RFC 3339), from the store.
+    pub cursor_updated_at: Option<String>,
+}
+
+impl ForwarderOut {
+    /// A target's view from its status here and its cursor as stored (which another collector
+    /// holding the lease may have moved on).
+    pub fn new(t: &crate::forward::Target, s: &crate::forward::Status, stored: Option<&store::ForwardCursor>, last_id: i64) -> ForwarderOut {
+        let cursor = stored.map_or(s.cursor, |c| c.after_id.max(s.cursor));
+        let last = last_id.max(s.last_id);
+        ForwarderOut {
+            name: t.name.clone(),
+            kind: "otlp".into(),
+            endpoint: t.shown.clone(),
+            what: match t.what {
+                crate::forward::What::All => "all".into(),
+                crate::forward::What::Triplets => "triplets".into(),
+            },
+            state: s.phase.as_str().into(),
+            cursor,
+            last_span_id: last,
+            lag_spans: (last - cursor).max(0),
+            lag_seconds: if cursor >= last { 0.0 } else { s.lag_seconds() },
+            sent_spans: s.sent_spans,
+            sent_requests: s.sent_requests,
+            retried: s.retried,
+            failed_requests: s.failed_requests,
+            skipped_spans: s.skipped_spans,
+            rejected_spans: s.rejected_spans,
+            last_error: s.last_error.clone(),
+            last_error_at: s.last_error_us.map(format_micros),
+            last_sent_at: s.last_sent_us.map(format_micros),
+            cursor_updated_at: stored.filter(|c| c.updated_us > 0).map(|c| format_micros(c.updated_us)),
+        }
+    }
+}
+
 /// `GET /api/v1/stats`: store-wide counts and the recent ingest rate.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Stats {

@@ -11,6 +11,7 @@ pub mod callbacks;
 pub mod config;
 pub mod dto;
 pub mod error;
+pub mod forward;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;
@@ -99,6 +100,8 @@ pub struct AppState {
     pub redactor: Arc<rltrace_core::redact::Redactor>,
     /// Retention (`[retention]`): what the background passes delete.
     pub retention: Arc<rltrace_core::retention::Retention>,
+    /// Forwarding targets (`[[forward]]`), run by [`serve`].
+    pub forwarders: Arc<Vec<Arc<forward::Forwarder>>>,
 }
 
 impl AppState {
@@ -115,7 +118,14 @@ impl AppState {
             auth: Arc::new(auth::Auth::open()),
             retention: Arc::new(rltrace_core::retention::Retention::default()),
             redactor: Arc::new(rltrace_core::redact::Redactor::none()),
+            forwarders: Arc::new(Vec::new()),
         }
+    }
+
+    /// The same state with these forwarding targets.
+    pub fn with_forwarders(mut self, targets: Vec<forward::Target>) -> AppState {
+        self.forwarders = Arc::new(targets.into_iter().map(|t| Arc::new(forward::Forwarder::new(t))).collect());
+        self
     }
 
     /// The same state with these redaction rules.
@@ -294,6 +304,13 @@ pub async fn serve(state: AppState, bound: Bound, shutdown: impl std::future::Fu
     let mut http_stop = stop_rx.clone();
     let mut settle_stop = stop_rx.clone();
     let mut gc_stop = stop_rx.clone();
+    let mut forwarding = Vec::new();
+    if !state.forwarders.is_empty() {
+        let runner = Arc::new(forward::Runner::new(state.store.clone(), state.metrics.clone()));
+        for f in state.forwarders.iter() {
+            forwarding.push(tokio::spawn(runner.clone().run(f.clone(), stop_rx.clone())));
+        }
+    }
     let mut grpc_stop = stop_rx;
     if state.retention.is_active() {
         let st = state.clone();
@@ -347,6 +364,11 @@ pub async fn serve(state: AppState, bound: Bound, shutdown: impl std::future::Fu
             let _ = grpc_stop.wait_for(|s| *s).await;
         });
     let (h, g) = tokio::join!(http, grpc);
+    // Forwarders end their request in flight (or give it up: it is resent after a restart) and
+    // release their leases before the store closes.
+    for task in forwarding {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
     h?;
     g.map_err(std::io::Error::other)?;
     let (tx, rx) = tokio::sync::oneshot::channel();

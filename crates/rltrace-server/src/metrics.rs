@@ -111,8 +111,29 @@ struct DeletedLabels {
     kind: &'static str,
 }
 
+/// The label of the forwarding metrics: a target's name, from the config file (bounded by it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+}
+
+/// The forwarding metrics, per target.
+#[derive(Default)]
+struct ForwardMetrics {
+    sent_spans: Family<TargetLabels, Counter>,
+    sent_requests: Family<TargetLabels, Counter>,
+    retries: Family<TargetLabels, Counter>,
+    failed_requests: Family<TargetLabels, Counter>,
+    skipped_spans: Family<TargetLabels, Counter>,
+    rejected_spans: Family<TargetLabels, Counter>,
+    cursor: Family<TargetLabels, Gauge>,
+    lag_spans: Family<TargetLabels, Gauge>,
+    lag_seconds: Family<TargetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
 /// The collector's metrics.
 pub struct Metrics {
+    forward: ForwardMetrics,
     registry: Registry,
     spans_received: Counter,
     spans_stored: Counter,
@@ -146,10 +167,21 @@ impl Default for Metrics {
         registry.register("requests_forbidden", "Requests refused 403/PERMISSION_DENIED (a key without the scope)", requests_forbidden.clone());
         let retention_deleted: Family<DeletedLabels, Counter> = Family::default();
         registry.register("retention_deleted", "Rows deleted by retention, by kind (spans that are not triplets, sequences, their triplets and ledger events)", retention_deleted.clone());
+        let forward = ForwardMetrics::default();
+        registry.register("forward_sent_spans", "Spans a forwarding target acknowledged", forward.sent_spans.clone());
+        registry.register("forward_sent_requests", "Requests a forwarding target acknowledged", forward.sent_requests.clone());
+        registry.register("forward_retries", "Forwarding attempts that failed and were retried (429, 5xx, connection errors)", forward.retries.clone());
+        registry.register("forward_failed_requests", "Forwarding requests refused for good (other 4xx) and skipped", forward.failed_requests.clone());
+        registry.register("forward_skipped_spans", "Spans of the forwarding requests refused and skipped", forward.skipped_spans.clone());
+        registry.register("forward_rejected_spans", "Spans a forwarding target acknowledged but reported rejected (partial success)", forward.rejected_spans.clone());
+        registry.register("forward_cursor", "Span row id up to which a target has been forwarded", forward.cursor.clone());
+        registry.register("forward_lag_spans", "Span rows stored after a target's cursor", forward.lag_spans.clone());
+        registry.register_with_unit("forward_lag", "How long the oldest span not yet forwarded has waited", Unit::Seconds, forward.lag_seconds.clone());
         registry.register("queue_depth", "Operations waiting for the store writer", queue_depth.clone());
         registry.register("queue_bytes", "Bytes of prepared rows waiting for the store writer", queue_bytes.clone());
         registry.register_with_unit("http_request_duration", "Request latency by method, route template and status", Unit::Seconds, latency.clone());
         Metrics {
+            forward,
             registry,
             spans_received,
             spans_stored,
@@ -202,6 +234,34 @@ impl Metrics {
     /// Count a request refused for its key: `401` or `403`.
     pub fn auth_refused(&self, status: u16) {
         if status == 401 { self.requests_unauthenticated.inc() } else { self.requests_forbidden.inc() };
+    }
+
+    /// Count a forwarded request the target acknowledged.
+    pub fn forward_sent(&self, target: &str, spans: u64, rejected: u64) {
+        let l = TargetLabels { target: target.to_string() };
+        self.forward.sent_spans.get_or_create(&l).inc_by(spans);
+        self.forward.sent_requests.get_or_create(&l).inc();
+        self.forward.rejected_spans.get_or_create(&l).inc_by(rejected);
+    }
+
+    /// Count a forwarded request refused for good.
+    pub fn forward_failed(&self, target: &str, spans: u64) {
+        let l = TargetLabels { target: target.to_string() };
+        self.forward.failed_requests.get_or_create(&l).inc();
+        self.forward.skipped_spans.get_or_create(&l).inc_by(spans);
+    }
+
+    /// Count a forwarding attempt to be retried.
+    pub fn forward_retried(&self, target: &str) {
+        self.forward.retries.get_or_create(&TargetLabels { target: target.to_string() }).inc();
+    }
+
+    /// Set a target's cursor and lag.
+    pub fn forward_lag(&self, target: &str, cursor: i64, spans: i64, seconds: f64) {
+        let l = TargetLabels { target: target.to_string() };
+        self.forward.cursor.get_or_create(&l).set(cursor);
+        self.forward.lag_spans.get_or_create(&l).set(spans);
+        self.forward.lag_seconds.get_or_create(&l).set(seconds);
     }
 
     /// Count what a retention pass deleted.

@@ -31,6 +31,7 @@ use crate::api;
         api::what_if,
         api::export,
         api::stats,
+        api::forwarders,
         api::settle,
         api::healthz,
         api::readyz,

@@ -70,6 +70,7 @@ pub fn table() -> Vec<Route> {
         Route::post("/api/v1/whatif", api::what_if).needs(Scope::Read),
         Route::get("/api/v1/export", api::export),
         Route::get("/api/v1/stats", api::stats),
+        Route::get("/api/v1/forwarders", api::forwarders),
         Route::post("/api/v1/settle", api::settle).needs(Scope::Admin),
         Route::get("/healthz", api::healthz).public(),
         Route::get("/readyz", api::readyz).public(),

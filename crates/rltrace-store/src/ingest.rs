@@ -185,8 +185,8 @@ pub(crate) const INSERT_SPAN: &str = "INSERT OR IGNORE INTO spans(
     trace_ref, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message,
     attributes, events, resource_ref, scope,
     seq_ref, triplet_id, seq_index, ts_us, state, action, role, task_id, phase,
-    reward, reward_source, reward_components, propensity, seq_end, llm, sampling_probability, ledger_after)
-  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)";
+    reward, reward_source, reward_components, propensity, seq_end, llm, sampling_probability, ledger_after, extras)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)";
 
 /// Role and task links a batch adds.
 #[derive(Default)]
@@ -251,6 +251,7 @@ fn insert_rows(tx: &dyn Sql, c: &Caches, spans: &[PreparedSpan], refs: &[Option<
             t.map(|t| t.llm),
             t.and_then(|t| t.sampling_probability),
             t.filter(|t| t.has_immediate).map(|_| c.last_event),
+            s.extras.as_deref(),
         ])?;
         if changed > 0 {
             fates.push(Fate::Stored);

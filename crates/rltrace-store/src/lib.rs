@@ -10,6 +10,7 @@
 pub mod bench;
 mod db;
 mod export;
+mod forward;
 mod gc;
 mod ingest;
 mod ledger;
@@ -37,6 +38,7 @@ use rltrace_core::Policy;
 use rusqlite::Connection;
 
 pub use gc::GcCounts;
+pub use forward::{CursorOp, ForwardBatch, ForwardCursor, ForwardSpan};
 pub use prepare::{PreparedSpan, prepare_spans};
 pub use export::{AsOf, ExportCounts, SEQUENCES_PER_READ};
 pub use recent::RecentSample;
@@ -475,6 +477,31 @@ impl Store {
     ) -> Result<(), StoreError> {
         let reply: Reply<GcCounts> = Box::new(reply);
         self.enqueue(Op::Gc { cut, keep_unsettled, after, reply }, 0)
+    }
+
+    /// Change forwarding target `target`'s cursor for collector `owner` (lease `lease_us`);
+    /// `reply` gets, after commit, the cursor when the lease is `owner`'s, `None` when another
+    /// collector holds it (or, for [`CursorOp::Advance`], the cursor was moved by another).
+    pub fn submit_cursor(
+        &self,
+        target: &str,
+        owner: &str,
+        lease_us: i64,
+        op: CursorOp,
+        reply: impl FnOnce(Result<Option<i64>, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let reply: Reply<Option<i64>> = Box::new(reply);
+        self.enqueue(Op::Cursor { target: target.to_string(), owner: owner.to_string(), lease_us, op, reply }, 0)
+    }
+
+    /// [`Store::submit_cursor`], waiting for the commit (waits while the queue is full).
+    pub fn cursor_blocking(&self, target: &str, owner: &str, lease_us: i64, op: CursorOp) -> Result<Option<i64>, StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reply: Reply<Option<i64>> = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        self.enqueue_waiting(Op::Cursor { target: target.to_string(), owner: owner.to_string(), lease_us, op, reply }, 0, None)?;
+        rx.recv().map_err(|_| StoreError::Closed)?
     }
 
     /// Apply `retention` now: one run of passes until nothing due is left, waiting for each

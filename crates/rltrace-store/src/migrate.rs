@@ -13,6 +13,12 @@ fn add_rollout_columns(conn: &dyn Sql) -> Result<(), StoreError> {
     conn.batch(&format!("ALTER TABLE sequences ADD COLUMN rollout_id {text}; ALTER TABLE sequences ADD COLUMN attempt_id {text};"))
 }
 
+/// Version 5: the span's links, trace state, flags and scope version (`spans.extras`), and the
+/// forwarding cursors (`forward_cursors`, made by the schema's `CREATE TABLE IF NOT EXISTS`).
+fn add_extras_column(conn: &dyn Sql) -> Result<(), StoreError> {
+    conn.batch("ALTER TABLE spans ADD COLUMN extras TEXT;")
+}
+
 /// Version 1 to 2: per-sequence counts of the events that decide completeness and rewards (only
 /// sequence-targeted terminal rewards complete a sequence), the rewarded count of every sequence
 /// and of the store, role and task indexes, and the ledger position of immediate rewards.
@@ -67,6 +73,9 @@ fn migrate(conn: &dyn Sql, begin: &str, from: i64, steps: impl FnOnce() -> Resul
 /// Move a SQLite database forward from version `from`.
 pub(crate) fn sqlite(conn: &dyn Sql, from: i64) -> Result<(), StoreError> {
     migrate(conn, "BEGIN IMMEDIATE", from, || {
+        if from < 5 {
+            add_extras_column(conn)?;
+        }
         // The columns of version 3 first: the version 2 step reads sequences as they are now.
         if from < 3 {
             add_rollout_columns(conn)?;
@@ -86,6 +95,9 @@ pub(crate) fn postgres(conn: &crate::pg::PgConn, from: i64) -> Result<(), StoreE
     }
     let db: &dyn Sql = conn;
     migrate(db, "BEGIN", from, || {
+        if from < 5 {
+            add_extras_column(db)?;
+        }
         if from < 3 {
             add_rollout_columns(db)?;
         }

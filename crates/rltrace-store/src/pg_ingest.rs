@@ -107,12 +107,12 @@ pub(crate) fn prefetch(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], ref
 /// The span rows' `COPY`, in the order of [`SPAN_TYPES`].
 const COPY_SPANS: &str = "COPY spans(trace_ref, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message,
     attributes, events, resource_ref, scope, seq_ref, triplet_id, seq_index, ts_us, state, action, role, task_id, phase,
-    reward, reward_source, reward_components, propensity, seq_end, llm, sampling_probability, ledger_after) FROM STDIN BINARY";
+    reward, reward_source, reward_components, propensity, seq_end, llm, sampling_probability, ledger_after, extras) FROM STDIN BINARY";
 
-const SPAN_TYPES: [Type; 30] = [
+const SPAN_TYPES: [Type; 31] = [
     Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT,
     Type::TEXT, Type::INT8, Type::TEXT, Type::INT8, Type::TEXT, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT,
-    Type::TEXT, Type::TEXT, Type::FLOAT8, Type::TEXT, Type::TEXT, Type::FLOAT8, Type::INT8, Type::INT8, Type::FLOAT8, Type::INT8,
+    Type::TEXT, Type::TEXT, Type::FLOAT8, Type::TEXT, Type::TEXT, Type::FLOAT8, Type::INT8, Type::INT8, Type::FLOAT8, Type::INT8, Type::TEXT,
 ];
 
 /// Store the span rows of a batch with one binary `COPY`; what became of each (a span left out
@@ -183,7 +183,7 @@ pub(crate) fn insert_rows(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], 
         let n = pg.copy_in(COPY_SPANS, &SPAN_TYPES, |w| {
             for (s, r) in &kept {
                 let t = s.triplet.as_ref();
-                let row: [&(dyn ToSql + Sync); 30] = [
+                let row: [&(dyn ToSql + Sync); 31] = [
                     &r.trace,
                     &i64::from_be_bytes(s.span_id),
                     &s.parent_span_id,
@@ -214,6 +214,7 @@ pub(crate) fn insert_rows(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], 
                     &t.map(|t| i64::from(t.llm)),
                     &t.and_then(|t| t.sampling_probability),
                     &t.filter(|t| t.has_immediate).map(|_| c.last_event),
+                    &s.extras.as_deref(),
                 ];
                 w.write(&row)?;
             }

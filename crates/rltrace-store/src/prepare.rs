@@ -24,6 +24,8 @@ pub struct PreparedSpan {
     pub(crate) events: String,
     pub(crate) resource: Arc<str>,
     pub(crate) scope: String,
+    /// Links, trace state, flags and the scope version as JSON, when any is set.
+    pub(crate) extras: Option<String>,
     pub(crate) triplet: Option<PreparedTriplet>,
     pub(crate) rewards: Vec<SpanReward>,
     pub(crate) annotation: Option<AnnotationReward>,
@@ -56,7 +58,7 @@ impl PreparedSpan {
     /// Rough size in memory, for the queue's byte bound.
     pub fn approx_bytes(&self) -> usize {
         let t = self.triplet.as_ref().map_or(0, |t| t.state.len() + t.action.len() + t.triplet_id.len() + t.sequence_id.len() + 128);
-        self.attributes.len() + self.events.len() + self.name.len() + self.status_message.len() + self.scope.len() + t + 160
+        self.attributes.len() + self.events.len() + self.name.len() + self.status_message.len() + self.scope.len() + self.extras.as_ref().map_or(0, String::len) + t + 160
     }
 }
 
@@ -72,6 +74,7 @@ pub fn prepare_spans(spans: Vec<AnalyzedSpan>) -> Vec<PreparedSpan> {
                 .entry(key)
                 .or_insert_with(|| Arc::from(attributes_json_string(&s.origin.resource)))
                 .clone();
+            let extras = s.extras.to_stored_json(&s.origin.scope_version, &s.events);
             let events = if s.events.is_empty() { String::from("[]") } else { s.events_json().to_string() };
             PreparedSpan {
                 trace_id: s.trace_id,
@@ -85,6 +88,7 @@ pub fn prepare_spans(spans: Vec<AnalyzedSpan>) -> Vec<PreparedSpan> {
                 events,
                 resource,
                 scope: s.origin.scope_name.clone(),
+                extras,
                 triplet: a.triplet.map(prepare_triplet),
                 rewards: a.rewards,
                 annotation: a.annotation,

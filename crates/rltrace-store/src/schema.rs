@@ -10,7 +10,7 @@ use crate::StoreError;
 
 /// Schema version written to `meta`. A database of an older version is migrated forward at
 /// start; a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The tables and indexes.
 pub const SCHEMA: &str = r#"
@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS spans(
   sampling_probability REAL,
   seq_end INTEGER,
   llm INTEGER,
-  ledger_after INTEGER
+  ledger_after INTEGER,
+  extras TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS spans_identity ON spans(trace_ref, span_id);
 CREATE UNIQUE INDEX IF NOT EXISTS spans_triplet_id ON spans(triplet_id) WHERE triplet_id IS NOT NULL;
@@ -90,6 +91,13 @@ CREATE INDEX IF NOT EXISTS sequences_due ON sequences(last_us) WHERE terminal_ev
 CREATE INDEX IF NOT EXISTS sequences_last ON sequences(last_us, id);
 CREATE INDEX IF NOT EXISTS sequence_roles_seq ON sequence_roles(seq_ref);
 CREATE INDEX IF NOT EXISTS task_sequences_seq ON task_sequences(seq_ref);
+CREATE TABLE IF NOT EXISTS forward_cursors(
+  target TEXT PRIMARY KEY,
+  after_id INTEGER NOT NULL,
+  owner TEXT,
+  lease_until_us INTEGER NOT NULL DEFAULT 0,
+  updated_us INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS reward_events(
   id INTEGER PRIMARY KEY,
   reward_id TEXT NOT NULL UNIQUE,

@@ -23,6 +23,8 @@ pub(crate) enum Op {
     Settle { value: f64, due_before: i64, now: i64, batch: usize, reply: Reply<usize> },
     /// One retention pass ([`crate::gc`]).
     Gc { cut: rltrace_core::retention::Cutoffs, keep_unsettled: bool, after: Option<(i64, i64)>, reply: Reply<crate::gc::GcCounts> },
+    /// A change to a forwarding target's cursor ([`crate::forward`]).
+    Cursor { target: String, owner: String, lease_us: i64, op: crate::forward::CursorOp, reply: Reply<Option<i64>> },
     /// Stores its spans, then fails inside the same transaction (tests of the all-or-nothing
     /// group).
     #[cfg(test)]
@@ -63,6 +65,7 @@ enum Done {
     Barrier(Reply<()>),
     Settle(Reply<usize>, Result<usize, StoreError>),
     Gc(Reply<crate::gc::GcCounts>, Result<crate::gc::GcCounts, StoreError>),
+    Cursor(Reply<Option<i64>>, Result<Option<i64>, StoreError>),
 }
 
 impl Done {
@@ -79,6 +82,8 @@ impl Done {
             (Done::Settle(reply, _), Some(m)) => reply(Err(fail(m))),
             (Done::Gc(reply, r), None) => reply(r),
             (Done::Gc(reply, _), Some(m)) => reply(Err(fail(m))),
+            (Done::Cursor(reply, r), None) => reply(r),
+            (Done::Cursor(reply, _), Some(m)) => reply(Err(fail(m))),
         }
     }
 }
@@ -283,6 +288,12 @@ impl Writer {
                         done.push(Done::Gc(reply, r));
                         failed
                     }
+                    Op::Cursor { target, owner, lease_us, op, reply } => {
+                        let r = crate::forward::apply(tx, &target, &owner, lease_us, crate::now_micros(), &op);
+                        let failed = r.is_err();
+                        done.push(Done::Cursor(reply, r));
+                        failed
+                    }
                     #[cfg(test)]
                     Op::Fail { mut spans, reply } => {
                         let _ = ingest(tx, &mut self.caches, &mut spans, &mut g);
@@ -304,6 +315,7 @@ impl Writer {
                             Op::Barrier { reply } => done.push(Done::Barrier(reply)),
                             Op::Settle { reply, .. } => done.push(Done::Settle(reply, Err(StoreError::Failed("rolled back".into())))),
                             Op::Gc { reply, .. } => done.push(Done::Gc(reply, Err(StoreError::Failed("rolled back".into())))),
+                            Op::Cursor { reply, .. } => done.push(Done::Cursor(reply, Err(StoreError::Failed("rolled back".into())))),
                             #[cfg(test)]
                             Op::Fail { reply, .. } => done.push(Done::Barrier(reply)),
                             #[cfg(test)]
@@ -315,6 +327,7 @@ impl Writer {
                         Done::Reward(_, Err(e)) => Some(e.to_string()),
                         Done::Settle(_, Err(e)) => Some(e.to_string()),
                         Done::Gc(_, Err(e)) => Some(e.to_string()),
+                        Done::Cursor(_, Err(e)) => Some(e.to_string()),
                         _ => None,
                     });
                     return Err(StoreError::Failed(format!(

@@ -603,6 +603,7 @@ conformance! {
         // Version 2 is version 3 without the rollout columns and their index.
         place.raw(
             "DROP INDEX sequences_rollout; ALTER TABLE sequences DROP COLUMN rollout_id; ALTER TABLE sequences DROP COLUMN attempt_id;
+             DROP TABLE forward_cursors; ALTER TABLE spans DROP COLUMN extras;
              UPDATE meta SET value = '2' WHERE key = 'schema_version'",
         );
         let store = place.open();
@@ -734,5 +735,105 @@ conformance! {
         assert_eq!(store.read(|tx| tx.counts()).expect("counts").spans, 1, "the future one is kept");
         store.ingest_blocking(prepare(vec![span(2, 4, &[("http.method", s("GET"))])])).expect("ingest later");
         assert_eq!(store.gc_blocking(&retention, false, |_| {}).expect("gc").spans, 1, "a span stored after the deletion is walked");
+    }
+}
+
+conformance! {
+    /// Spans come back for forwarding as they were received (ids, attributes in order with their
+    /// types, events with exact times, links, trace state, flags, resource, scope and version),
+    /// in arrival order, a batch at a time; a `triplets` read steps over plain spans.
+    fn spans_come_back_for_forwarding_as_received(b) {
+        use rltrace_core::span::{AttrValue, Origin, SpanEvent, SpanExtras, SpanLink};
+        let (_d, store) = temp_store_on(b);
+        let origin = std::sync::Arc::new(Origin {
+            resource: vec![("service.name".into(), s("agents")), ("deployment".into(), i(3))],
+            scope_name: "rltrace-test".into(),
+            scope_version: "1.2.3".into(),
+        });
+        let mut rich = span(1, 1, &[("z.first", s("one")), ("a.int", i(-4)), ("m.double", f(1.0)), ("arr", AttrValue::Array(vec![AttrValue::Bool(true), i(2)]))]);
+        rich.origin = origin.clone();
+        rich.parent_span_id = Some([9; 8]);
+        rich.status_code = 2;
+        rich.status_message = "failed".into();
+        rich.events = vec![SpanEvent { name: "e".into(), time_unix_nano: 1_700_000_000_000_000_123, attributes: vec![("k".into(), s("v"))] }];
+        rich.extras = SpanExtras {
+            links: vec![SpanLink { trace_id: vec![7; 16], span_id: vec![8; 8], trace_state: "x=y".into(), attributes: vec![("l".into(), i(1))], flags: 1 }],
+            trace_state: "vendor=abc".into(),
+            flags: 257,
+            event_times: Vec::new(),
+        };
+        let mut plain = span(1, 2, &[]);
+        plain.events = vec![SpanEvent { name: "whole".into(), time_unix_nano: 1_700_000_000_000_001_000, attributes: Vec::new() }];
+        let trip = triplet_span(2, 3, "seq", &[]);
+        store.ingest_blocking(prepare(vec![rich.clone(), plain.clone(), trip.clone()])).expect("ingest");
+        let b1 = store.read(|tx| tx.forward_batch(0, 2, false)).expect("read");
+        assert_eq!(b1.spans.len(), 2);
+        assert_eq!(b1.last_id, b1.spans[0].id + 2);
+        assert_eq!(b1.scanned_to, b1.spans[1].id, "a full batch ends at its last row");
+        let mut expected_rich = rich.clone();
+        expected_rich.extras.event_times = vec![1_700_000_000_000_000_123];
+        assert_eq!(b1.spans[0].span, expected_rich);
+        assert_eq!(b1.spans[1].span, plain);
+        assert!(b1.spans[0].id < b1.spans[1].id);
+        let b2 = store.read(|tx| tx.forward_batch(b1.scanned_to, 2, false)).expect("read");
+        assert_eq!(b2.spans.len(), 1);
+        assert_eq!(b2.spans[0].span.trace_id, trip.trace_id);
+        assert_eq!(b2.scanned_to, b2.last_id);
+        let b3 = store.read(|tx| tx.forward_batch(b2.scanned_to, 2, false)).expect("read");
+        assert!(b3.spans.is_empty());
+        assert_eq!(b3.scanned_to, b2.scanned_to, "nothing after the newest row");
+        let t = store.read(|tx| tx.forward_batch(0, 10, true)).expect("read");
+        assert_eq!(t.spans.len(), 1, "only the triplet");
+        assert_eq!(t.spans[0].span.span_id, trip.span_id);
+        // A run of plain spans longer than a triplet read looks at is stepped over in parts.
+        store.ingest_blocking(prepare((10..60).map(|n| span(3, n, &[])).collect())).expect("ingest");
+        let mut after = t.scanned_to;
+        let mut reads = 0;
+        loop {
+            let r = store.read(|tx| tx.forward_batch(after, 1, true)).expect("read");
+            assert!(r.spans.is_empty());
+            reads += 1;
+            if r.scanned_to == after {
+                break;
+            }
+            assert!(r.scanned_to - after <= 16, "at most 16 rows per read of batch 1");
+            after = r.scanned_to;
+        }
+        assert!(reads >= 4, "50 rows in reads of 16");
+        assert_eq!(after, store.read(|tx| tx.last_span_id()).expect("last"));
+    }
+}
+
+conformance! {
+    /// A forwarding cursor is durable and leased: one collector at a time moves it, only from
+    /// where it left it; a released or expired lease is taken over with the cursor where it was;
+    /// a new target starts at the beginning or, when asked, at the newest span.
+    fn forwarding_cursors_are_leased_and_durable(b) {
+        use rltrace_store::CursorOp;
+        let (place, store) = temp_store_on(b);
+        store.ingest_blocking(prepare((0..5).map(|n| span(1, n, &[])).collect())).expect("ingest");
+        let last = store.read(|tx| tx.last_span_id()).expect("last");
+        let lease = 60_000_000;
+        let claim = CursorOp::Claim { from_now: false };
+        assert_eq!(store.cursor_blocking("t", "a", lease, claim.clone()).expect("claim"), Some(0));
+        assert_eq!(store.cursor_blocking("t", "b", lease, claim.clone()).expect("claim"), None, "a holds it");
+        assert_eq!(store.cursor_blocking("t", "b", lease, CursorOp::Advance { from: 0, to: 3 }).expect("advance"), None);
+        assert_eq!(store.cursor_blocking("t", "a", lease, CursorOp::Advance { from: 1, to: 3 }).expect("advance"), None, "not from where it is");
+        assert_eq!(store.cursor_blocking("t", "a", lease, CursorOp::Advance { from: 0, to: 3 }).expect("advance"), Some(3));
+        assert_eq!(store.cursor_blocking("now", "a", lease, CursorOp::Claim { from_now: true }).expect("claim"), Some(last));
+        drop(store);
+        let store = place.open();
+        let cursors = store.read(|tx| tx.forward_cursors()).expect("cursors");
+        assert_eq!(cursors.len(), 2);
+        let (name, c) = &cursors[1];
+        assert_eq!((name.as_str(), c.after_id, c.owner.as_deref()), ("t", 3, Some("a")));
+        assert!(c.updated_us > 0);
+        assert_eq!(store.cursor_blocking("t", "b", lease, claim.clone()).expect("claim"), None, "the lease outlived the restart");
+        assert_eq!(store.cursor_blocking("t", "a", lease, CursorOp::Release).expect("release"), Some(3));
+        assert_eq!(store.cursor_blocking("t", "b", lease, claim.clone()).expect("claim"), Some(3), "taken over where it was");
+        // An expired lease is taken over too.
+        assert_eq!(store.cursor_blocking("x", "a", 0, claim.clone()).expect("claim"), Some(0));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(store.cursor_blocking("x", "b", lease, claim).expect("claim"), Some(0));
     }
 }

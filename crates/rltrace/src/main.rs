@@ -214,7 +214,7 @@ struct ServeArgs {
 
 #[derive(clap::Args, Clone)]
 pub(crate) struct ConfigArgs {
-    /// Config file (TOML): [auth], [redaction], [retention]; unknown keys are errors.
+    /// Config file (TOML): [auth], [redaction], [retention], [[forward]]; unknown keys are errors.
     #[arg(long, env = "RLTRACE_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -367,11 +367,17 @@ fn serve(args: ServeArgs) -> Result<()> {
     if !redactor.is_empty() {
         tracing::info!(rules_hash = %redactor.hash(), "redaction is on");
     }
+    let targets = rltrace_server::forward::resolve_all(&config.forward, |var| std::env::var(var).ok())
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", args.config.config.as_deref().map(|p| p.display().to_string()).unwrap_or_default()))?;
+    for t in &targets {
+        tracing::info!(target_name = %t.name, endpoint = %t.shown, batch = t.batch, "forwarding target");
+    }
     let state = AppState::new(store, policy, limits)
         .with_dataset_limits(dataset_limits)
         .with_auth(auth)
         .with_redactor(redactor)
-        .with_retention(config.retention);
+        .with_retention(config.retention)
+        .with_forwarders(targets);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(32).build()?;
     rt.block_on(async move {
         let bound = Bound::bind(args.http, args.grpc).await.context("cannot bind listeners")?;

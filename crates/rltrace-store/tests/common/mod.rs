@@ -42,6 +42,7 @@ pub fn span(trace: u32, span: u32, attrs: &[(&str, AttrValue)]) -> SpanRecord {
         attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
         events: Vec::new(),
         origin: Arc::new(Origin { resource: vec![("service.name".into(), s("agents"))], ..Origin::default() }),
+        extras: Default::default(),
     }
 }
 

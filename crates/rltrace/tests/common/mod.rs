@@ -68,6 +68,11 @@ impl Server {
         Server::start_at_with(db, extra, None)
     }
 
+    /// Start on the database at `db`, its log at `RLTRACE_LOG=info` written to `log`.
+    pub fn start_at_logged(db: &Path, extra: &[&str], log: &Path) -> Server {
+        Server::start_at_with(db, extra, Some(log))
+    }
+
     fn start_at_with(db: &Path, extra: &[&str], log: Option<&Path>) -> Server {
         Server::launch(&["--db".as_ref(), db.as_os_str()], db, extra, log)
     }
@@ -82,12 +87,25 @@ impl Server {
         Server::launch_env(store, db, extra, log, &[])
     }
 
+    /// Start on a new database with the HTTP listener at `http` (`127.0.0.1:PORT`).
+    pub fn start_on(http: &str, extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let db = tmp.path().join("rltrace.db");
+        let mut s = Server::launch_full(&["--db".as_ref(), db.as_os_str()], &db, http, extra, None, &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
     fn launch_env(store: &[&std::ffi::OsStr], db: &Path, extra: &[&str], log: Option<&Path>, env: &[(&str, &str)]) -> Server {
+        Server::launch_full(store, db, "127.0.0.1:0", extra, log, env)
+    }
+
+    fn launch_full(store: &[&std::ffi::OsStr], db: &Path, http: &str, extra: &[&str], log: Option<&Path>, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(bin());
         cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .args(store)
-            .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+            .args(["--http", http, "--grpc", "127.0.0.1:0"])
             .args(extra)
             .env("RLTRACE_LOG", if log.is_some() { "info" } else { "warn" })
             .stdin(Stdio::null())

@@ -1,0 +1,740 @@
+//! Forwarding stored spans to other OTLP/HTTP receivers (`[[forward]]` of the config file).
+//!
+//! Each target has a task that reads the spans stored after its cursor (row ids: arrival order),
+//! sends them as one OTLP/HTTP protobuf request per batch, and moves the cursor in the store only
+//! after the receiver acknowledged the batch: a restart resends at most the batch that was in
+//! flight. 429, 5xx and connection errors are retried with exponential backoff (honouring
+//! `Retry-After`); any other 4xx is counted, logged and skipped. Ingest never waits for a
+//! forwarder: the task only reads the store, and its cursor moves are small writer operations.
+//! Of several collectors on one database, one at a time holds a target's lease and sends.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rltrace_store::{CursorOp, ForwardBatch, Store, StoreError};
+use serde::Deserialize;
+
+use crate::metrics::Metrics;
+
+/// Spans per request unless `batch` says otherwise.
+pub const DEFAULT_BATCH: usize = 512;
+/// Largest `batch`.
+pub const MAX_BATCH: usize = 8_192;
+/// Request timeout unless `timeout` says otherwise, in seconds.
+pub const DEFAULT_TIMEOUT_S: u64 = 10;
+/// How long a collector's hold on a target lasts without being renewed.
+pub const LEASE: Duration = Duration::from_secs(15);
+/// How often a caught-up forwarder looks for new spans.
+pub const POLL: Duration = Duration::from_millis(100);
+/// First retry delay; doubled each time up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest retry delay (and longest `Retry-After` honoured).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Samples kept for the lag in seconds.
+const LAG_SAMPLES: usize = 1024;
+
+/// Which spans a target gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum What {
+    /// Every span.
+    #[default]
+    All,
+    /// Only the spans that are triplets.
+    Triplets,
+}
+
+/// The request body's compression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Plain protobuf.
+    #[default]
+    None,
+    /// `Content-Encoding: gzip`.
+    Gzip,
+}
+
+/// Where a new target starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Start {
+    /// With the oldest span stored.
+    #[default]
+    Beginning,
+    /// With the spans stored from now on.
+    Now,
+}
+
+/// One `[[forward]]` table, as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// The target's name: the key of its cursor (default: the endpoint without credentials or query).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The OTLP/HTTP traces URL requests are posted to (`http://host:4318/v1/traces`).
+    pub endpoint: String,
+    /// Headers sent with every request (e.g. `Authorization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Headers whose values are read from environment variables at start (secrets kept out of
+    /// the file): header name to variable name.
+    #[serde(default)]
+    pub headers_env: BTreeMap<String, String>,
+    /// `gzip` or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// `all` spans or only `triplets`.
+    #[serde(default)]
+    pub what: What,
+    /// Spans per request (1 to 8,192; default 512).
+    #[serde(default)]
+    pub batch: Option<usize>,
+    /// Request timeout (seconds, or `10s`, `1m`; default 10 s).
+    #[serde(default, deserialize_with = "rltrace_core::policy::duration_secs")]
+    pub timeout: Option<u64>,
+    /// A new target starts at the `beginning` of the store or `now`.
+    #[serde(default)]
+    pub start: Start,
+}
+
+/// A target ready to run: checked, its headers resolved.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its name.
+    pub name: String,
+    /// The URL posted to.
+    pub endpoint: reqwest::Url,
+    /// The endpoint as shown (no credentials, no query).
+    pub shown: String,
+    headers: reqwest::header::HeaderMap,
+    /// Compression.
+    pub compression: Compression,
+    /// Which spans.
+    pub what: What,
+    /// Spans per request.
+    pub batch: usize,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// Where a new target starts.
+    pub start: Start,
+}
+
+/// A URL as shown: scheme, host, port and path; never credentials or a query.
+fn shown(url: &reqwest::Url) -> String {
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}://{}{}{}", url.scheme(), url.host_str().unwrap_or(""), port, url.path())
+}
+
+impl ForwardConfig {
+    /// Check the table and resolve its headers (`env` looks a variable up).
+    pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Target, String> {
+        let endpoint = reqwest::Url::parse(&self.endpoint).map_err(|e| format!("forward endpoint {:?}: {e}", self.endpoint))?;
+        match endpoint.scheme() {
+            "http" => {}
+            "https" => {
+                return Err(format!(
+                    "forward endpoint {}: this rltrace speaks plain HTTP to forwarding targets; reach an https target through a local proxy or OpenTelemetry Collector",
+                    shown(&endpoint)
+                ));
+            }
+            other => return Err(format!("forward endpoint {}: scheme {other:?} is not http", shown(&endpoint))),
+        }
+        if endpoint.host_str().is_none_or(str::is_empty) {
+            return Err(format!("forward endpoint {:?} has no host", self.endpoint));
+        }
+        let shown_url = shown(&endpoint);
+        let name = self.name.clone().unwrap_or_else(|| shown_url.clone());
+        if name.trim().is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+            return Err(format!("forward name {name:?}: 1 to 200 characters, no control characters"));
+        }
+        let batch = self.batch.unwrap_or(DEFAULT_BATCH);
+        if !(1..=MAX_BATCH).contains(&batch) {
+            return Err(format!("forward {name}: batch {batch} is out of range (1 to {MAX_BATCH})"));
+        }
+        let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT_S);
+        if !(1..=600).contains(&timeout) {
+            return Err(format!("forward {name}: timeout {timeout} s is out of range (1 to 600 s)"));
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut put = |k: &str, v: &str, what: &str| -> Result<(), String> {
+            let key = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("forward {name}: {k:?} is not a header name"))?;
+            if matches!(key.as_str(), "content-type" | "content-encoding" | "content-length" | "host") {
+                return Err(format!("forward {name}: header {k} is set by rltrace"));
+            }
+            let mut value = reqwest::header::HeaderValue::from_str(v).map_err(|_| format!("forward {name}: the value of header {k} ({what}) is not a valid header value"))?;
+            value.set_sensitive(true);
+            headers.insert(key, value);
+            Ok(())
+        };
+        for (k, v) in &self.headers {
+            put(k, v, "in the file")?;
+        }
+        for (k, var) in &self.headers_env {
+            let v = env(var).ok_or_else(|| format!("forward {name}: header {k} is read from ${var}, which is not set"))?;
+            put(k, v.trim(), &format!("${var}"))?;
+        }
+        Ok(Target {
+            name,
+            endpoint,
+            shown: shown_url,
+            headers,
+            compression: self.compression,
+            what: self.what,
+            batch,
+            timeout: Duration::from_secs(timeout),
+            start: self.start,
+        })
+    }
+}
+
+/// Check a config's targets together: each resolves, names are unique.
+pub fn resolve_all(forward: &[ForwardConfig], env: impl Fn(&str) -> Option<String>) -> Result<Vec<Target>, String> {
+    let mut out: Vec<Target> = Vec::with_capacity(forward.len());
+    for f in forward {
+        let t = f.resolve(&env)?;
+        if out.iter().any(|o| o.name == t.name) {
+            return Err(format!("two [[forward]] targets are named {:?}: give each its own name", t.name));
+        }
+        out.push(t);
+    }
+    Ok(out)
+}
+
+/// What a target's task is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Not started yet.
+    Starting,
+    /// Sending a backlog.
+    Sending,
+    /// Caught up, waiting for new spans.
+    Idle,
+    /// Waiting to retry after a failure.
+    Backoff,
+    /// Another collector on the same database holds the target.
+    Standby,
+    /// Stopped with the collector.
+    Stopped,
+}
+
+impl Phase {
+    /// The name shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Sending => "sending",
+            Phase::Idle => "idle",
+            Phase::Backoff => "backoff",
+            Phase::Standby => "standby",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+/// A target's counters and state in this collector.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Phase.
+    pub phase: Phase,
+    /// Spans up to this row id were delivered or skipped.
+    pub cursor: i64,
+    /// The newest span row id seen.
+    pub last_id: i64,
+    /// Spans the receiver acknowledged.
+    pub sent_spans: u64,
+    /// Requests the receiver acknowledged.
+    pub sent_requests: u64,
+    /// Attempts that failed and were retried (429, 5xx, connection errors, timeouts).
+    pub retried: u64,
+    /// Requests refused for good (other 4xx) and skipped.
+    pub failed_requests: u64,
+    /// Spans of the skipped requests.
+    pub skipped_spans: u64,
+    /// Spans the receiver acknowledged but reported as rejected (OTLP partial success).
+    pub rejected_spans: u64,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// When it happened (microseconds since the epoch).
+    pub last_error_us: Option<i64>,
+    /// The last acknowledged request (microseconds since the epoch).
+    pub last_sent_us: Option<i64>,
+    samples: VecDeque<(i64, Instant)>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            phase: Phase::Starting,
+            cursor: 0,
+            last_id: 0,
+            sent_spans: 0,
+            sent_requests: 0,
+            retried: 0,
+            failed_requests: 0,
+            skipped_spans: 0,
+            rejected_spans: 0,
+            last_error: None,
+            last_error_us: None,
+            last_sent_us: None,
+            samples: VecDeque::new(),
+        }
+    }
+}
+
+impl Status {
+    /// Rows stored after the cursor.
+    pub fn lag_spans(&self) -> i64 {
+        (self.last_id - self.cursor).max(0)
+    }
+
+    /// How long the oldest span not yet delivered has been waiting (at least), in seconds.
+    pub fn lag_seconds(&self) -> f64 {
+        self.samples.iter().find(|(id, _)| *id > self.cursor).map_or(0.0, |(_, t)| t.elapsed().as_secs_f64())
+    }
+
+    fn saw(&mut self, last_id: i64) {
+        if last_id > self.last_id {
+            self.last_id = last_id;
+            if self.samples.len() < LAG_SAMPLES {
+                self.samples.push_back((last_id, Instant::now()));
+            } else if let Some(back) = self.samples.back_mut() {
+                // Full: the newest sample stands for the later ones (the oldest matter most).
+                back.0 = last_id;
+            }
+        }
+    }
+
+    fn moved(&mut self, cursor: i64) {
+        self.cursor = cursor;
+        while self.samples.front().is_some_and(|(id, _)| *id <= cursor) {
+            self.samples.pop_front();
+        }
+    }
+
+    fn failed(&mut self, why: String) {
+        self.last_error = Some(why);
+        self.last_error_us = Some(rltrace_store::now_micros());
+    }
+}
+
+/// One target and its shared status.
+pub struct Forwarder {
+    /// The target.
+    pub target: Target,
+    status: Mutex<Status>,
+}
+
+impl Forwarder {
+    /// A target not started yet.
+    pub fn new(target: Target) -> Forwarder {
+        Forwarder { target, status: Mutex::new(Status::default()) }
+    }
+
+    /// A copy of the status.
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn update<T>(&self, f: impl FnOnce(&mut Status) -> T) -> Option<T> {
+        self.status.lock().ok().map(|mut s| f(&mut s))
+    }
+}
+
+/// What became of one request.
+enum Sent {
+    /// Acknowledged; spans the receiver said it rejected.
+    Acknowledged(u64),
+    /// Refused for good: skip the batch.
+    Refused(String),
+    /// Failed for now: retry after the delay (`Retry-After` when the receiver gave one).
+    Retry(String, Option<Duration>),
+}
+
+/// A read of the store on a blocking thread.
+type BatchRead = std::pin::Pin<Box<dyn std::future::Future<Output = Result<ForwardBatch, StoreError>> + Send>>;
+
+/// Why the task stopped sending for now.
+enum Interrupt {
+    /// The collector is stopping.
+    Stop,
+    /// Another collector holds the target now.
+    Lost,
+    /// The store failed; try again later.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Interrupt {
+    fn from(e: StoreError) -> Self {
+        Interrupt::Store(e)
+    }
+}
+
+/// Runs every target's task until `stop` turns true; each gives its lease up when it ends.
+pub struct Runner {
+    store: Store,
+    metrics: Arc<Metrics>,
+    owner: String,
+    client: reqwest::Client,
+}
+
+impl Runner {
+    /// A runner for this collector (`owner` names it in the store's leases).
+    pub fn new(store: Store, metrics: Arc<Metrics>) -> Runner {
+        let owner = format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let client = reqwest::Client::builder().pool_max_idle_per_host(2).build().unwrap_or_default();
+        Runner { store, metrics, owner, client }
+    }
+
+    /// This collector's name in the leases.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The task of one target.
+    pub async fn run(self: Arc<Self>, f: Arc<Forwarder>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let t = &f.target;
+        tracing::info!(target_name = %t.name, endpoint = %t.shown, "forwarding");
+        let mut store_backoff = FIRST_BACKOFF;
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let cursor = match self.cursor_op(t, CursorOp::Claim { from_now: t.start == Start::Now }).await {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    f.update(|s| s.phase = Phase::Standby);
+                    if sleep_or_stop(&mut stop, LEASE / 2).await {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    f.update(|s| {
+                        s.phase = Phase::Backoff;
+                        s.failed(format!("store: {e}"));
+                    });
+                    if sleep_or_stop(&mut stop, store_backoff).await {
+                        break;
+                    }
+                    store_backoff = (store_backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            store_backoff = FIRST_BACKOFF;
+            f.update(|s| s.moved(cursor));
+            match self.send_from(&f, cursor, &mut stop).await {
+                Interrupt::Stop => break,
+                Interrupt::Lost => {
+                    tracing::info!(target_name = %t.name, "another collector took over forwarding");
+                }
+                Interrupt::Store(e) => {
+                    f.update(|s| {
+                        s.phase = Phase::Backoff;
+                        s.failed(format!("store: {e}"));
+                    });
+                    if sleep_or_stop(&mut stop, FIRST_BACKOFF * 10).await {
+                        break;
+                    }
+                }
+            }
+        }
+        f.update(|s| s.phase = Phase::Stopped);
+        let _ = self.cursor_op(t, CursorOp::Release).await;
+    }
+
+    /// Send everything after `cursor` and keep up, until interrupted.
+    async fn send_from(&self, f: &Forwarder, mut cursor: i64, stop: &mut tokio::sync::watch::Receiver<bool>) -> Interrupt {
+        let t = &f.target;
+        let mut renewed = Instant::now();
+        // The next batch is read while the current one is on its way.
+        let mut next: Option<BatchRead> = Some(self.read(t, cursor));
+        loop {
+            if *stop.borrow() {
+                return Interrupt::Stop;
+            }
+            let batch = match next.take() {
+                Some(read) => match read.await {
+                    Ok(b) => b,
+                    Err(e) => return e.into(),
+                },
+                None => match self.read(t, cursor).await {
+                    Ok(b) => b,
+                    Err(e) => return e.into(),
+                },
+            };
+            f.update(|s| s.saw(batch.last_id));
+            self.publish(f);
+            if batch.spans.is_empty() {
+                if batch.scanned_to > cursor {
+                    // Rows this target does not take: step over them.
+                    match self.advance(t, cursor, batch.scanned_to).await {
+                        Ok(c) => cursor = c,
+                        Err(i) => return i,
+                    }
+                    renewed = Instant::now();
+                    f.update(|s| s.moved(cursor));
+                    continue;
+                }
+                f.update(|s| s.phase = Phase::Idle);
+                if renewed.elapsed() > LEASE / 3 {
+                    match self.cursor_op(t, CursorOp::Claim { from_now: false }).await {
+                        Ok(Some(c)) if c == cursor => renewed = Instant::now(),
+                        Ok(_) => return Interrupt::Lost,
+                        Err(e) => return e.into(),
+                    }
+                }
+                if sleep_or_stop(stop, POLL).await {
+                    return Interrupt::Stop;
+                }
+                continue;
+            }
+            f.update(|s| s.phase = Phase::Sending);
+            let n = batch.spans.len() as u64;
+            let body = encode(t, &batch);
+            // Read ahead from where this batch ends.
+            let ahead = batch.scanned_to;
+            let store = self.store.clone();
+            let (limit, triplets) = (t.batch, t.what == What::Triplets);
+            let prefetch = tokio::task::spawn_blocking(move || store.read(|tx| tx.forward_batch(ahead, limit, triplets)));
+            let delivered = match self.deliver(f, &body, n, stop).await {
+                Some(d) => d,
+                None => return Interrupt::Stop,
+            };
+            match self.advance(t, cursor, batch.scanned_to).await {
+                Ok(c) => cursor = c,
+                Err(i) => return i,
+            }
+            renewed = Instant::now();
+            f.update(|s| {
+                s.moved(cursor);
+                match delivered {
+                    Ok(rejected) => {
+                        s.sent_spans += n;
+                        s.sent_requests += 1;
+                        s.rejected_spans += rejected;
+                        s.last_sent_us = Some(rltrace_store::now_micros());
+                    }
+                    Err(_) => {
+                        s.failed_requests += 1;
+                        s.skipped_spans += n;
+                    }
+                }
+            });
+            match delivered {
+                Ok(rejected) => self.metrics.forward_sent(&t.name, n, rejected),
+                Err(()) => self.metrics.forward_failed(&t.name, n),
+            }
+            let read: BatchRead = Box::pin(async move { prefetch.await.map_err(|e| StoreError::Failed(format!("forward read: {e}")))? });
+            next = Some(read);
+        }
+    }
+
+    /// Send one body until it is acknowledged (`Ok(rejected spans)`) or refused for good
+    /// (`Err(())`); `None` when the collector stops first.
+    async fn deliver(&self, f: &Forwarder, body: &[u8], n: u64, stop: &mut tokio::sync::watch::Receiver<bool>) -> Option<Result<u64, ()>> {
+        let t = &f.target;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.post(t, body).await {
+                Sent::Acknowledged(rejected) => return Some(Ok(rejected)),
+                Sent::Refused(why) => {
+                    tracing::warn!(target_name = %t.name, spans = n, error = %why, "forwarding target refused a batch; skipped");
+                    f.update(|s| s.failed(why));
+                    return Some(Err(()));
+                }
+                Sent::Retry(why, after) => {
+                    tracing::debug!(target_name = %t.name, error = %why, "forwarding failed; retrying");
+                    f.update(|s| {
+                        s.retried += 1;
+                        s.phase = Phase::Backoff;
+                        s.failed(why);
+                    });
+                    self.metrics.forward_retried(&t.name);
+                    let wait = after.map_or(backoff, |a| a.min(MAX_BACKOFF));
+                    if sleep_or_stop(stop, wait).await {
+                        return None;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    f.update(|s| s.phase = Phase::Sending);
+                }
+            }
+        }
+    }
+
+    async fn post(&self, t: &Target, body: &[u8]) -> Sent {
+        let mut req = self
+            .client
+            .post(t.endpoint.clone())
+            .timeout(t.timeout)
+            .headers(t.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
+        if t.compression == Compression::Gzip {
+            req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        }
+        let resp = match req.body(body.to_vec()).send().await {
+            Ok(r) => r,
+            Err(e) => return Sent::Retry(format!("{}: {}", t.shown, describe(&e)), None),
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = resp.bytes().await.unwrap_or_default();
+        if status.is_success() {
+            let rejected = <rltrace_otlp::ExportTraceServiceResponse as prost::Message>::decode(bytes.as_ref())
+                .ok()
+                .and_then(|r| r.partial_success)
+                .map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0));
+            return Sent::Acknowledged(rejected);
+        }
+        let why = format!("{} answered {}{}", t.shown, status.as_u16(), excerpt(&bytes));
+        if status.as_u16() == 429 || status.is_server_error() || status.as_u16() == 408 {
+            Sent::Retry(why, retry_after)
+        } else {
+            Sent::Refused(why)
+        }
+    }
+
+    fn read(&self, t: &Target, after: i64) -> BatchRead {
+        let store = self.store.clone();
+        let (limit, triplets) = (t.batch, t.what == What::Triplets);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.read(|tx| tx.forward_batch(after, limit, triplets)))
+                .await
+                .map_err(|e| StoreError::Failed(format!("forward read: {e}")))?
+        })
+    }
+
+    async fn advance(&self, t: &Target, from: i64, to: i64) -> Result<i64, Interrupt> {
+        match self.cursor_op(t, CursorOp::Advance { from, to }).await {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) => Err(Interrupt::Lost),
+            Err(e) => Err(Interrupt::Store(e)),
+        }
+    }
+
+    /// A cursor change, committed; waits while the writer queue is full.
+    async fn cursor_op(&self, t: &Target, op: CursorOp) -> Result<Option<i64>, StoreError> {
+        let lease = i64::try_from(LEASE.as_micros()).unwrap_or(i64::MAX);
+        loop {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            match self.store.submit_cursor(&t.name, &self.owner, lease, op.clone(), move |r| {
+                let _ = tx.send(r);
+            }) {
+                Ok(()) => return rx.await.map_err(|_| StoreError::Closed)?,
+                Err(StoreError::Overloaded) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn publish(&self, f: &Forwarder) {
+        let s = f.status();
+        self.metrics.forward_lag(&f.target.name, s.cursor, s.lag_spans(), s.lag_seconds());
+    }
+}
+
+fn encode(t: &Target, batch: &ForwardBatch) -> Vec<u8> {
+    let req = rltrace_otlp::export_request(batch.spans.iter().map(|s| &s.span), &[]);
+    let raw = rltrace_otlp::encode_request(&req);
+    match t.compression {
+        Compression::None => raw,
+        Compression::Gzip => {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 4), flate2::Compression::fast());
+            // Writing into a Vec cannot fail.
+            let _ = gz.write_all(&raw);
+            gz.finish().unwrap_or(raw)
+        }
+    }
+}
+
+/// An error's chain of causes in one line (reqwest's own message names only the outermost).
+fn describe(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// The start of a response body, for an error message.
+fn excerpt(body: &[u8]) -> String {
+    if body.is_empty() {
+        return String::new();
+    }
+    let text: String = String::from_utf8_lossy(&body[..body.len().min(200)]).chars().filter(|c| !c.is_control()).collect();
+    format!(": {text}")
+}
+
+/// Sleep `d`; true when the collector is stopping (at once, or during the sleep).
+async fn sleep_or_stop(stop: &mut tokio::sync::watch::Receiver<bool>, d: Duration) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    let woken = tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    woken || *stop.borrow()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Target>, String> {
+        let c = crate::config::Config::from_toml(text).map_err(|e| e.to_string())?;
+        resolve_all(&c.forward, |v| (v == "SET").then(|| "Basic c2VjcmV0".to_string()))
+    }
+
+    #[test]
+    fn targets_are_checked() {
+        let t = parse("[[forward]]\nendpoint = \"http://user:pw@127.0.0.1:4318/v1/traces?x=1\"\nheaders_env = { Authorization = \"SET\" }").expect("valid");
+        assert_eq!(t[0].name, "http://127.0.0.1:4318/v1/traces", "credentials and query never show");
+        assert_eq!((t[0].batch, t[0].what, t[0].compression, t[0].start), (512, What::All, Compression::None, Start::Beginning));
+        assert!(t[0].headers.get("authorization").is_some_and(|v| v.is_sensitive()));
+        let err = |text: &str| parse(text).expect_err(text);
+        assert!(err("[[forward]]\nendpoint = \"ftp://h/x\"").contains("not http"));
+        assert!(err("[[forward]]\nendpoint = \"https://cloud.example/v1/traces\"").contains("plain HTTP"));
+        assert!(err("[[forward]]\nendpoint = \"http://h:1/v1/traces\"\nbatch = 0").contains("out of range"));
+        assert!(err("[[forward]]\nendpoint = \"http://h:1/v1/traces\"\nbatch = 8193").contains("out of range"));
+        assert!(parse("[[forward]]\nendpoint = \"http://h:1/v1/traces\"\nbatch = 8192").is_ok());
+        assert!(err("[[forward]]\nendpoint = \"http://h:1/v1/traces\"\nheaders_env = { Authorization = \"UNSET\" }").contains("$UNSET"));
+        assert!(err("[[forward]]\nendpoint = \"http://h:1/v1/traces\"\nheaders = { \"Content-Type\" = \"x\" }").contains("set by rltrace"));
+        assert!(err("[[forward]]\nendpoint = \"http://h:1/v1/traces\"\nheaders = { \"a b\" = \"x\" }").contains("header name"));
+        assert!(err("[[forward]]\nendpoint = \"http://h:1/a\"\n[[forward]]\nendpoint = \"http://h:1/a\"").contains("two [[forward]]"));
+        assert!(err("[[forward]]\nendpoint = \"http://h:1/a\"\nwhat = \"some\"").contains("unknown variant"));
+        assert!(err("[[forward]]\nendpoint = \"http://h:1/a\"\nendpont = \"x\"").contains("unknown field"));
+        let t = parse("[[forward]]\nname = \"langfuse\"\nendpoint = \"http://h:1/a\"\nwhat = \"triplets\"\ncompression = \"gzip\"\ntimeout = \"1m\"\nstart = \"now\"").expect("valid");
+        assert_eq!((t[0].name.as_str(), t[0].what, t[0].compression, t[0].timeout, t[0].start), ("langfuse", What::Triplets, Compression::Gzip, Duration::from_secs(60), Start::Now));
+    }
+
+    #[test]
+    fn the_lag_follows_the_cursor() {
+        let mut s = Status::default();
+        s.saw(10);
+        std::thread::sleep(Duration::from_millis(20));
+        s.saw(20);
+        assert_eq!(s.lag_spans(), 20);
+        assert!(s.lag_seconds() >= 0.02);
+        s.moved(15);
+        assert!(s.lag_seconds() < 0.02, "the oldest waiting span arrived with the second sample");
+        s.moved(20);
+        assert_eq!((s.lag_spans(), s.lag_seconds()), (0, 0.0));
+        for i in 0..(LAG_SAMPLES as i64 + 10) {
+            s.saw(100 + i);
+        }
+        assert_eq!(s.samples.len(), LAG_SAMPLES, "the samples are bounded");
+        assert_eq!(s.last_id, 100 + LAG_SAMPLES as i64 + 9);
+    }
+}
