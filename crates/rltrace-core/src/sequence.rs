@@ -163,6 +163,17 @@ impl SequenceEval {
         (n > 0).then(|| sum / n as f64)
     }
 
+    /// The episode reward (Agent Lightning's one number per rollout): by `how` over the
+    /// triplets' effective rewards. `Last` is the last triplet's, `None` when it has none yet;
+    /// `Mean` and `Min` go over the triplets that have one, `None` when none has.
+    pub fn episode_reward(&self, how: EpisodeReward) -> Option<f64> {
+        match how {
+            EpisodeReward::Last => self.triplets.last().and_then(|t| t.effective.reward),
+            EpisodeReward::Mean => self.reward_mean(),
+            EpisodeReward::Min => self.triplets.iter().filter_map(|t| t.effective.reward).reduce(f64::min),
+        }
+    }
+
     /// The agent roles of the triplets, in order of first appearance.
     pub fn roles(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -172,6 +183,30 @@ impl SequenceEval {
             }
         }
         out
+    }
+}
+
+/// How a sequence's triplet rewards make one episode reward ([`SequenceEval::episode_reward`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpisodeReward {
+    /// The effective reward of the last triplet in sequence order.
+    #[default]
+    Last,
+    /// The mean over the triplets that have one.
+    Mean,
+    /// The smallest.
+    Min,
+}
+
+impl EpisodeReward {
+    /// Its name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EpisodeReward::Last => "last",
+            EpisodeReward::Mean => "mean",
+            EpisodeReward::Min => "min",
+        }
     }
 }
 
@@ -368,6 +403,25 @@ mod tests {
 
     fn seq_target(strategy: Strategy) -> RewardTarget {
         RewardTarget::Sequence { sequence_id: "s".into(), strategy }
+    }
+
+    #[test]
+    fn the_episode_reward_is_the_last_the_mean_or_the_least() {
+        let with = |n: u8, r: Option<f64>| StoredTriplet { reward: r, ..row(n, Some(i64::from(n)), i64::from(n) * 10, "A") };
+        let e = evaluate("s", vec![with(1, Some(0.2)), with(2, Some(0.8)), with(3, Some(0.5))], &[], &Policy::default(), 0);
+        assert_eq!(e.episode_reward(EpisodeReward::Last), Some(0.5));
+        assert!((e.episode_reward(EpisodeReward::Mean).unwrap_or(0.0) - 0.5).abs() < 1e-12);
+        assert_eq!(e.episode_reward(EpisodeReward::Min), Some(0.2));
+        // The last triplet without a reward: no `last` yet, while mean and min use the others.
+        let e = evaluate("s", vec![with(1, Some(0.2)), with(2, Some(0.8)), with(3, None)], &[], &Policy::default(), 0);
+        assert_eq!(e.episode_reward(EpisodeReward::Last), None);
+        assert_eq!(e.episode_reward(EpisodeReward::Min), Some(0.2));
+        let e = evaluate("s", vec![with(1, None)], &[], &Policy::default(), 0);
+        assert_eq!((e.episode_reward(EpisodeReward::Mean), e.episode_reward(EpisodeReward::Min)), (None, None));
+        // A sequence reward reaches the last triplet too.
+        let events = [event(1, seq_target(Strategy::Last), Some(0.9), "tests")];
+        let e = evaluate("s", vec![with(1, None), with(2, None)], &events, &Policy::default(), 0);
+        assert_eq!(e.episode_reward(EpisodeReward::Last), Some(0.9));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The collector's config file (`rltrace serve --config FILE`, also read by `import`, `export`
 //! and `gc`; TOML): `[auth]`, `[redaction]`,
-//! `[retention]` and `[[forward]]`. Unknown sections and keys are errors, so a misspelt setting never passes
+//! `[retention]`, `[[forward]]` and `[agentlightning]`. Unknown sections and keys are errors, so a misspelt setting never passes
 //! unseen. The README documents every key.
 
 use serde::Deserialize;
@@ -24,6 +24,9 @@ pub struct Config {
     /// OTLP/HTTP targets the stored spans are forwarded to (`[[forward]]`, several allowed).
     #[serde(default)]
     pub forward: Vec<crate::forward::ForwardConfig>,
+    /// The Agent Lightning bridge (`[agentlightning]`).
+    #[serde(default)]
+    pub agentlightning: Option<crate::agl::AglConfig>,
 }
 
 /// A config file that cannot be used.
@@ -44,8 +47,23 @@ impl Config {
         config.retention.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         rltrace_core::redact::Redactor::new(&config.redaction).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         // Headers read from the environment are resolved at start; the rest is checked here.
-        crate::forward::resolve_all(&config.forward, |_| Some("set".into())).map_err(ConfigError::Invalid)?;
+        config.targets(|_| Some("set".into())).map_err(ConfigError::Invalid)?;
         Ok(config)
+    }
+
+    /// Every forwarding target: the `[[forward]]` ones, then the bridge's (`env` looks the
+    /// variables of `headers_env` up). Names are unique.
+    pub fn targets(&self, env: impl Fn(&str) -> Option<String>) -> Result<Vec<crate::forward::Target>, String> {
+        let mut out = crate::forward::resolve_all(&self.forward, env)?;
+        if let Some(agl) = &self.agentlightning {
+            for t in agl.resolve()? {
+                if out.iter().any(|o| o.name == t.name) {
+                    return Err(format!("a [[forward]] target is named {:?}, as the [agentlightning] bridge's: rename one", t.name));
+                }
+                out.push(t);
+            }
+        }
+        Ok(out)
     }
 
     /// The compiled redaction rules.

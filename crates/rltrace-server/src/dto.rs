@@ -740,11 +740,11 @@ pub struct Forwarders {
 pub struct ForwarderOut {
     /// The target's name (the key of its cursor).
     pub name: String,
-    /// `otlp`.
+    /// `otlp` (`[[forward]]`), `agentlightning-spans` or `agentlightning-rewards` (the bridge).
     pub kind: String,
     /// The URL posted to (no credentials or query).
     pub endpoint: String,
-    /// `all` or `triplets`.
+    /// `all`, `triplets` or `linked` (spans linked to a rollout attempt: the bridge).
     pub what: String,
     /// `starting`, `sending`, `idle`, `backoff`, `standby` (another collector sends) or `stopped`.
     pub state: String,
@@ -776,22 +776,64 @@ pub struct ForwarderOut {
     pub last_sent_at: Option<String>,
     /// The cursor last moved (RFC 3339), from the store.
     pub cursor_updated_at: Option<String>,
+    /// Spans skipped because the LightningStore does not know their rollout (bridge spans).
+    pub unknown_rollout_spans: u64,
+    /// The bridge's reward outbox (bridge rewards only).
+    pub outbox: Option<OutboxOut>,
+}
+
+/// The Agent Lightning bridge's reward outbox, from the store.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OutboxOut {
+    /// Rewards waiting to be delivered.
+    pub pending: i64,
+    /// Rewards delivered.
+    pub delivered: i64,
+    /// Rewards given up (rollout unknown to the store, or refused).
+    pub skipped: i64,
+    /// When the oldest pending reward was written (RFC 3339).
+    pub oldest_pending_at: Option<String>,
 }
 
 impl ForwarderOut {
     /// A target's view from its status here and its cursor as stored (which another collector
     /// holding the lease may have moved on).
     pub fn new(t: &crate::forward::Target, s: &crate::forward::Status, stored: Option<&store::ForwardCursor>, last_id: i64) -> ForwarderOut {
+        if matches!(t.kind, crate::forward::Kind::AglRewards { .. }) {
+            // A bridge's rewards: the cursor is its walk over sequences; the lag is its outbox.
+            let o = s.outbox.unwrap_or_default();
+            let oldest = o.oldest_pending_us;
+            return ForwarderOut {
+                name: t.name.clone(),
+                kind: t.kind.as_str().into(),
+                endpoint: t.shown.clone(),
+                what: t.what.as_str().into(),
+                state: s.phase.as_str().into(),
+                cursor: stored.map_or(s.cursor, |c| c.after_id),
+                last_span_id: last_id,
+                lag_spans: o.pending,
+                lag_seconds: oldest.map_or(0.0, |u| ((rltrace_store::now_micros() - u).max(0) as f64) / 1e6),
+                sent_spans: s.sent_spans,
+                sent_requests: s.sent_requests,
+                retried: s.retried,
+                failed_requests: s.failed_requests,
+                skipped_spans: s.skipped_spans,
+                rejected_spans: s.rejected_spans,
+                last_error: s.last_error.clone(),
+                last_error_at: s.last_error_us.map(format_micros),
+                last_sent_at: s.last_sent_us.map(format_micros),
+                cursor_updated_at: stored.filter(|c| c.updated_us > 0).map(|c| format_micros(c.updated_us)),
+                unknown_rollout_spans: 0,
+                outbox: Some(OutboxOut { pending: o.pending, delivered: o.delivered, skipped: o.skipped, oldest_pending_at: oldest.map(format_micros) }),
+            };
+        }
         let cursor = stored.map_or(s.cursor, |c| c.after_id.max(s.cursor));
         let last = last_id.max(s.last_id);
         ForwarderOut {
             name: t.name.clone(),
-            kind: "otlp".into(),
+            kind: t.kind.as_str().into(),
             endpoint: t.shown.clone(),
-            what: match t.what {
-                crate::forward::What::All => "all".into(),
-                crate::forward::What::Triplets => "triplets".into(),
-            },
+            what: t.what.as_str().into(),
             state: s.phase.as_str().into(),
             cursor,
             last_span_id: last,
@@ -807,6 +849,8 @@ impl ForwarderOut {
             last_error_at: s.last_error_us.map(format_micros),
             last_sent_at: s.last_sent_us.map(format_micros),
             cursor_updated_at: stored.filter(|c| c.updated_us > 0).map(|c| format_micros(c.updated_us)),
+            unknown_rollout_spans: s.unknown_rollout_spans,
+            outbox: None,
         }
     }
 }

@@ -43,6 +43,53 @@ pub enum What {
     All,
     /// Only the spans that are triplets.
     Triplets,
+    /// Only the spans linked to an Agent Lightning rollout attempt (by their attributes or their
+    /// resource): the bridge's own targets, not a `[[forward]]` value.
+    #[serde(skip)]
+    Linked,
+}
+
+impl What {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            What::All => "all",
+            What::Triplets => "triplets",
+            What::Linked => "linked",
+        }
+    }
+}
+
+/// What a target's task does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// Forward spans over OTLP/HTTP (`[[forward]]`).
+    Otlp,
+    /// The Agent Lightning 0.3 bridge's spans: linked spans to the LightningStore's
+    /// `/v1/traces`, each rollout looked up first (unknown ones are skipped).
+    AglSpans {
+        /// The LightningStore's root URL.
+        store: reqwest::Url,
+    },
+    /// The Agent Lightning 0.3 bridge's rewards: one `agentlightning.annotation` span per
+    /// complete linked sequence with an episode reward, from the durable outbox.
+    AglRewards {
+        /// The LightningStore's root URL.
+        store: reqwest::Url,
+        /// How the episode reward is formed.
+        episode_reward: rltrace_core::sequence::EpisodeReward,
+    },
+}
+
+impl Kind {
+    /// Its name in the API.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Otlp => "otlp",
+            Kind::AglSpans { .. } => "agentlightning-spans",
+            Kind::AglRewards { .. } => "agentlightning-rewards",
+        }
+    }
 }
 
 /// The request body's compression.
@@ -109,7 +156,9 @@ pub struct Target {
     pub endpoint: reqwest::Url,
     /// The endpoint as shown (no credentials, no query).
     pub shown: String,
-    headers: reqwest::header::HeaderMap,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    /// What its task does.
+    pub kind: Kind,
     /// Compression.
     pub compression: Compression,
     /// Which spans.
@@ -123,7 +172,7 @@ pub struct Target {
 }
 
 /// A URL as shown: scheme, host, port and path; never credentials or a query.
-fn shown(url: &reqwest::Url) -> String {
+pub(crate) fn shown(url: &reqwest::Url) -> String {
     let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
     format!("{}://{}{}{}", url.scheme(), url.host_str().unwrap_or(""), port, url.path())
 }
@@ -181,6 +230,7 @@ impl ForwardConfig {
             endpoint,
             shown: shown_url,
             headers,
+            kind: Kind::Otlp,
             compression: self.compression,
             what: self.what,
             batch,
@@ -261,6 +311,10 @@ pub struct Status {
     pub last_error_us: Option<i64>,
     /// The last acknowledged request (microseconds since the epoch).
     pub last_sent_us: Option<i64>,
+    /// A bridge's rewards: its outbox as last read.
+    pub outbox: Option<rltrace_store::OutboxCounts>,
+    /// Spans skipped because their rollout is unknown to the LightningStore.
+    pub unknown_rollout_spans: u64,
     samples: VecDeque<(i64, Instant)>,
 }
 
@@ -279,6 +333,8 @@ impl Default for Status {
             last_error: None,
             last_error_us: None,
             last_sent_us: None,
+            outbox: None,
+            unknown_rollout_spans: 0,
             samples: VecDeque::new(),
         }
     }
@@ -314,7 +370,7 @@ impl Status {
         }
     }
 
-    fn failed(&mut self, why: String) {
+    pub(crate) fn failed(&mut self, why: String) {
         self.last_error = Some(why);
         self.last_error_us = Some(rltrace_store::now_micros());
     }
@@ -338,13 +394,13 @@ impl Forwarder {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    fn update<T>(&self, f: impl FnOnce(&mut Status) -> T) -> Option<T> {
+    pub(crate) fn update<T>(&self, f: impl FnOnce(&mut Status) -> T) -> Option<T> {
         self.status.lock().ok().map(|mut s| f(&mut s))
     }
 }
 
 /// What became of one request.
-enum Sent {
+pub(crate) enum Sent {
     /// Acknowledged; spans the receiver said it rejected.
     Acknowledged(u64),
     /// Refused for good: skip the batch.
@@ -378,6 +434,7 @@ pub struct Runner {
     metrics: Arc<Metrics>,
     owner: String,
     client: reqwest::Client,
+    rollouts: crate::agl::Rollouts,
 }
 
 impl Runner {
@@ -385,7 +442,23 @@ impl Runner {
     pub fn new(store: Store, metrics: Arc<Metrics>) -> Runner {
         let owner = format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let client = reqwest::Client::builder().pool_max_idle_per_host(2).build().unwrap_or_default();
-        Runner { store, metrics, owner, client }
+        Runner { store, metrics, owner, client, rollouts: crate::agl::Rollouts::default() }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub(crate) fn rollouts(&self) -> &crate::agl::Rollouts {
+        &self.rollouts
     }
 
     /// This collector's name in the leases.
@@ -455,7 +528,7 @@ impl Runner {
             if *stop.borrow() {
                 return Interrupt::Stop;
             }
-            let batch = match next.take() {
+            let mut batch = match next.take() {
                 Some(read) => match read.await {
                     Ok(b) => b,
                     Err(e) => return e.into(),
@@ -467,6 +540,12 @@ impl Runner {
             };
             f.update(|s| s.saw(batch.last_id));
             self.publish(f);
+            if let Kind::AglSpans { store } = &t.kind {
+                match self.keep_known_rollouts(f, store, &mut batch, stop).await {
+                    Some(()) => {}
+                    None => return Interrupt::Stop,
+                }
+            }
             if batch.spans.is_empty() {
                 if batch.scanned_to > cursor {
                     // Rows this target does not take: step over them.
@@ -532,6 +611,47 @@ impl Runner {
         }
     }
 
+    /// The bridge's spans: keep the linked spans of rollouts the store knows (looked up until it
+    /// answers); count the others. `None` when the collector stops first.
+    async fn keep_known_rollouts(&self, f: &Forwarder, root: &reqwest::Url, batch: &mut ForwardBatch, stop: &mut tokio::sync::watch::Receiver<bool>) -> Option<()> {
+        let t = &f.target;
+        let linked = crate::agl::linked(std::mem::take(&mut batch.spans));
+        let mut ids: Vec<String> = linked.iter().map(|(_, l)| l.rollout_id.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut backoff = FIRST_BACKOFF;
+        let known = loop {
+            match self.rollouts.lookup(&self.client, root, t.timeout, &ids).await {
+                crate::agl::Lookup::Known(k) => break k,
+                crate::agl::Lookup::Retry(why) => {
+                    f.update(|s| {
+                        s.retried += 1;
+                        s.phase = Phase::Backoff;
+                        s.failed(why);
+                    });
+                    self.metrics.forward_retried(&t.name);
+                    if sleep_or_stop(stop, backoff).await {
+                        return None;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        let before = linked.len();
+        batch.spans = linked.into_iter().filter(|(_, l)| known.contains(&l.rollout_id)).map(|(s, _)| s).collect();
+        let unknown = (before - batch.spans.len()) as u64;
+        if unknown > 0 {
+            tracing::warn!(target_name = %t.name, spans = unknown, "spans of rollouts unknown to the LightningStore skipped");
+            f.update(|s| {
+                s.unknown_rollout_spans += unknown;
+                s.skipped_spans += unknown;
+                s.failed(format!("{unknown} spans of rollouts unknown to the store skipped"));
+            });
+            self.metrics.forward_skipped(&t.name, unknown);
+        }
+        Some(())
+    }
+
     /// Send one body until it is acknowledged (`Ok(rejected spans)`) or refused for good
     /// (`Err(())`); `None` when the collector stops first.
     async fn deliver(&self, f: &Forwarder, body: &[u8], n: u64, stop: &mut tokio::sync::watch::Receiver<bool>) -> Option<Result<u64, ()>> {
@@ -564,7 +684,7 @@ impl Runner {
         }
     }
 
-    async fn post(&self, t: &Target, body: &[u8]) -> Sent {
+    pub(crate) async fn post(&self, t: &Target, body: &[u8]) -> Sent {
         let mut req = self
             .client
             .post(t.endpoint.clone())
@@ -620,7 +740,7 @@ impl Runner {
     }
 
     /// A cursor change, committed; waits while the writer queue is full.
-    async fn cursor_op(&self, t: &Target, op: CursorOp) -> Result<Option<i64>, StoreError> {
+    pub(crate) async fn cursor_op(&self, t: &Target, op: CursorOp) -> Result<Option<i64>, StoreError> {
         let lease = i64::try_from(LEASE.as_micros()).unwrap_or(i64::MAX);
         loop {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -677,7 +797,7 @@ fn excerpt(body: &[u8]) -> String {
 }
 
 /// Sleep `d`; true when the collector is stopping (at once, or during the sleep).
-async fn sleep_or_stop(stop: &mut tokio::sync::watch::Receiver<bool>, d: Duration) -> bool {
+pub(crate) async fn sleep_or_stop(stop: &mut tokio::sync::watch::Receiver<bool>, d: Duration) -> bool {
     if *stop.borrow() {
         return true;
     }

@@ -11,6 +11,7 @@ pub mod callbacks;
 pub mod config;
 pub mod dto;
 pub mod error;
+pub mod agl;
 pub mod forward;
 pub mod ingest;
 pub mod metrics;
@@ -308,7 +309,11 @@ pub async fn serve(state: AppState, bound: Bound, shutdown: impl std::future::Fu
     if !state.forwarders.is_empty() {
         let runner = Arc::new(forward::Runner::new(state.store.clone(), state.metrics.clone()));
         for f in state.forwarders.iter() {
-            forwarding.push(tokio::spawn(runner.clone().run(f.clone(), stop_rx.clone())));
+            let task = match f.target.kind {
+                forward::Kind::AglRewards { .. } => tokio::spawn(agl::run_rewards(runner.clone(), f.clone(), state.policy.clone(), stop_rx.clone())),
+                forward::Kind::Otlp | forward::Kind::AglSpans { .. } => tokio::spawn(runner.clone().run(f.clone(), stop_rx.clone())),
+            };
+            forwarding.push(task);
         }
     }
     let mut grpc_stop = stop_rx;

@@ -129,6 +129,7 @@ struct ForwardMetrics {
     cursor: Family<TargetLabels, Gauge>,
     lag_spans: Family<TargetLabels, Gauge>,
     lag_seconds: Family<TargetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pending_rewards: Family<TargetLabels, Gauge>,
 }
 
 /// The collector's metrics.
@@ -177,6 +178,7 @@ impl Default for Metrics {
         registry.register("forward_cursor", "Span row id up to which a target has been forwarded", forward.cursor.clone());
         registry.register("forward_lag_spans", "Span rows stored after a target's cursor", forward.lag_spans.clone());
         registry.register_with_unit("forward_lag", "How long the oldest span not yet forwarded has waited", Unit::Seconds, forward.lag_seconds.clone());
+        registry.register("forward_pending_rewards", "Agent Lightning rewards in the outbox waiting to be delivered", forward.pending_rewards.clone());
         registry.register("queue_depth", "Operations waiting for the store writer", queue_depth.clone());
         registry.register("queue_bytes", "Bytes of prepared rows waiting for the store writer", queue_bytes.clone());
         registry.register_with_unit("http_request_duration", "Request latency by method, route template and status", Unit::Seconds, latency.clone());
@@ -249,6 +251,16 @@ impl Metrics {
         let l = TargetLabels { target: target.to_string() };
         self.forward.failed_requests.get_or_create(&l).inc();
         self.forward.skipped_spans.get_or_create(&l).inc_by(spans);
+    }
+
+    /// Count spans skipped without a request (rollouts unknown to the LightningStore).
+    pub fn forward_skipped(&self, target: &str, spans: u64) {
+        self.forward.skipped_spans.get_or_create(&TargetLabels { target: target.to_string() }).inc_by(spans);
+    }
+
+    /// Set a bridge's pending rewards.
+    pub fn forward_pending(&self, target: &str, pending: i64) {
+        self.forward.pending_rewards.get_or_create(&TargetLabels { target: target.to_string() }).set(pending);
     }
 
     /// Count a forwarding attempt to be retried.

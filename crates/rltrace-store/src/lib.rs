@@ -8,6 +8,7 @@
 //! pending triplet reward joined.
 
 pub mod bench;
+mod agl;
 mod db;
 mod export;
 mod forward;
@@ -38,6 +39,7 @@ use rltrace_core::Policy;
 use rusqlite::Connection;
 
 pub use gc::GcCounts;
+pub use agl::{LinkedScan, LinkedSequence, Outcome, OutboxCounts, OutboxOp, OutboxRow};
 pub use forward::{CursorOp, ForwardBatch, ForwardCursor, ForwardSpan};
 pub use prepare::{PreparedSpan, prepare_spans};
 pub use export::{AsOf, ExportCounts, SEQUENCES_PER_READ};
@@ -492,6 +494,23 @@ impl Store {
     ) -> Result<(), StoreError> {
         let reply: Reply<Option<i64>> = Box::new(reply);
         self.enqueue(Op::Cursor { target: target.to_string(), owner: owner.to_string(), lease_us, op, reply }, 0)
+    }
+
+    /// Change the Agent Lightning bridge's outbox; `reply` gets, after commit, the row's id (`None`:
+    /// a delivery for the sequence existed, or the row was no longer pending).
+    pub fn submit_outbox(&self, op: OutboxOp, reply: impl FnOnce(Result<Option<i64>, StoreError>) + Send + 'static) -> Result<(), StoreError> {
+        let reply: Reply<Option<i64>> = Box::new(reply);
+        self.enqueue(Op::Outbox { op, reply }, 0)
+    }
+
+    /// [`Store::submit_outbox`], waiting for the commit (waits while the queue is full).
+    pub fn outbox_blocking(&self, op: OutboxOp) -> Result<Option<i64>, StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reply: Reply<Option<i64>> = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        self.enqueue_waiting(Op::Outbox { op, reply }, 0, None)?;
+        rx.recv().map_err(|_| StoreError::Closed)?
     }
 
     /// [`Store::submit_cursor`], waiting for the commit (waits while the queue is full).

@@ -98,6 +98,23 @@ CREATE TABLE IF NOT EXISTS forward_cursors(
   lease_until_us INTEGER NOT NULL DEFAULT 0,
   updated_us INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS agl_outbox(
+  id INTEGER PRIMARY KEY,
+  bridge TEXT NOT NULL,
+  seq_ref INTEGER NOT NULL,
+  rollout_id TEXT NOT NULL,
+  attempt_id TEXT NOT NULL,
+  value REAL NOT NULL,
+  trace_id BLOB NOT NULL,
+  start_ns INTEGER NOT NULL,
+  state INTEGER NOT NULL DEFAULT 0,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT,
+  created_us INTEGER NOT NULL,
+  done_us INTEGER
+);
+CREATE INDEX IF NOT EXISTS agl_outbox_seq ON agl_outbox(bridge, seq_ref);
+CREATE INDEX IF NOT EXISTS agl_outbox_pending ON agl_outbox(bridge, id) WHERE state = 0;
 CREATE TABLE IF NOT EXISTS reward_events(
   id INTEGER PRIMARY KEY,
   reward_id TEXT NOT NULL UNIQUE,

@@ -25,6 +25,8 @@ pub(crate) enum Op {
     Gc { cut: rltrace_core::retention::Cutoffs, keep_unsettled: bool, after: Option<(i64, i64)>, reply: Reply<crate::gc::GcCounts> },
     /// A change to a forwarding target's cursor ([`crate::forward`]).
     Cursor { target: String, owner: String, lease_us: i64, op: crate::forward::CursorOp, reply: Reply<Option<i64>> },
+    /// A change to the Agent Lightning bridge's outbox ([`crate::agl`]).
+    Outbox { op: crate::agl::OutboxOp, reply: Reply<Option<i64>> },
     /// Stores its spans, then fails inside the same transaction (tests of the all-or-nothing
     /// group).
     #[cfg(test)]
@@ -294,6 +296,12 @@ impl Writer {
                         done.push(Done::Cursor(reply, r));
                         failed
                     }
+                    Op::Outbox { op, reply } => {
+                        let r = crate::agl::apply(tx, crate::now_micros(), &op);
+                        let failed = r.is_err();
+                        done.push(Done::Cursor(reply, r));
+                        failed
+                    }
                     #[cfg(test)]
                     Op::Fail { mut spans, reply } => {
                         let _ = ingest(tx, &mut self.caches, &mut spans, &mut g);
@@ -315,7 +323,7 @@ impl Writer {
                             Op::Barrier { reply } => done.push(Done::Barrier(reply)),
                             Op::Settle { reply, .. } => done.push(Done::Settle(reply, Err(StoreError::Failed("rolled back".into())))),
                             Op::Gc { reply, .. } => done.push(Done::Gc(reply, Err(StoreError::Failed("rolled back".into())))),
-                            Op::Cursor { reply, .. } => done.push(Done::Cursor(reply, Err(StoreError::Failed("rolled back".into())))),
+                            Op::Cursor { reply, .. } | Op::Outbox { reply, .. } => done.push(Done::Cursor(reply, Err(StoreError::Failed("rolled back".into())))),
                             #[cfg(test)]
                             Op::Fail { reply, .. } => done.push(Done::Barrier(reply)),
                             #[cfg(test)]

@@ -603,7 +603,7 @@ conformance! {
         // Version 2 is version 3 without the rollout columns and their index.
         place.raw(
             "DROP INDEX sequences_rollout; ALTER TABLE sequences DROP COLUMN rollout_id; ALTER TABLE sequences DROP COLUMN attempt_id;
-             DROP TABLE forward_cursors; ALTER TABLE spans DROP COLUMN extras;
+             DROP TABLE forward_cursors; DROP TABLE agl_outbox; ALTER TABLE spans DROP COLUMN extras;
              UPDATE meta SET value = '2' WHERE key = 'schema_version'",
         );
         let store = place.open();
@@ -835,5 +835,65 @@ conformance! {
         assert_eq!(store.cursor_blocking("x", "a", 0, claim.clone()).expect("claim"), Some(0));
         std::thread::sleep(std::time::Duration::from_millis(2));
         assert_eq!(store.cursor_blocking("x", "b", lease, claim).expect("claim"), Some(0));
+    }
+}
+
+conformance! {
+    /// The Agent Lightning bridge's outbox: linked sequences come back evaluated, with the trace
+    /// and end of their last LLM call, until the bridge writes a delivery for them; one delivery
+    /// per sequence and bridge; a failed attempt stays pending with its error, a delivered or
+    /// skipped one leaves the pending list; all of it survives a restart.
+    fn the_bridge_outbox_holds_one_delivery_per_sequence_durably(b) {
+        use rltrace_core::sequence::EpisodeReward;
+        use rltrace_store::{Outcome, OutboxOp};
+        let (place, store) = temp_store_on(b);
+        let link = |r: &str| vec![("agentlightning.rollout_id", s(r)), ("agentlightning.attempt_id", s("at-1"))];
+        let mut llm = triplet_span(1, 2, "linked", &[("gen_ai.operation.name", s("chat")), ("rl.reward", f(0.25))]);
+        llm.attributes.extend(link("ro-1").into_iter().map(|(k, v)| (k.to_string(), v)));
+        // The plain triplet ends later, but the LLM call is the anchor.
+        let mut later = triplet_span(1, 3, "linked", &link("ro-1"));
+        later.end_time_unix_nano += 10_000_000;
+        let unlinked = triplet_span(2, 1, "unlinked", &[]);
+        store.ingest_blocking(prepare(vec![llm.clone(), later, unlinked])).expect("ingest");
+        let scan = store.read(|tx| tx.linked_undelivered("agl", 0, 10, &policy())).expect("scan");
+        assert_eq!(scan.sequences.len(), 1);
+        let seq = &scan.sequences[0];
+        assert_eq!((seq.sequence_id.as_str(), seq.rollout.rollout_id.as_str(), seq.rollout.attempt_id.as_str()), ("linked", "ro-1", "at-1"));
+        assert_eq!(seq.anchor, Some((llm.trace_id, i64::try_from(llm.end_time_unix_nano).expect("ns"))));
+        assert_eq!(seq.eval.triplets.len(), 2);
+        assert_eq!(seq.eval.episode_reward(EpisodeReward::Min), Some(0.25));
+        assert_eq!(scan.scanned_to, scan.last_id);
+        let enqueue = |bridge: &str, value: f64| OutboxOp::Enqueue {
+            bridge: bridge.into(),
+            seq_ref: seq.seq_ref,
+            rollout: seq.rollout.clone(),
+            value,
+            trace_id: llm.trace_id,
+            start_ns: 5,
+        };
+        let id = store.outbox_blocking(enqueue("agl", 0.25)).expect("enqueue").expect("new row");
+        assert_eq!(store.outbox_blocking(enqueue("agl", 0.75)).expect("enqueue"), None, "one per sequence");
+        assert!(store.read(|tx| tx.linked_undelivered("agl", 0, 10, &policy())).expect("scan").sequences.is_empty());
+        assert_eq!(store.read(|tx| tx.linked_undelivered("other", 0, 10, &policy())).expect("scan").sequences.len(), 1, "per bridge");
+        let failed = OutboxOp::Attempted { id, outcome: Outcome::Failed("connection refused".into()) };
+        assert_eq!(store.outbox_blocking(failed).expect("attempt"), Some(id));
+        drop(store);
+        let store = place.open();
+        let pending = store.read(|tx| tx.outbox_pending("agl", 10)).expect("pending");
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].id, pending[0].value, pending[0].attempts, pending[0].start_ns), (id, 0.25, 1, 5));
+        assert_eq!(pending[0].trace_id, llm.trace_id);
+        let counts = store.read(|tx| tx.outbox_counts("agl")).expect("counts");
+        assert_eq!((counts.pending, counts.delivered, counts.skipped), (1, 0, 0));
+        assert!(counts.oldest_pending_us.is_some());
+        assert_eq!(store.outbox_blocking(OutboxOp::Attempted { id, outcome: Outcome::Delivered }).expect("attempt"), Some(id));
+        assert_eq!(store.outbox_blocking(OutboxOp::Attempted { id, outcome: Outcome::Failed("late".into()) }).expect("attempt"), None, "no longer pending");
+        let other = store.outbox_blocking(enqueue("other", 0.5)).expect("enqueue").expect("new");
+        store.outbox_blocking(OutboxOp::Attempted { id: other, outcome: Outcome::Skipped("unknown rollout".into()) }).expect("attempt");
+        assert!(store.read(|tx| tx.outbox_pending("agl", 10)).expect("pending").is_empty());
+        let counts = store.read(|tx| tx.outbox_counts("agl")).expect("counts");
+        assert_eq!((counts.pending, counts.delivered, counts.skipped, counts.oldest_pending_us), (0, 1, 0, None));
+        let counts = store.read(|tx| tx.outbox_counts("other")).expect("counts");
+        assert_eq!((counts.pending, counts.delivered, counts.skipped), (0, 0, 1));
     }
 }

@@ -214,7 +214,7 @@ struct ServeArgs {
 
 #[derive(clap::Args, Clone)]
 pub(crate) struct ConfigArgs {
-    /// Config file (TOML): [auth], [redaction], [retention], [[forward]]; unknown keys are errors.
+    /// Config file (TOML): [auth], [redaction], [retention], [[forward]], [agentlightning]; unknown keys are errors.
     #[arg(long, env = "RLTRACE_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -367,7 +367,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     if !redactor.is_empty() {
         tracing::info!(rules_hash = %redactor.hash(), "redaction is on");
     }
-    let targets = rltrace_server::forward::resolve_all(&config.forward, |var| std::env::var(var).ok())
+    let targets = config.targets(|var| std::env::var(var).ok())
         .map_err(|e| anyhow::anyhow!("config file {}: {e}", args.config.config.as_deref().map(|p| p.display().to_string()).unwrap_or_default()))?;
     for t in &targets {
         tracing::info!(target_name = %t.name, endpoint = %t.shown, batch = t.batch, "forwarding target");

@@ -1,0 +1,491 @@
+//! The Agent Lightning bridge (`[agentlightning]` of the config file; DESIGN section 10).
+//!
+//! With `store = URL` (Agent Lightning 0.3's LightningStore) it runs two tasks beside the
+//! `[[forward]]` targets, listed with them by `GET /api/v1/forwarders`:
+//! - `{name}-spans`: a forwarding target (the same cursor, batches and retries) that takes only
+//!   the spans linked to a rollout attempt, with the rollout and attempt put on their resource,
+//!   and posts them to `{store}/v1/traces`; a rollout the store does not know is looked up once
+//!   per batch and its spans skipped and counted.
+//! - `{name}-rewards`: walks the linked sequences without a delivery, and when one is complete
+//!   with an episode reward writes a delivery into the store's outbox (one per sequence); then
+//!   delivers the outbox in order, one `agentlightning.annotation` span each, starting when the
+//!   sequence's last LLM call ended, so that Agent Lightning's trace-to-triplet adapter gives the
+//!   reward to that call. The span id is the outbox row's, so a delivery repeated after a crash
+//!   is the same span to the store (it keeps the first): exactly once as Agent Lightning sees it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rltrace_core::AttrValue;
+use rltrace_core::sequence::EpisodeReward;
+use rltrace_core::span::{Origin, SpanRecord};
+use rltrace_core::triplet::{RolloutLink, rollout_link};
+use rltrace_store::{CursorOp, ForwardSpan, Outcome, OutboxOp, OutboxRow, Store, StoreError};
+use serde::Deserialize;
+
+use crate::forward::{Compression, FIRST_BACKOFF, Forwarder, Kind, LEASE, MAX_BACKOFF, Phase, Start, Target, What};
+
+/// Linked sequences looked at per round of the rewards task.
+const SCAN: usize = 64;
+/// Deliveries made per round.
+const DELIVER: usize = 64;
+/// How often the rewards task looks for new rewards.
+const POLL: Duration = Duration::from_millis(250);
+/// Rollouts remembered as known, per bridge.
+const KNOWN_ROLLOUTS: usize = 10_000;
+
+/// `[agentlightning]`, as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AglConfig {
+    /// The bridge's name: its targets are `{name}-spans` and `{name}-rewards` (default
+    /// `agentlightning`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Agent Lightning 0.3's LightningStore (`http://host:4747`).
+    #[serde(default)]
+    pub store: Option<String>,
+    /// Agent Lightning 1.0's API gateway (not supported by this version: refused with a message).
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// The gateway's key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The gateway's key, read from this environment variable.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// `last` (default), `mean` or `min` of the sequence's effective rewards.
+    #[serde(default)]
+    pub episode_reward: EpisodeReward,
+    /// Spans per request to the store (1 to 8,192; default 512).
+    #[serde(default)]
+    pub batch: Option<usize>,
+    /// Request timeout (seconds, or `10s`, `1m`; default 10 s).
+    #[serde(default, deserialize_with = "rltrace_core::policy::duration_secs")]
+    pub timeout: Option<u64>,
+}
+
+impl AglConfig {
+    /// Check the table: the bridge's targets.
+    pub fn resolve(&self) -> Result<Vec<Target>, String> {
+        if self.gateway.is_some() || self.key.is_some() || self.key_env.is_some() {
+            return Err(
+                "[agentlightning] gateway: this rltrace bridges to Agent Lightning 0.3's LightningStore (`store = URL`) only; the 1.0 gateway bridge is not part of it"
+                    .into(),
+            );
+        }
+        let Some(store) = &self.store else {
+            return Err("[agentlightning] needs store = \"http://HOST:PORT\" (Agent Lightning's LightningStore, `agl store`)".into());
+        };
+        let name = self.name.clone().unwrap_or_else(|| "agentlightning".into());
+        let spans = crate::forward::ForwardConfig {
+            name: Some(format!("{name}-spans")),
+            endpoint: format!("{}/v1/traces", store.trim_end_matches('/')),
+            headers: Default::default(),
+            headers_env: Default::default(),
+            compression: Compression::None,
+            what: What::All,
+            batch: self.batch,
+            timeout: self.timeout,
+            start: Start::Beginning,
+        }
+        .resolve(|_| None)
+        .map_err(|e| format!("[agentlightning] {}", e.trim_start_matches("forward ")))?;
+        if spans.endpoint.path() != "/v1/traces" {
+            return Err(format!("[agentlightning] store {store:?}: give the store's root URL (http://HOST:PORT), without a path"));
+        }
+        let mut root = spans.endpoint.clone();
+        root.set_path("/");
+        let rewards = Target {
+            name: format!("{name}-rewards"),
+            endpoint: spans.endpoint.clone(),
+            shown: spans.shown.clone(),
+            headers: Default::default(),
+            kind: Kind::AglRewards { store: root.clone(), episode_reward: self.episode_reward },
+            compression: Compression::None,
+            what: What::Linked,
+            batch: DELIVER,
+            timeout: spans.timeout,
+            start: Start::Beginning,
+        };
+        let spans = Target { kind: Kind::AglSpans { store: root }, what: What::Linked, ..spans };
+        Ok(vec![spans, rewards])
+    }
+}
+
+/// The linked spans of a batch, each with the rollout and attempt on its resource (spans that
+/// carry the link only in their attributes get a resource that does too).
+pub(crate) fn linked(spans: Vec<ForwardSpan>) -> Vec<(ForwardSpan, RolloutLink)> {
+    let mut origins: HashMap<(*const Origin, String, String), Arc<Origin>> = HashMap::new();
+    let mut out = Vec::new();
+    for mut s in spans {
+        // A malformed id on a stored span was refused at ingest; none here is treated as unlinked.
+        let Ok(Some(link)) = rollout_link(&s.span) else { continue };
+        let has = |k: &str, v: &str| s.span.origin.resource.iter().any(|(rk, rv)| rk == k && matches!(rv, AttrValue::Str(x) if x == v));
+        if !(has("agentlightning.rollout_id", &link.rollout_id) && has("agentlightning.attempt_id", &link.attempt_id)) {
+            let key = (Arc::as_ptr(&s.span.origin), link.rollout_id.clone(), link.attempt_id.clone());
+            let origin = origins
+                .entry(key)
+                .or_insert_with(|| {
+                    let mut o = (*s.span.origin).clone();
+                    o.resource.retain(|(k, _)| k != "agentlightning.rollout_id" && k != "agentlightning.attempt_id");
+                    o.resource.push(("agentlightning.rollout_id".into(), AttrValue::Str(link.rollout_id.clone())));
+                    o.resource.push(("agentlightning.attempt_id".into(), AttrValue::Str(link.attempt_id.clone())));
+                    Arc::new(o)
+                })
+                .clone();
+            s.span.origin = origin;
+        }
+        out.push((s, link));
+    }
+    out
+}
+
+/// The rollouts a LightningStore knows, remembered per bridge (known ones only: an unknown one
+/// is asked again next time).
+#[derive(Default)]
+pub(crate) struct Rollouts {
+    known: Mutex<HashSet<String>>,
+}
+
+/// What a lookup found.
+pub(crate) enum Lookup {
+    /// The rollouts among those asked that the store knows.
+    Known(HashSet<String>),
+    /// The store could not be asked; retry later.
+    Retry(String),
+}
+
+impl Rollouts {
+    /// Which of `ids` the store at `root` knows.
+    pub(crate) async fn lookup(&self, client: &reqwest::Client, root: &reqwest::Url, timeout: Duration, ids: &[String]) -> Lookup {
+        let mut found = HashSet::new();
+        for id in ids {
+            if self.known.lock().map(|k| k.contains(id)).unwrap_or(false) {
+                found.insert(id.clone());
+                continue;
+            }
+            let mut url = root.clone();
+            match url.path_segments_mut() {
+                Ok(mut p) => {
+                    p.clear().extend(["v1", "agl", "rollouts", id.as_str()]);
+                }
+                Err(()) => return Lookup::Retry(format!("{root}: not a base URL")),
+            }
+            let resp = match client.get(url).timeout(timeout).send().await {
+                Ok(r) => r,
+                Err(e) => return Lookup::Retry(format!("looking rollout {id} up: {e}")),
+            };
+            let status = resp.status();
+            let body = resp.bytes().await.unwrap_or_default();
+            if status.is_server_error() || status.as_u16() == 429 {
+                return Lookup::Retry(format!("looking rollout {id} up: the store answered {}", status.as_u16()));
+            }
+            // The store answers 200 with `null` for a rollout it does not have (404 in newer ones).
+            let known = status.is_success() && serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v.is_object());
+            if known {
+                if let Ok(mut k) = self.known.lock() {
+                    if k.len() >= KNOWN_ROLLOUTS {
+                        k.clear();
+                    }
+                    k.insert(id.clone());
+                }
+                found.insert(id.clone());
+            }
+        }
+        Lookup::Known(found)
+    }
+}
+
+/// The reward span of a delivery: `agentlightning.annotation` with the primary reward, in the
+/// trace of the sequence's last LLM call, starting (and ending) when that call ended; its span
+/// id is the outbox row's.
+pub fn annotation_span(row: &OutboxRow) -> SpanRecord {
+    let id = u64::try_from(row.id).unwrap_or(0) | 0x8000_0000_0000_0000;
+    let at = u64::try_from(row.start_ns).unwrap_or(0);
+    SpanRecord {
+        trace_id: row.trace_id,
+        span_id: id.to_be_bytes(),
+        parent_span_id: None,
+        name: "agentlightning.annotation".into(),
+        kind: 1,
+        start_time_unix_nano: at,
+        end_time_unix_nano: at,
+        status_code: 0,
+        status_message: String::new(),
+        attributes: vec![
+            ("agentlightning.reward.0.name".into(), AttrValue::Str("primary".into())),
+            ("agentlightning.reward.0.value".into(), AttrValue::Double(row.value)),
+        ],
+        events: Vec::new(),
+        origin: Arc::new(Origin {
+            resource: vec![
+                ("service.name".into(), AttrValue::Str("rltrace".into())),
+                ("agentlightning.rollout_id".into(), AttrValue::Str(row.rollout.rollout_id.clone())),
+                ("agentlightning.attempt_id".into(), AttrValue::Str(row.rollout.attempt_id.clone())),
+            ],
+            scope_name: "rltrace".into(),
+            scope_version: env!("CARGO_PKG_VERSION").into(),
+        }),
+        extras: Default::default(),
+    }
+}
+
+/// The rewards task of a bridge.
+pub(crate) async fn run_rewards(runner: Arc<crate::forward::Runner>, f: Arc<Forwarder>, policy: Arc<rltrace_core::Policy>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let t = &f.target;
+    let Kind::AglRewards { store: root, episode_reward } = t.kind.clone() else { return };
+    tracing::info!(target_name = %t.name, store = %crate::forward::shown(&root), "agent lightning rewards");
+    let mut backoff = FIRST_BACKOFF;
+    'claim: loop {
+        if *stop.borrow() {
+            break;
+        }
+        // The lease (one collector at a time), and where the walk over linked sequences is.
+        let mut walk = match runner.cursor_op(t, CursorOp::Claim { from_now: false }).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                f.update(|s| s.phase = Phase::Standby);
+                if crate::forward::sleep_or_stop(&mut stop, LEASE / 2).await {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => {
+                f.update(|s| s.failed(format!("store: {e}")));
+                if crate::forward::sleep_or_stop(&mut stop, backoff).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let mut renewed = std::time::Instant::now();
+        loop {
+            if *stop.borrow() {
+                break 'claim;
+            }
+            // 1. Linked sequences that became complete with an episode reward get a delivery.
+            let store = runner.store().clone();
+            let (name, pol) = (t.name.clone(), policy.clone());
+            let scan = tokio::task::spawn_blocking(move || store.read(|tx| tx.linked_undelivered(&name, walk, SCAN, &pol))).await;
+            let scan = match scan {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    f.update(|s| s.failed(format!("store: {e}")));
+                    if crate::forward::sleep_or_stop(&mut stop, backoff).await {
+                        break 'claim;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue 'claim;
+                }
+                Err(e) => {
+                    f.update(|s| s.failed(format!("store: {e}")));
+                    continue 'claim;
+                }
+            };
+            for seq in &scan.sequences {
+                let value = seq.eval.episode_reward(episode_reward);
+                let (Some(value), Some((trace_id, end_ns)), true) = (value, seq.anchor, seq.eval.complete) else { continue };
+                let op = OutboxOp::Enqueue { bridge: t.name.clone(), seq_ref: seq.seq_ref, rollout: seq.rollout.clone(), value, trace_id, start_ns: end_ns };
+                if let Err(e) = outbox_op(runner.store(), op).await {
+                    f.update(|s| s.failed(format!("store: {e}")));
+                    continue 'claim;
+                }
+            }
+            let next = if scan.scanned_to >= scan.last_id { 0 } else { scan.scanned_to };
+            if next != walk || renewed.elapsed() > LEASE / 3 {
+                match runner.cursor_op(t, CursorOp::Advance { from: walk, to: next }).await {
+                    Ok(Some(c)) => walk = c,
+                    Ok(None) => continue 'claim,
+                    Err(e) => {
+                        f.update(|s| s.failed(format!("store: {e}")));
+                        continue 'claim;
+                    }
+                }
+                renewed = std::time::Instant::now();
+            }
+            // 2. Deliver what is pending, oldest first; a failure waits for the next round.
+            let store = runner.store().clone();
+            let name = t.name.clone();
+            let pending = match tokio::task::spawn_blocking(move || store.read(|tx| Ok((tx.outbox_pending(&name, DELIVER)?, tx.outbox_counts(&name)?)))).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    f.update(|s| s.failed(format!("store: {e}")));
+                    continue 'claim;
+                }
+                Err(_) => continue 'claim,
+            };
+            let (rows, counts) = pending;
+            f.update(|s| s.outbox = Some(counts));
+            runner.metrics().forward_pending(&t.name, counts.pending);
+            let mut failed = false;
+            if !rows.is_empty() {
+                f.update(|s| s.phase = Phase::Sending);
+            }
+            for row in rows {
+                let outcome = deliver(&runner, t, &root, &row).await;
+                let retry = matches!(outcome, Outcome::Failed(_));
+                match &outcome {
+                    Outcome::Delivered => {
+                        f.update(|s| {
+                            s.sent_requests += 1;
+                            s.sent_spans += 1;
+                            s.last_sent_us = Some(rltrace_store::now_micros());
+                        });
+                        runner.metrics().forward_sent(&t.name, 1, 0);
+                    }
+                    Outcome::Skipped(why) => {
+                        tracing::warn!(target_name = %t.name, rollout = %row.rollout.rollout_id, error = %why, "agent lightning reward skipped");
+                        f.update(|s| {
+                            s.failed_requests += 1;
+                            s.skipped_spans += 1;
+                            s.failed(why.clone());
+                        });
+                        runner.metrics().forward_failed(&t.name, 1);
+                    }
+                    Outcome::Failed(why) => {
+                        f.update(|s| {
+                            s.retried += 1;
+                            s.failed(why.clone());
+                        });
+                        runner.metrics().forward_retried(&t.name);
+                    }
+                }
+                if let Err(e) = outbox_op(runner.store(), OutboxOp::Attempted { id: row.id, outcome }).await {
+                    f.update(|s| s.failed(format!("store: {e}")));
+                    continue 'claim;
+                }
+                if retry {
+                    failed = true;
+                    break;
+                }
+            }
+            if failed {
+                f.update(|s| s.phase = Phase::Backoff);
+                if crate::forward::sleep_or_stop(&mut stop, backoff).await {
+                    break 'claim;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+            backoff = FIRST_BACKOFF;
+            f.update(|s| s.phase = Phase::Idle);
+            if crate::forward::sleep_or_stop(&mut stop, POLL).await {
+                break 'claim;
+            }
+        }
+    }
+    f.update(|s| s.phase = Phase::Stopped);
+    let _ = runner.cursor_op(t, CursorOp::Release).await;
+}
+
+/// One delivery attempt: the rollout looked up, then the reward span posted.
+async fn deliver(runner: &crate::forward::Runner, t: &Target, root: &reqwest::Url, row: &OutboxRow) -> Outcome {
+    match runner.rollouts().lookup(runner.client(), root, t.timeout, std::slice::from_ref(&row.rollout.rollout_id)).await {
+        Lookup::Retry(why) => return Outcome::Failed(why),
+        Lookup::Known(k) if k.is_empty() => {
+            return Outcome::Skipped(format!("rollout {} is unknown to the store", row.rollout.rollout_id));
+        }
+        Lookup::Known(_) => {}
+    }
+    let req = rltrace_otlp::export_request([&annotation_span(row)], &[]);
+    match runner.post(t, &rltrace_otlp::encode_request(&req)).await {
+        crate::forward::Sent::Acknowledged(_) => Outcome::Delivered,
+        crate::forward::Sent::Refused(why) => Outcome::Skipped(why),
+        crate::forward::Sent::Retry(why, _) => Outcome::Failed(why),
+    }
+}
+
+/// An outbox change, committed; waits while the writer queue is full.
+async fn outbox_op(store: &Store, op: OutboxOp) -> Result<Option<i64>, StoreError> {
+    loop {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match store.submit_outbox(op.clone(), move |r| {
+            let _ = tx.send(r);
+        }) {
+            Ok(()) => return rx.await.map_err(|_| StoreError::Closed)?,
+            Err(StoreError::Overloaded) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Target>, String> {
+        let c: AglConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.resolve()
+    }
+
+    #[test]
+    fn the_bridge_table_is_checked() {
+        let t = parse("store = \"http://127.0.0.1:4747/\"\nepisode_reward = \"min\"").expect("ok");
+        assert_eq!((t[0].name.as_str(), t[1].name.as_str()), ("agentlightning-spans", "agentlightning-rewards"));
+        assert_eq!(t[0].endpoint.as_str(), "http://127.0.0.1:4747/v1/traces");
+        assert!(matches!(&t[1].kind, Kind::AglRewards { episode_reward: EpisodeReward::Min, store } if store.as_str() == "http://127.0.0.1:4747/"));
+        let e = parse("gateway = \"http://127.0.0.1:9\"\nkey = \"k\"").unwrap_err();
+        assert!(e.contains("1.0 gateway bridge is not part of it"), "{e}");
+        assert!(parse("").unwrap_err().contains("needs store"));
+        assert!(parse("store = \"http://127.0.0.1:4747/x\"").unwrap_err().contains("without a path"));
+        assert!(parse("store = \"https://agl.example\"").unwrap_err().contains("plain HTTP"));
+        assert!(parse("store = \"http://127.0.0.1:1\"\nepisode_reward = \"max\"").unwrap_err().contains("unknown variant `max`"));
+        assert!(parse("store = \"http://127.0.0.1:1\"\nbatch = 0").unwrap_err().contains("out of range"));
+    }
+
+    #[test]
+    fn only_linked_spans_go_and_carry_the_link_on_their_resource() {
+        let mk = |n: u8, attrs: Vec<(String, AttrValue)>, resource: Vec<(String, AttrValue)>| ForwardSpan {
+            id: i64::from(n),
+            span: SpanRecord {
+                trace_id: [n; 16],
+                span_id: [n; 8],
+                parent_span_id: None,
+                name: format!("s{n}"),
+                kind: 1,
+                start_time_unix_nano: 1,
+                end_time_unix_nano: 2,
+                status_code: 0,
+                status_message: String::new(),
+                attributes: attrs,
+                events: Vec::new(),
+                origin: Arc::new(Origin { resource, ..Origin::default() }),
+                extras: Default::default(),
+            },
+        };
+        let kv = |k: &str, v: &str| (k.to_string(), AttrValue::Str(v.into()));
+        let spans = vec![
+            mk(1, vec![kv("agentlightning.rollout_id", "r1"), kv("agentlightning.attempt_id", "a1")], vec![kv("service.name", "x")]),
+            mk(2, Vec::new(), vec![kv("agentlightning.rollout_id", "r2"), kv("agentlightning.attempt_id", "a2")]),
+            mk(3, Vec::new(), vec![kv("service.name", "x")]),
+            mk(4, vec![kv("agentlightning.rollout_id", "r4")], Vec::new()),
+        ];
+        let out = linked(spans);
+        assert_eq!(out.iter().map(|(s, l)| (s.id, l.rollout_id.as_str())).collect::<Vec<_>>(), [(1, "r1"), (2, "r2")]);
+        let res = &out[0].0.span.origin.resource;
+        assert!(res.contains(&kv("service.name", "x")) && res.contains(&kv("agentlightning.rollout_id", "r1")) && res.contains(&kv("agentlightning.attempt_id", "a1")));
+        assert_eq!(out[1].0.span.origin.resource.len(), 2, "already on the resource: unchanged");
+    }
+
+    #[test]
+    fn the_reward_span_is_the_outbox_rows() {
+        let row = OutboxRow {
+            id: 7,
+            seq_ref: 1,
+            rollout: RolloutLink { rollout_id: "ro".into(), attempt_id: "at".into() },
+            value: 0.75,
+            trace_id: [3; 16],
+            start_ns: 1_000,
+            attempts: 0,
+            created_us: 0,
+        };
+        let s = annotation_span(&row);
+        assert_eq!(s.span_id, (0x8000_0000_0000_0007u64).to_be_bytes());
+        assert_eq!((s.start_time_unix_nano, s.end_time_unix_nano, s.trace_id), (1_000, 1_000, [3; 16]));
+        assert_eq!(s.attr("agentlightning.reward.0.value"), Some(&AttrValue::Double(0.75)));
+        assert_eq!(annotation_span(&row), s, "the same row is the same span");
+    }
+}
