@@ -158,40 +158,60 @@ pub(crate) enum Lookup {
 }
 
 impl Rollouts {
-    /// Which of `ids` the store at `root` knows.
+    /// Which of `ids` the store at `root` knows: one `POST /v1/agl/rollouts/search` for those not
+    /// remembered (its `GET /v1/agl/rollouts/{id}` answers 500 for an unknown one).
     pub(crate) async fn lookup(&self, client: &reqwest::Client, root: &reqwest::Url, timeout: Duration, ids: &[String]) -> Lookup {
         let mut found = HashSet::new();
-        for id in ids {
-            if self.known.lock().map(|k| k.contains(id)).unwrap_or(false) {
-                found.insert(id.clone());
-                continue;
-            }
-            let mut url = root.clone();
-            match url.path_segments_mut() {
-                Ok(mut p) => {
-                    p.clear().extend(["v1", "agl", "rollouts", id.as_str()]);
+        let mut ask = Vec::new();
+        {
+            let known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for id in ids {
+                if known.contains(id) {
+                    found.insert(id.clone());
+                } else {
+                    ask.push(id.clone());
                 }
-                Err(()) => return Lookup::Retry(format!("{root}: not a base URL")),
             }
-            let resp = match client.get(url).timeout(timeout).send().await {
-                Ok(r) => r,
-                Err(e) => return Lookup::Retry(format!("looking rollout {id} up: {e}")),
-            };
-            let status = resp.status();
-            let body = resp.bytes().await.unwrap_or_default();
-            if status.is_server_error() || status.as_u16() == 429 {
-                return Lookup::Retry(format!("looking rollout {id} up: the store answered {}", status.as_u16()));
-            }
-            // The store answers 200 with `null` for a rollout it does not have (404 in newer ones).
-            let known = status.is_success() && serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v.is_object());
-            if known {
-                if let Ok(mut k) = self.known.lock() {
-                    if k.len() >= KNOWN_ROLLOUTS {
-                        k.clear();
-                    }
-                    k.insert(id.clone());
+        }
+        if ask.is_empty() {
+            return Lookup::Known(found);
+        }
+        let Ok(url) = root.join("v1/agl/rollouts/search") else { return Lookup::Retry(format!("{root}: not a base URL")) };
+        let body = serde_json::json!({ "rollout_id_in": ask, "limit": ask.len() });
+        let resp = match client.post(url)
+            .timeout(timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await {
+            Ok(r) => r,
+            Err(e) => return Lookup::Retry(format!("looking rollouts up at {}: {e}", crate::forward::shown(root))),
+        };
+        let status = resp.status();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        if !status.is_success() {
+            return Lookup::Retry(format!("looking rollouts up at {}: the store answered {}", crate::forward::shown(root), status.as_u16()));
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            items: Vec<Item>,
+        }
+        #[derive(Deserialize)]
+        struct Item {
+            rollout_id: String,
+        }
+        let page: Page = match serde_json::from_slice(&bytes) {
+            Ok(p) => p,
+            Err(e) => return Lookup::Retry(format!("looking rollouts up at {}: unexpected answer: {e}", crate::forward::shown(root))),
+        };
+        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for item in page.items {
+            if ask.contains(&item.rollout_id) {
+                if known.len() >= KNOWN_ROLLOUTS {
+                    known.clear();
                 }
-                found.insert(id.clone());
+                known.insert(item.rollout_id.clone());
+                found.insert(item.rollout_id);
             }
         }
         Lookup::Known(found)
