@@ -46,7 +46,15 @@ serve() {
   [ -n "$URL" ] || { echo "$name did not start" >&2; cat "$WORK/$name.err" >&2; exit 1; }
 }
 
-lag_of() { curl -s "$1/api/v1/forwarders" | python3 -c 'import json,sys; f=json.load(sys.stdin)["forwarders"][0]; print(f["lag_spans"], f["lag_seconds"], f["sent_spans"], f["retried"])'; }
+lag_of() {
+  curl -s "$1/api/v1/forwarders" | python3 -c '
+import json, sys
+try:
+    f = json.load(sys.stdin)["forwarders"][0]
+    print(f["lag_spans"], f["lag_seconds"], f["sent_spans"], f["retried"])
+except Exception:
+    print(-1, 0, 0, 0)'
+}
 
 # A null sink: answers 200 to every POST after reading its body.
 SINK_PORT=$(free_port)

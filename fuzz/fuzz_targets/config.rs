@@ -1,4 +1,5 @@
-//! The collector's config file (`--config`, TOML: `[auth]`, `[redaction]`, `[retention]`) and
+//! The collector's config file (`--config`, TOML: `[auth]`, `[redaction]`, `[retention]`,
+//! `[[forward]]`, `[agentlightning]`) and
 //! redaction itself: any text is a config or an error; a config's keys and redaction rules build
 //! or fail with a message; redacting a span whose values come from the input never panics, and
 //! a masked JSON object stays a JSON object.
@@ -17,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let redactor = config.redactor().expect("a config that parsed has rules that compile");
         let _ = redactor.hash();
         let _ = config.retention.cutoffs(1_700_000_000_000_000);
+        let _ = config.targets(|_| Some("fuzzing".into()));
     }
     // Every action on values made of the input, plain and inside JSON.
     let masker = |action: &str| {

@@ -87,8 +87,11 @@ mod tests {
         assert_eq!(c.redaction.rules.len(), 4);
         assert_eq!(c.retention.sequences, Some(180 * 86_400));
         assert_eq!(c.forward.len(), 2);
-        let targets = crate::forward::resolve_all(&c.forward, |_| Some("Basic cGs6c2s=".into())).expect("targets");
+        let targets = c.targets(|_| Some("Basic cGs6c2s=".into())).expect("targets");
         assert_eq!((targets[0].name.as_str(), targets[1].what), ("langfuse", crate::forward::What::Triplets));
+        let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["langfuse", "phoenix", "agentlightning-spans", "agentlightning-rewards"]);
+        assert_eq!(c.agentlightning.as_ref().map(|a| a.episode_reward), Some(rltrace_core::sequence::EpisodeReward::Last));
         let auth = crate::auth::Auth::from_config(&c.auth, |var| Some(format!("{var}-0123456789abcdef"))).expect("keys");
         assert!(auth.check_key("test").is_some(), "the example's digest is of \"test\"");
         assert!(!c.redactor().expect("rules").is_empty());
