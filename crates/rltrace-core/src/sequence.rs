@@ -163,6 +163,15 @@ impl SequenceEval {
         (n > 0).then(|| sum / n as f64)
     }
 
+    /// The episode reward under each way of forming it.
+    pub fn episode_rewards(&self) -> EpisodeRewards {
+        EpisodeRewards {
+            last: self.episode_reward(EpisodeReward::Last),
+            mean: self.episode_reward(EpisodeReward::Mean),
+            min: self.episode_reward(EpisodeReward::Min),
+        }
+    }
+
     /// The episode reward (Agent Lightning's one number per rollout): by `how` over the
     /// triplets' effective rewards. `Last` is the last triplet's, `None` when it has none yet;
     /// `Mean` and `Min` go over the triplets that have one, `None` when none has.
@@ -184,6 +193,17 @@ impl SequenceEval {
         }
         out
     }
+}
+
+/// A sequence's episode reward formed each way ([`SequenceEval::episode_rewards`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EpisodeRewards {
+    /// The last triplet's effective reward.
+    pub last: Option<f64>,
+    /// The mean over the triplets that have one.
+    pub mean: Option<f64>,
+    /// The smallest.
+    pub min: Option<f64>,
 }
 
 /// How a sequence's triplet rewards make one episode reward ([`SequenceEval::episode_reward`]).
@@ -412,6 +432,7 @@ mod tests {
         assert_eq!(e.episode_reward(EpisodeReward::Last), Some(0.5));
         assert!((e.episode_reward(EpisodeReward::Mean).unwrap_or(0.0) - 0.5).abs() < 1e-12);
         assert_eq!(e.episode_reward(EpisodeReward::Min), Some(0.2));
+        assert_eq!(e.episode_rewards(), EpisodeRewards { last: Some(0.5), mean: e.episode_reward(EpisodeReward::Mean), min: Some(0.2) });
         // The last triplet without a reward: no `last` yet, while mean and min use the others.
         let e = evaluate("s", vec![with(1, Some(0.2)), with(2, Some(0.8)), with(3, None)], &[], &Policy::default(), 0);
         assert_eq!(e.episode_reward(EpisodeReward::Last), None);

@@ -154,6 +154,23 @@ pub struct Rollout {
     pub attempt_id: String,
     /// The rollout id (`agentlightning.rollout_id`).
     pub rollout_id: String,
+    /// The episode reward each way the bridge may form it (`[agentlightning] episode_reward`).
+    pub episode_reward: EpisodeRewardOut,
+}
+
+/// A linked sequence's episode reward: the last triplet's effective reward, the mean and the
+/// least over the triplets that have one; each null when there is none yet.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EpisodeRewardOut {
+    /// The last triplet's effective reward.
+    #[schema(required)]
+    pub last: Option<f64>,
+    /// The mean.
+    #[schema(required)]
+    pub mean: Option<f64>,
+    /// The least.
+    #[schema(required)]
+    pub min: Option<f64>,
 }
 
 /// A page of `GET /api/v1/sequences`.
@@ -172,7 +189,7 @@ fn opt_time(t: Option<i64>) -> Option<String> {
 
 impl From<store::SequenceSummary> for SequenceSummary {
     fn from(s: store::SequenceSummary) -> Self {
-        let store::SequenceSummary { sequence_id, triplet_count, first_at, last_at, rewarded, complete, reward_mean, roles, rollout } = s;
+        let store::SequenceSummary { sequence_id, triplet_count, first_at, last_at, rewarded, complete, reward_mean, roles, rollout, episode } = s;
         SequenceSummary {
             complete,
             first_at: opt_time(first_at),
@@ -180,7 +197,11 @@ impl From<store::SequenceSummary> for SequenceSummary {
             reward_mean,
             rewarded,
             roles,
-            rollout: rollout.map(|l| Rollout { attempt_id: l.attempt_id, rollout_id: l.rollout_id }),
+            rollout: rollout.map(|l| Rollout {
+                attempt_id: l.attempt_id,
+                rollout_id: l.rollout_id,
+                episode_reward: EpisodeRewardOut { last: episode.last, mean: episode.mean, min: episode.min },
+            }),
             sequence_id,
             triplet_count,
         }
@@ -1285,6 +1306,7 @@ mod tests {
             reward_mean: Some(0.5),
             roles: vec!["Code".into()],
             rollout: None,
+            episode: Default::default(),
         }
     }
 

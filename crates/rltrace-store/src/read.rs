@@ -120,6 +120,8 @@ pub struct SequenceSummary {
     pub roles: Vec<String>,
     /// The Agent Lightning rollout attempt it is linked to.
     pub rollout: Option<rltrace_core::triplet::RolloutLink>,
+    /// Its episode reward (last, mean, min of the effective rewards).
+    pub episode: rltrace_core::sequence::EpisodeRewards,
 }
 
 /// A sequence with one page of its triplets in order, and its ledger.
@@ -165,6 +167,7 @@ impl Loaded {
             reward_mean: self.eval.reward_mean(),
             roles: self.eval.roles(),
             rollout: self.info.rollout.clone(),
+            episode: self.eval.episode_rewards(),
         }
     }
 }

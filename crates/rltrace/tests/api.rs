@@ -1141,15 +1141,25 @@ fn sequences_show_their_agent_lightning_rollout_link() {
     send(
         &s,
         &[
-            api_support::triplet("linked", 0, "Code", 1),
+            api_support::triplet("linked", 0, "Code", 1).attr("rl.triplet_id", json!("linked-0")),
             api_support::triplet("linked", 1, "Test", 2)
                 .attr("agentlightning.rollout_id", json!("ro-77"))
                 .attr("agentlightning.attempt_id", json!("at-1")),
             api_support::triplet("plain", 0, "Code", 3),
         ],
     );
+    let unrewarded = json!({"last": null, "mean": null, "min": null});
     let seq = sequence_of(&s, "linked");
-    assert_eq!(seq["rollout"], json!({"rollout_id": "ro-77", "attempt_id": "at-1"}), "{seq}");
+    assert_eq!(seq["rollout"], json!({"rollout_id": "ro-77", "attempt_id": "at-1", "episode_reward": unrewarded}), "{seq}");
+    // The episode reward follows the ledger: the last triplet's, the mean and the least.
+    for (target, value) in [(json!({"triplet_id": "linked-0"}), 0.2), (json!({"sequence_id": "linked", "strategy": "last"}), 0.8)] {
+        let (status, body) = common::post_json(&s.url("/api/v1/rewards"), &json!({"target": target, "value": value, "source": "tests"}));
+        assert_eq!(status, 201, "{body}");
+    }
+    let seq = sequence_of(&s, "linked");
+    let episode = &seq["rollout"]["episode_reward"];
+    assert_eq!((&episode["last"], &episode["min"]), (&json!(0.8), &json!(0.2)), "{seq}");
+    assert!((episode["mean"].as_f64().unwrap_or(0.0) - 0.5).abs() < 1e-9, "{seq}");
     assert_eq!(sequence_of(&s, "plain")["rollout"], Value::Null);
     let list = get_ok(&s.url("/api/v1/sequences"));
     let linked: Vec<&Value> = list["items"].as_array().expect("items").iter().filter(|i| !i["rollout"].is_null()).collect();
@@ -1157,6 +1167,7 @@ fn sequences_show_their_agent_lightning_rollout_link() {
     let (status, _, page) = get_text(&s.url("/ui/sequences/linked"));
     assert_eq!(status, 200);
     assert!(page.contains("ro-77") && page.contains("at-1"), "the sequence page shows the link");
+    assert!(page.contains("<span id=\"seq-episode\">0.800</span>"), "and the episode reward: {page}");
     // A malformed link is refused by name, like any bad attribute.
     let body = serde_json::to_vec(&api_support::request(&[api_support::triplet("bad", 0, "Code", 4).attr("agentlightning.rollout_id", json!(""))
         .attr("agentlightning.attempt_id", json!("a"))]))

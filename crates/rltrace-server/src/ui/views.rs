@@ -367,6 +367,7 @@ pub fn sequence_page(st: &AppState, d: &SequenceDetail, cursor_given: bool, mess
             div { dt { "Rollout" } dd id="seq-rollout" {
                 @if let Some(l) = &s.rollout {
                     "Agent Lightning rollout " code { (l.rollout_id) } ", attempt " code { (l.attempt_id) }
+                    ", episode reward " span id="seq-episode" { (reward(s.episode.last)) } " (last; mean " (reward(s.episode.mean)) ", min " (reward(s.episode.min)) ")"
                 } @else {
                     span class="muted" { "not linked to an Agent Lightning rollout" }
                 }
