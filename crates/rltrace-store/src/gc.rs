@@ -258,6 +258,9 @@ pub(crate) fn pass(
             let events = tx.exec("DELETE FROM reward_events WHERE seq_key IN (SELECT value FROM json_each(?1))", params![keys_json.as_str()])?;
             tx.exec(&format!("DELETE FROM sequence_roles WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?;
             tx.exec(&format!("DELETE FROM task_sequences WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?;
+            // The bridge's finished deliveries go with the sequence; a pending one carries what it
+            // needs and is still delivered.
+            tx.exec(&format!("DELETE FROM agl_outbox WHERE seq_ref IN {IDS} AND state <> 0"), params![ids_json.as_str()])?;
             tx.exec(&format!("DELETE FROM sequences WHERE id IN {IDS}"), params![ids_json.as_str()])?;
             let triplets: i64 = seqs.iter().map(|s| s.2.max(0)).sum();
             let rewarded: i64 = seqs.iter().map(|s| s.3.max(0)).sum();

@@ -897,3 +897,33 @@ conformance! {
         assert_eq!((counts.pending, counts.delivered, counts.skipped), (0, 0, 1));
     }
 }
+
+conformance! {
+    /// Retention takes a deleted sequence's finished Agent Lightning deliveries with it and leaves
+    /// a pending one, which carries what it needs, to be delivered.
+    fn retention_takes_finished_deliveries_and_leaves_pending_ones(b) {
+        use rltrace_store::{Outcome, OutboxOp};
+        let (_place, store) = temp_store_on(b);
+        let link = [("agentlightning.rollout_id", s("ro-old")), ("agentlightning.attempt_id", s("at-1"))];
+        store.ingest_blocking(prepare(vec![triplet_span(1, 1, "old", &link)])).expect("ingest");
+        let seq = store.read(|tx| tx.linked_undelivered("a", 0, 10, &policy())).expect("scan").sequences.remove(0);
+        let enqueue = |bridge: &str| OutboxOp::Enqueue {
+            bridge: bridge.into(),
+            seq_ref: seq.seq_ref,
+            rollout: seq.rollout.clone(),
+            value: 0.5,
+            trace_id: [1; 16],
+            start_ns: 1,
+        };
+        let delivered = store.outbox_blocking(enqueue("a")).expect("enqueue").expect("row");
+        store.outbox_blocking(OutboxOp::Attempted { id: delivered, outcome: Outcome::Delivered }).expect("attempt");
+        store.outbox_blocking(enqueue("b")).expect("enqueue").expect("row");
+        let retention: rltrace_core::retention::Retention = toml::from_str("sequences = \"30d\"").expect("retention");
+        assert_eq!(store.gc_blocking(&retention, false, |_| {}).expect("gc").sequences, 1);
+        let a = store.read(|tx| tx.outbox_counts("a")).expect("counts");
+        assert_eq!((a.pending, a.delivered, a.skipped), (0, 0, 0), "the delivered row went with the sequence");
+        let pending = store.read(|tx| tx.outbox_pending("b", 10)).expect("pending");
+        assert_eq!(pending.len(), 1, "the pending one stays");
+        assert_eq!(pending[0].rollout.rollout_id, "ro-old");
+    }
+}
