@@ -21,7 +21,7 @@ use rltrace_core::AttrValue;
 use rltrace_core::sequence::EpisodeReward;
 use rltrace_core::span::{Origin, SpanRecord};
 use rltrace_core::triplet::{RolloutLink, rollout_link};
-use rltrace_store::{CursorOp, ForwardSpan, Outcome, OutboxOp, OutboxRow, Store, StoreError};
+use rltrace_store::{CursorOp, Deliveries, ForwardSpan, Outcome, OutboxOp, OutboxRow, Store, StoreError};
 use serde::Deserialize;
 
 use crate::forward::{Compression, FIRST_BACKOFF, Forwarder, Kind, LEASE, MAX_BACKOFF, Phase, Start, Target, What};
@@ -46,13 +46,13 @@ pub struct AglConfig {
     /// Agent Lightning 0.3's LightningStore (`http://host:4747`).
     #[serde(default)]
     pub store: Option<String>,
-    /// Agent Lightning 1.0's API gateway (not supported by this version: refused with a message).
+    /// Agent Lightning 1.0's API gateway (`agl-server`, `http://host:port`).
     #[serde(default)]
     pub gateway: Option<String>,
-    /// The gateway's key.
+    /// The gateway's key (sent as `Authorization: Bearer KEY`).
     #[serde(default)]
     pub key: Option<String>,
-    /// The gateway's key, read from this environment variable.
+    /// The gateway's key, read from this environment variable at start.
     #[serde(default)]
     pub key_env: Option<String>,
     /// `last` (default), `mean` or `min` of the sequence's effective rewards.
@@ -67,50 +67,86 @@ pub struct AglConfig {
 }
 
 impl AglConfig {
-    /// Check the table: the bridge's targets.
-    pub fn resolve(&self) -> Result<Vec<Target>, String> {
-        if self.gateway.is_some() || self.key.is_some() || self.key_env.is_some() {
-            return Err(
-                "[agentlightning] gateway: this rltrace bridges to Agent Lightning 0.3's LightningStore (`store = URL`) only; the 1.0 gateway bridge is not part of it"
-                    .into(),
-            );
+    /// Check the table: the bridge's targets (`env` looks `key_env` up).
+    pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Vec<Target>, String> {
+        if self.store.is_none() && self.gateway.is_none() {
+            return Err("[agentlightning] needs store = \"http://HOST:PORT\" (Agent Lightning 0.3's LightningStore, `agl store`) or gateway = \"http://HOST:PORT\" (Agent Lightning 1.0's `agl-server`)".into());
         }
-        let Some(store) = &self.store else {
-            return Err("[agentlightning] needs store = \"http://HOST:PORT\" (Agent Lightning's LightningStore, `agl store`)".into());
-        };
+        if self.gateway.is_none() && (self.key.is_some() || self.key_env.is_some()) {
+            return Err("[agentlightning] key and key_env are the gateway's: set gateway too".into());
+        }
         let name = self.name.clone().unwrap_or_else(|| "agentlightning".into());
-        let spans = crate::forward::ForwardConfig {
-            name: Some(format!("{name}-spans")),
-            endpoint: format!("{}/v1/traces", store.trim_end_matches('/')),
-            headers: Default::default(),
-            headers_env: Default::default(),
-            compression: Compression::None,
-            what: What::All,
-            batch: self.batch,
-            timeout: self.timeout,
-            start: Start::Beginning,
-        }
-        .resolve(|_| None)
-        .map_err(|e| format!("[agentlightning] {}", e.trim_start_matches("forward ")))?;
-        if spans.endpoint.path() != "/v1/traces" {
-            return Err(format!("[agentlightning] store {store:?}: give the store's root URL (http://HOST:PORT), without a path"));
-        }
-        let mut root = spans.endpoint.clone();
-        root.set_path("/");
-        let rewards = Target {
-            name: format!("{name}-rewards"),
-            endpoint: spans.endpoint.clone(),
-            shown: spans.shown.clone(),
-            headers: Default::default(),
-            kind: Kind::AglRewards { store: root.clone(), episode_reward: self.episode_reward },
-            compression: Compression::None,
-            what: What::Linked,
-            batch: DELIVER,
-            timeout: spans.timeout,
-            start: Start::Beginning,
+        let root_of = |what: &str, url: &str| -> Result<Target, String> {
+            let t = crate::forward::ForwardConfig {
+                name: Some(format!("{name}-{what}")),
+                endpoint: format!("{}/v1/traces", url.trim_end_matches('/')),
+                headers: Default::default(),
+                headers_env: Default::default(),
+                compression: Compression::None,
+                what: What::All,
+                batch: self.batch,
+                timeout: self.timeout,
+                start: Start::Beginning,
+            }
+            .resolve(|_| None)
+            .map_err(|e| format!("[agentlightning] {what} {}", e.trim_start_matches("forward ")))?;
+            if t.endpoint.path() != "/v1/traces" {
+                return Err(format!("[agentlightning] {what} {url:?}: give the root URL (http://HOST:PORT), without a path"));
+            }
+            Ok(t)
         };
-        let spans = Target { kind: Kind::AglSpans { store: root }, what: What::Linked, ..spans };
-        Ok(vec![spans, rewards])
+        let root = |t: &Target| {
+            let mut r = t.endpoint.clone();
+            r.set_path("/");
+            r
+        };
+        let mut out = Vec::new();
+        if let Some(store) = &self.store {
+            let spans = root_of("spans", store)?;
+            let url = root(&spans);
+            let rewards = Target {
+                name: format!("{name}-rewards"),
+                endpoint: spans.endpoint.clone(),
+                shown: spans.shown.clone(),
+                headers: Default::default(),
+                kind: Kind::AglRewards { store: url.clone(), episode_reward: self.episode_reward },
+                compression: Compression::None,
+                what: What::Linked,
+                batch: DELIVER,
+                timeout: spans.timeout,
+                start: Start::Beginning,
+            };
+            out.push(Target { kind: Kind::AglSpans { store: url }, what: What::Linked, ..spans });
+            out.push(rewards);
+        }
+        if let Some(gateway) = &self.gateway {
+            let t = root_of("gateway", gateway)?;
+            let url = root(&t);
+            let key = match (&self.key, &self.key_env) {
+                (Some(_), Some(_)) => return Err("[agentlightning] give key or key_env, not both".into()),
+                (Some(k), None) => Some(k.trim().to_string()),
+                (None, Some(var)) => Some(env(var).ok_or_else(|| format!("[agentlightning] key is read from ${var}, which is not set"))?.trim().to_string()),
+                (None, None) => None,
+            };
+            let mut headers = reqwest::header::HeaderMap::new();
+            if let Some(k) = key.filter(|k| !k.is_empty()) {
+                let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| "[agentlightning] key: not a valid header value".to_string())?;
+                v.set_sensitive(true);
+                headers.insert(reqwest::header::AUTHORIZATION, v);
+            }
+            let mut shown = crate::forward::shown(&url);
+            shown.push_str("api/rollouts");
+            out.push(Target {
+                name: format!("{name}-gateway"),
+                shown,
+                headers,
+                kind: Kind::AglGateway { gateway: url, episode_reward: self.episode_reward },
+                what: What::Linked,
+                batch: DELIVER,
+                ..t
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -252,11 +288,24 @@ pub fn annotation_span(row: &OutboxRow) -> SpanRecord {
     }
 }
 
-/// The rewards task of a bridge.
+/// Where a bridge's rewards go.
+#[derive(Clone)]
+enum Sink {
+    /// A 0.3 LightningStore: one reward span per sequence.
+    Store(reqwest::Url),
+    /// A 1.0 gateway: a reward event per change.
+    Gateway(reqwest::Url),
+}
+
+/// The rewards task of a bridge (to a LightningStore or to a gateway).
 pub(crate) async fn run_rewards(runner: Arc<crate::forward::Runner>, f: Arc<Forwarder>, policy: Arc<rltrace_core::Policy>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let t = &f.target;
-    let Kind::AglRewards { store: root, episode_reward } = t.kind.clone() else { return };
-    tracing::info!(target_name = %t.name, store = %crate::forward::shown(&root), "agent lightning rewards");
+    let (sink, episode_reward, deliveries) = match t.kind.clone() {
+        Kind::AglRewards { store, episode_reward } => (Sink::Store(store), episode_reward, Deliveries::Once),
+        Kind::AglGateway { gateway, episode_reward } => (Sink::Gateway(gateway), episode_reward, Deliveries::OnChange),
+        Kind::Otlp | Kind::AglSpans { .. } => return,
+    };
+    tracing::info!(target_name = %t.name, endpoint = %t.shown, "agent lightning rewards");
     let mut backoff = FIRST_BACKOFF;
     'claim: loop {
         if *stop.borrow() {
@@ -289,7 +338,7 @@ pub(crate) async fn run_rewards(runner: Arc<crate::forward::Runner>, f: Arc<Forw
             // 1. Linked sequences that became complete with an episode reward get a delivery.
             let store = runner.store().clone();
             let (name, pol) = (t.name.clone(), policy.clone());
-            let scan = tokio::task::spawn_blocking(move || store.read(|tx| tx.linked_undelivered(&name, walk, SCAN, &pol))).await;
+            let scan = tokio::task::spawn_blocking(move || store.read(|tx| tx.linked_sequences(&name, deliveries, walk, SCAN, &pol))).await;
             let scan = match scan {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -306,9 +355,25 @@ pub(crate) async fn run_rewards(runner: Arc<crate::forward::Runner>, f: Arc<Forw
                 }
             };
             for seq in &scan.sequences {
-                let value = seq.eval.episode_reward(episode_reward);
-                let (Some(value), Some((trace_id, end_ns)), true) = (value, seq.anchor, seq.eval.complete) else { continue };
-                let op = OutboxOp::Enqueue { bridge: t.name.clone(), seq_ref: seq.seq_ref, rollout: seq.rollout.clone(), value, trace_id, start_ns: end_ns };
+                let Some(value) = seq.eval.episode_reward(episode_reward) else { continue };
+                let (trace_id, start_ns) = match (&sink, seq.anchor) {
+                    // The store's reward span goes after the final call of a complete sequence.
+                    (Sink::Store(_), Some(anchor)) if seq.eval.complete => anchor,
+                    (Sink::Store(_), _) => continue,
+                    // The gateway hears of every change.
+                    (Sink::Gateway(_), _) if seq.last_value == Some(value) => continue,
+                    (Sink::Gateway(_), anchor) => anchor.unwrap_or(([0; 16], 0)),
+                };
+                let op = OutboxOp::Enqueue {
+                    deliveries,
+                    reason: format!("episode reward ({}) of rltrace sequence {}", episode_reward.as_str(), seq.sequence_id),
+                    bridge: t.name.clone(),
+                    seq_ref: seq.seq_ref,
+                    rollout: seq.rollout.clone(),
+                    value,
+                    trace_id,
+                    start_ns,
+                };
                 if let Err(e) = outbox_op(runner.store(), op).await {
                     f.update(|s| s.failed(format!("store: {e}")));
                     continue 'claim;
@@ -345,7 +410,10 @@ pub(crate) async fn run_rewards(runner: Arc<crate::forward::Runner>, f: Arc<Forw
                 f.update(|s| s.phase = Phase::Sending);
             }
             for row in rows {
-                let outcome = deliver(&runner, t, &root, &row).await;
+                let outcome = match &sink {
+                    Sink::Store(root) => deliver(&runner, t, root, &row).await,
+                    Sink::Gateway(root) => deliver_event(&runner, t, root, &row).await,
+                };
                 let retry = matches!(outcome, Outcome::Failed(_));
                 match &outcome {
                     Outcome::Delivered => {
@@ -418,6 +486,45 @@ async fn deliver(runner: &crate::forward::Runner, t: &Target, root: &reqwest::Ur
     }
 }
 
+/// One reward event to the gateway's rollout attempt. 404 (the gateway no longer has the
+/// rollout) ends the link; a refused key (401, 403), 408, 429, 5xx and connection errors are
+/// retried; another 4xx is given up.
+async fn deliver_event(runner: &crate::forward::Runner, t: &Target, root: &reqwest::Url, row: &OutboxRow) -> Outcome {
+    let mut url = root.clone();
+    match url.path_segments_mut() {
+        Ok(mut p) => {
+            p.clear().extend(["api", "rollouts", row.rollout.rollout_id.as_str(), "attempt", row.rollout.attempt_id.as_str(), "events"]);
+        }
+        Err(()) => return Outcome::Skipped(format!("{root}: not a base URL")),
+    }
+    let body = serde_json::json!({
+        "event_type": "reward",
+        "data": {"value": row.value, "source": "rltrace", "reason": row.reason},
+    });
+    let resp = runner
+        .client()
+        .post(url)
+        .timeout(t.timeout)
+        .headers(t.headers.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
+        .send()
+        .await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(format!("{}: {e}", t.shown)),
+    };
+    let status = resp.status().as_u16();
+    let text = resp.bytes().await.unwrap_or_default();
+    let excerpt: String = String::from_utf8_lossy(&text[..text.len().min(200)]).chars().filter(|c| !c.is_control()).collect();
+    match status {
+        200..=299 => Outcome::Delivered,
+        404 => Outcome::Skipped(format!("rollout {} is not at the gateway (404): its link ended", row.rollout.rollout_id)),
+        401 | 403 | 408 | 429 | 500..=599 => Outcome::Failed(format!("{} answered {status}: {excerpt}", t.shown)),
+        _ => Outcome::Skipped(format!("{} answered {status}: {excerpt}", t.shown)),
+    }
+}
+
 /// An outbox change, committed; waits while the writer queue is full.
 async fn outbox_op(store: &Store, op: OutboxOp) -> Result<Option<i64>, StoreError> {
     loop {
@@ -438,7 +545,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<Target>, String> {
         let c: AglConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        c.resolve()
+        c.resolve(|var| (var == "AGL_KEY").then(|| "sekrit".to_string()))
     }
 
     #[test]
@@ -447,8 +554,16 @@ mod tests {
         assert_eq!((t[0].name.as_str(), t[1].name.as_str()), ("agentlightning-spans", "agentlightning-rewards"));
         assert_eq!(t[0].endpoint.as_str(), "http://127.0.0.1:4747/v1/traces");
         assert!(matches!(&t[1].kind, Kind::AglRewards { episode_reward: EpisodeReward::Min, store } if store.as_str() == "http://127.0.0.1:4747/"));
-        let e = parse("gateway = \"http://127.0.0.1:9\"\nkey = \"k\"").unwrap_err();
-        assert!(e.contains("1.0 gateway bridge is not part of it"), "{e}");
+        let g = parse("gateway = \"http://127.0.0.1:9/\"\nkey_env = \"AGL_KEY\"\nname = \"agl\"").expect("ok");
+        assert_eq!(g.len(), 1);
+        assert_eq!((g[0].name.as_str(), g[0].kind.as_str(), g[0].shown.as_str()), ("agl-gateway", "agentlightning-gateway", "http://127.0.0.1:9/api/rollouts"));
+        assert_eq!(g[0].headers.get(reqwest::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_string()).as_deref(), Some("Bearer sekrit"));
+        let both = parse("store = \"http://127.0.0.1:8\"\ngateway = \"http://127.0.0.1:9\"\nkey = \"k\"").expect("ok");
+        assert_eq!(both.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["agentlightning-spans", "agentlightning-rewards", "agentlightning-gateway"]);
+        assert!(parse("gateway = \"http://127.0.0.1:9\"\nkey_env = \"NOPE\"").unwrap_err().contains("$NOPE, which is not set"));
+        assert!(parse("gateway = \"http://127.0.0.1:9\"\nkey = \"a\"\nkey_env = \"AGL_KEY\"").unwrap_err().contains("not both"));
+        assert!(parse("store = \"http://127.0.0.1:9\"\nkey = \"a\"").unwrap_err().contains("set gateway too"));
+        assert!(parse("gateway = \"http://127.0.0.1:9/api\"").unwrap_err().contains("without a path"));
         assert!(parse("").unwrap_err().contains("needs store"));
         assert!(parse("store = \"http://127.0.0.1:4747/x\"").unwrap_err().contains("without a path"));
         assert!(parse("store = \"https://agl.example\"").unwrap_err().contains("plain HTTP"));
@@ -501,6 +616,7 @@ mod tests {
             start_ns: 1_000,
             attempts: 0,
             created_us: 0,
+            reason: String::new(),
         };
         let s = annotation_span(&row);
         assert_eq!(s.span_id, (0x8000_0000_0000_0007u64).to_be_bytes());

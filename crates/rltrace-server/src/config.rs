@@ -54,9 +54,9 @@ impl Config {
     /// Every forwarding target: the `[[forward]]` ones, then the bridge's (`env` looks the
     /// variables of `headers_env` up). Names are unique.
     pub fn targets(&self, env: impl Fn(&str) -> Option<String>) -> Result<Vec<crate::forward::Target>, String> {
-        let mut out = crate::forward::resolve_all(&self.forward, env)?;
+        let mut out = crate::forward::resolve_all(&self.forward, &env)?;
         if let Some(agl) = &self.agentlightning {
-            for t in agl.resolve()? {
+            for t in agl.resolve(&env)? {
                 if out.iter().any(|o| o.name == t.name) {
                     return Err(format!("a [[forward]] target is named {:?}, as the [agentlightning] bridge's: rename one", t.name));
                 }
@@ -90,7 +90,7 @@ mod tests {
         let targets = c.targets(|_| Some("Basic cGs6c2s=".into())).expect("targets");
         assert_eq!((targets[0].name.as_str(), targets[1].what), ("langfuse", crate::forward::What::Triplets));
         let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["langfuse", "phoenix", "agentlightning-spans", "agentlightning-rewards"]);
+        assert_eq!(names, ["langfuse", "phoenix", "agentlightning-spans", "agentlightning-rewards", "agentlightning-gateway"]);
         assert_eq!(c.agentlightning.as_ref().map(|a| a.episode_reward), Some(rltrace_core::sequence::EpisodeReward::Last));
         let auth = crate::auth::Auth::from_config(&c.auth, |var| Some(format!("{var}-0123456789abcdef"))).expect("keys");
         assert!(auth.check_key("test").is_some(), "the example's digest is of \"test\"");

@@ -761,7 +761,8 @@ pub struct Forwarders {
 pub struct ForwarderOut {
     /// The target's name (the key of its cursor).
     pub name: String,
-    /// `otlp` (`[[forward]]`), `agentlightning-spans` or `agentlightning-rewards` (the bridge).
+    /// `otlp` (`[[forward]]`), `agentlightning-spans`, `agentlightning-rewards` (the bridge to a
+    /// 0.3 LightningStore) or `agentlightning-gateway` (the bridge to a 1.0 gateway).
     pub kind: String,
     /// The URL posted to (no credentials or query).
     pub endpoint: String,
@@ -820,7 +821,7 @@ impl ForwarderOut {
     /// A target's view from its status here and its cursor as stored (which another collector
     /// holding the lease may have moved on).
     pub fn new(t: &crate::forward::Target, s: &crate::forward::Status, stored: Option<&store::ForwardCursor>, last_id: i64) -> ForwarderOut {
-        if matches!(t.kind, crate::forward::Kind::AglRewards { .. }) {
+        if matches!(t.kind, crate::forward::Kind::AglRewards { .. } | crate::forward::Kind::AglGateway { .. }) {
             // A bridge's rewards: the cursor is its walk over sequences; the lag is its outbox.
             let o = s.outbox.unwrap_or_default();
             let oldest = o.oldest_pending_us;

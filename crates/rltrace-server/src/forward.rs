@@ -79,6 +79,14 @@ pub enum Kind {
         /// How the episode reward is formed.
         episode_reward: rltrace_core::sequence::EpisodeReward,
     },
+    /// The Agent Lightning 1.0 bridge: a `reward` event posted to the gateway's rollout attempt
+    /// each time a linked sequence's episode reward changes, from the durable outbox.
+    AglGateway {
+        /// The gateway's root URL.
+        gateway: reqwest::Url,
+        /// How the episode reward is formed.
+        episode_reward: rltrace_core::sequence::EpisodeReward,
+    },
 }
 
 impl Kind {
@@ -88,6 +96,7 @@ impl Kind {
             Kind::Otlp => "otlp",
             Kind::AglSpans { .. } => "agentlightning-spans",
             Kind::AglRewards { .. } => "agentlightning-rewards",
+            Kind::AglGateway { .. } => "agentlightning-gateway",
         }
     }
 }

@@ -310,7 +310,7 @@ pub async fn serve(state: AppState, bound: Bound, shutdown: impl std::future::Fu
         let runner = Arc::new(forward::Runner::new(state.store.clone(), state.metrics.clone()));
         for f in state.forwarders.iter() {
             let task = match f.target.kind {
-                forward::Kind::AglRewards { .. } => tokio::spawn(agl::run_rewards(runner.clone(), f.clone(), state.policy.clone(), stop_rx.clone())),
+                forward::Kind::AglRewards { .. } | forward::Kind::AglGateway { .. } => tokio::spawn(agl::run_rewards(runner.clone(), f.clone(), state.policy.clone(), stop_rx.clone())),
                 forward::Kind::Otlp | forward::Kind::AglSpans { .. } => tokio::spawn(runner.clone().run(f.clone(), stop_rx.clone())),
             };
             forwarding.push(task);

@@ -39,7 +39,7 @@ use rltrace_core::Policy;
 use rusqlite::Connection;
 
 pub use gc::GcCounts;
-pub use agl::{LinkedScan, LinkedSequence, Outcome, OutboxCounts, OutboxOp, OutboxRow};
+pub use agl::{Deliveries, LinkedScan, LinkedSequence, Outcome, OutboxCounts, OutboxOp, OutboxRow};
 pub use forward::{CursorOp, ForwardBatch, ForwardCursor, ForwardSpan};
 pub use prepare::{PreparedSpan, prepare_spans};
 pub use export::{AsOf, ExportCounts, SEQUENCES_PER_READ};

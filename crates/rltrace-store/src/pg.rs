@@ -440,7 +440,8 @@ CREATE TABLE IF NOT EXISTS agl_outbox(
   attempts BIGINT NOT NULL DEFAULT 0,
   last_error TEXT,
   created_us BIGINT NOT NULL,
-  done_us BIGINT
+  done_us BIGINT,
+  reason TEXT
 );
 CREATE INDEX IF NOT EXISTS agl_outbox_seq ON agl_outbox(bridge, seq_ref);
 CREATE INDEX IF NOT EXISTS agl_outbox_pending ON agl_outbox(bridge, id) WHERE state = 0;

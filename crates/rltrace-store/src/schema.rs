@@ -111,7 +111,8 @@ CREATE TABLE IF NOT EXISTS agl_outbox(
   attempts INTEGER NOT NULL DEFAULT 0,
   last_error TEXT,
   created_us INTEGER NOT NULL,
-  done_us INTEGER
+  done_us INTEGER,
+  reason TEXT
 );
 CREATE INDEX IF NOT EXISTS agl_outbox_seq ON agl_outbox(bridge, seq_ref);
 CREATE INDEX IF NOT EXISTS agl_outbox_pending ON agl_outbox(bridge, id) WHERE state = 0;

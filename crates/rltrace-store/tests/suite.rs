@@ -855,7 +855,7 @@ conformance! {
         later.end_time_unix_nano += 10_000_000;
         let unlinked = triplet_span(2, 1, "unlinked", &[]);
         store.ingest_blocking(prepare(vec![llm.clone(), later, unlinked])).expect("ingest");
-        let scan = store.read(|tx| tx.linked_undelivered("agl", 0, 10, &policy())).expect("scan");
+        let scan = store.read(|tx| tx.linked_sequences("agl", rltrace_store::Deliveries::Once, 0, 10, &policy())).expect("scan");
         assert_eq!(scan.sequences.len(), 1);
         let seq = &scan.sequences[0];
         assert_eq!((seq.sequence_id.as_str(), seq.rollout.rollout_id.as_str(), seq.rollout.attempt_id.as_str()), ("linked", "ro-1", "at-1"));
@@ -864,6 +864,8 @@ conformance! {
         assert_eq!(seq.eval.episode_reward(EpisodeReward::Min), Some(0.25));
         assert_eq!(scan.scanned_to, scan.last_id);
         let enqueue = |bridge: &str, value: f64| OutboxOp::Enqueue {
+            deliveries: rltrace_store::Deliveries::Once,
+            reason: "episode".into(),
             bridge: bridge.into(),
             seq_ref: seq.seq_ref,
             rollout: seq.rollout.clone(),
@@ -873,8 +875,8 @@ conformance! {
         };
         let id = store.outbox_blocking(enqueue("agl", 0.25)).expect("enqueue").expect("new row");
         assert_eq!(store.outbox_blocking(enqueue("agl", 0.75)).expect("enqueue"), None, "one per sequence");
-        assert!(store.read(|tx| tx.linked_undelivered("agl", 0, 10, &policy())).expect("scan").sequences.is_empty());
-        assert_eq!(store.read(|tx| tx.linked_undelivered("other", 0, 10, &policy())).expect("scan").sequences.len(), 1, "per bridge");
+        assert!(store.read(|tx| tx.linked_sequences("agl", rltrace_store::Deliveries::Once, 0, 10, &policy())).expect("scan").sequences.is_empty());
+        assert_eq!(store.read(|tx| tx.linked_sequences("other", rltrace_store::Deliveries::Once, 0, 10, &policy())).expect("scan").sequences.len(), 1, "per bridge");
         let failed = OutboxOp::Attempted { id, outcome: Outcome::Failed("connection refused".into()) };
         assert_eq!(store.outbox_blocking(failed).expect("attempt"), Some(id));
         drop(store);
@@ -906,8 +908,10 @@ conformance! {
         let (_place, store) = temp_store_on(b);
         let link = [("agentlightning.rollout_id", s("ro-old")), ("agentlightning.attempt_id", s("at-1"))];
         store.ingest_blocking(prepare(vec![triplet_span(1, 1, "old", &link)])).expect("ingest");
-        let seq = store.read(|tx| tx.linked_undelivered("a", 0, 10, &policy())).expect("scan").sequences.remove(0);
+        let seq = store.read(|tx| tx.linked_sequences("a", rltrace_store::Deliveries::Once, 0, 10, &policy())).expect("scan").sequences.remove(0);
         let enqueue = |bridge: &str| OutboxOp::Enqueue {
+            deliveries: rltrace_store::Deliveries::Once,
+            reason: "episode".into(),
             bridge: bridge.into(),
             seq_ref: seq.seq_ref,
             rollout: seq.rollout.clone(),
@@ -925,5 +929,41 @@ conformance! {
         let pending = store.read(|tx| tx.outbox_pending("b", 10)).expect("pending");
         assert_eq!(pending.len(), 1, "the pending one stays");
         assert_eq!(pending[0].rollout.rollout_id, "ro-old");
+    }
+}
+
+conformance! {
+    /// A gateway bridge gets a delivery each time a linked sequence's value changes: the same
+    /// value again is nothing to do, a new one is a new row; the newest value comes back with
+    /// the sequence; a skipped delivery (the rollout is gone) ends the watch.
+    fn a_gateway_bridge_gets_a_delivery_per_change_until_its_rollout_is_gone(b) {
+        use rltrace_store::{Deliveries, Outcome, OutboxOp};
+        let (_place, store) = temp_store_on(b);
+        let link = [("agentlightning.rollout_id", s("ro-g")), ("agentlightning.attempt_id", s("at-1"))];
+        store.ingest_blocking(prepare(vec![triplet_span(1, 1, "g", &link)])).expect("ingest");
+        let scan = |store: &Store| store.read(|tx| tx.linked_sequences("gw", Deliveries::OnChange, 0, 10, &policy())).expect("scan").sequences;
+        let seq = scan(&store).remove(0);
+        assert_eq!(seq.last_value, None);
+        let enqueue = |value: f64| OutboxOp::Enqueue {
+            deliveries: Deliveries::OnChange,
+            reason: format!("episode reward {value}"),
+            bridge: "gw".into(),
+            seq_ref: seq.seq_ref,
+            rollout: seq.rollout.clone(),
+            value,
+            trace_id: [1; 16],
+            start_ns: 1,
+        };
+        let first = store.outbox_blocking(enqueue(0.5)).expect("enqueue").expect("row");
+        assert_eq!(store.outbox_blocking(enqueue(0.5)).expect("enqueue"), None, "the same value again");
+        store.outbox_blocking(OutboxOp::Attempted { id: first, outcome: Outcome::Delivered }).expect("attempt");
+        assert_eq!(scan(&store)[0].last_value, Some(0.5), "still watched, with its newest value");
+        let second = store.outbox_blocking(enqueue(0.9)).expect("enqueue").expect("a change");
+        assert!(second > first);
+        let pending = store.read(|tx| tx.outbox_pending("gw", 10)).expect("pending");
+        assert_eq!((pending.len(), pending[0].value, pending[0].reason.as_str()), (1, 0.9, "episode reward 0.9"));
+        store.outbox_blocking(OutboxOp::Attempted { id: second, outcome: Outcome::Skipped("rollout gone".into()) }).expect("attempt");
+        assert!(scan(&store).is_empty(), "a skipped delivery ends the watch");
+        assert_eq!(store.outbox_blocking(enqueue(0.1)).expect("enqueue"), None, "and no delivery follows");
     }
 }

@@ -9,6 +9,12 @@
 //! - the store unreachable when a reward is known, the collector killed with SIGKILL, the store
 //!   back, the collector started again: the reward is delivered, exactly once as the store sees it.
 //!
+//! The Agent Lightning 1.0 gateway bridge against a stand-in for `agl-server` (its package is not
+//! on PyPI; tests/python/fake_agl_gateway.py has its routes and semantics): each change of a linked
+//! sequence's episode reward becomes one `reward` event of the rollout attempt, shown by the
+//! gateway's `format=triplet` view, with the key; a change while the gateway is unreachable is
+//! delivered after a kill -9 and a restart; a rollout the gateway no longer has ends the link.
+//!
 //! Needs `RLTRACE_AGL_PYTHON` (a python with `agentlightning`, made by
 //! `.ci/agentlightning-setup.sh`; required in CI). Everything runs on loopback; every loop is
 //! bounded in count and time.
@@ -270,7 +276,8 @@ fn rewards_reach_agent_lightning_on_the_final_llm_call_exactly_once_across_a_kil
 fn a_bad_agentlightning_table_stops_the_collector_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     for (text, expected) in [
-        ("[agentlightning]\ngateway = \"http://127.0.0.1:9\"\nkey = \"k\"\n", "the 1.0 gateway bridge is not part of it"),
+        ("[agentlightning]\ngateway = \"http://127.0.0.1:9\"\nkey_env = \"RLTRACE_TEST_UNSET_KEY\"\n", "$RLTRACE_TEST_UNSET_KEY, which is not set"),
+        ("[agentlightning]\nkey = \"k\"\n", "needs store"),
         ("[agentlightning]\nstore = \"http://127.0.0.1:9\"\nepisode_reward = \"median\"\n", "unknown variant `median`"),
         ("[agentlightning]\nstor = \"http://127.0.0.1:9\"\n", "unknown field `stor`"),
         (
@@ -290,4 +297,118 @@ fn a_bad_agentlightning_table_stops_the_collector_with_a_clear_message() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{text}: {err}");
     }
+}
+
+/// The stand-in gateway on loopback, stopped on drop.
+struct FakeGateway {
+    child: Child,
+    url: String,
+    key: String,
+}
+
+impl FakeGateway {
+    fn start(key: &str) -> FakeGateway {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/fake_agl_gateway.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["0", key])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the gateway stand-in");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufReader::new(stdout).read_line(&mut line).expect("read");
+        let port = line.trim().strip_prefix("listening ").expect("listening line").to_string();
+        FakeGateway { child, url: format!("http://127.0.0.1:{port}"), key: key.to_string() }
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = client().request(method, format!("{}{path}", self.url)).bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().expect("gateway");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    /// The reward values of the gateway's `format=triplet` view of a rollout, in order.
+    fn rewards(&self, rollout: &str) -> Vec<Value> {
+        let (status, events) = self.call(reqwest::Method::GET, &format!("/api/rollouts/{rollout}/events?format=triplet&event_type=reward"), None);
+        assert_eq!(status, 200, "{events}");
+        events.as_array().map(|a| a.iter().map(|e| e["data"]["value"].clone()).collect()).unwrap_or_default()
+    }
+}
+
+impl Drop for FakeGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The episode reward (`last`) rltrace shows for `seq`.
+fn episode(server: &Server, seq: &str) -> Value {
+    get_json(&server.url(&format!("/api/v1/sequences/{seq}"))).1["rollout"]["episode_reward"]["last"].clone()
+}
+
+#[test]
+fn each_change_of_the_episode_reward_reaches_the_gateway_once_until_its_rollout_is_gone() {
+    let Some(py) = agl_python() else { return };
+    let work = tempfile::tempdir().expect("tempdir");
+    let gateway = FakeGateway::start("gw-key-0123");
+    let relay = Relay::start(gateway.url.trim_start_matches("http://").to_string());
+    let config = work.path().join("rltrace.toml");
+    std::fs::write(&config, format!("[agentlightning]\ngateway = \"http://127.0.0.1:{}\"\nkey_env = \"AGL_TEST_KEY\"\n", relay.port)).expect("config");
+    let (db, log) = (work.path().join("rltrace.db"), work.path().join("serve.log"));
+    let extra = ["--config", config.to_str().expect("path")];
+    let env = [("AGL_TEST_KEY", "gw-key-0123")];
+    let mut server = Server::start_at_logged_env(&db, &extra, &log, &env);
+    let (status, made) = gateway.call(reqwest::Method::POST, "/api/rollouts", Some(json!([{"input": {"task": "add"}}, {"input": {"task": "sub"}}])));
+    assert_eq!(status, 201, "{made}");
+    let (r1, r2) = (made[0]["rollout_id"].as_str().expect("id").to_string(), made[1]["rollout_id"].as_str().expect("id").to_string());
+    let gw = |server: &Server| forwarder(&forwarders(server), "agentlightning-gateway").clone();
+
+    // 1. A reward, then a change: one event each, the view's last one is rltrace's episode reward.
+    agent_run(&py, &server, &r1, "0", "seq-1");
+    reward(&server, "seq-1", 0.8);
+    assert!(wait_until(30, || gateway.rewards(&r1) == [json!(0.8)]), "{:?} {:#}", gateway.rewards(&r1), gw(&server));
+    reward(&server, "seq-1", 0.2);
+    let changed = episode(&server, "seq-1");
+    assert_ne!(changed, json!(0.8), "a second reward changes the episode reward");
+    assert!(wait_until(30, || gateway.rewards(&r1) == [json!(0.8), changed.clone()]), "{:?} {:#}", gateway.rewards(&r1), gw(&server));
+    let (_, detail) = gateway.call(reqwest::Method::GET, &format!("/api/rollouts/{r1}/events?event_type=reward"), None);
+    assert_eq!(detail[0]["data"]["source"], "rltrace");
+    assert!(detail[0]["data"]["reason"].as_str().unwrap_or("").contains("seq-1"), "{detail}");
+    assert_eq!(gw(&server)["kind"], "agentlightning-gateway");
+
+    // 2. The gateway unreachable: a change waits in the outbox across a kill -9.
+    relay.set_open(false);
+    reward(&server, "seq-1", 0.0);
+    let third = episode(&server, "seq-1");
+    assert!(wait_until(30, || gw(&server)["outbox"]["pending"] == 1 && gw(&server)["retried"].as_u64().unwrap_or(0) > 0), "{:#}", gw(&server));
+    server.kill();
+    relay.set_open(true);
+    let mut server = Server::start_at_logged_env(&db, &extra, &log, &env);
+    assert!(wait_until(60, || gateway.rewards(&r1).len() == 3), "{:?} {:#}", gateway.rewards(&r1), gw(&server));
+    assert_eq!(gateway.rewards(&r1), [json!(0.8), changed, third], "each change once, in order");
+    assert!(wait_until(10, || gw(&server)["outbox"]["pending"] == 0), "{:#}", gw(&server));
+
+    // 3. A rollout the gateway no longer has: its link ends, later changes are not sent.
+    agent_run(&py, &server, &r2, "0", "seq-2");
+    reward(&server, "seq-2", 0.6);
+    assert!(wait_until(30, || gateway.rewards(&r2) == [json!(0.6)]), "{:?}", gateway.rewards(&r2));
+    let (status, _) = gateway.call(reqwest::Method::DELETE, &format!("/api/rollouts/{r2}"), None);
+    assert_eq!(status, 204);
+    reward(&server, "seq-2", 0.1);
+    assert!(wait_until(30, || gw(&server)["outbox"]["skipped"] == 1), "{:#}", gw(&server));
+    assert!(gw(&server)["last_error"].as_str().unwrap_or("").contains("link ended"), "{:#}", gw(&server));
+    reward(&server, "seq-2", 0.9);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let g = gw(&server);
+    assert_eq!((&g["outbox"]["pending"], &g["outbox"]["skipped"], &g["outbox"]["delivered"]), (&json!(0), &json!(1), &json!(4)), "{g:#}");
+    server.stop();
 }

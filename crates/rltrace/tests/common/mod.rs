@@ -73,6 +73,11 @@ impl Server {
         Server::start_at_with(db, extra, Some(log))
     }
 
+    /// As [`Server::start_at_logged`], with these environment variables set for the server.
+    pub fn start_at_logged_env(db: &Path, extra: &[&str], log: &Path, env: &[(&str, &str)]) -> Server {
+        Server::launch_env(&["--db".as_ref(), db.as_os_str()], db, extra, Some(log), env)
+    }
+
     fn start_at_with(db: &Path, extra: &[&str], log: Option<&Path>) -> Server {
         Server::launch(&["--db".as_ref(), db.as_os_str()], db, extra, log)
     }
