@@ -821,36 +821,18 @@ impl ForwarderOut {
     /// A target's view from its status here and its cursor as stored (which another collector
     /// holding the lease may have moved on).
     pub fn new(t: &crate::forward::Target, s: &crate::forward::Status, stored: Option<&store::ForwardCursor>, last_id: i64) -> ForwarderOut {
-        if matches!(t.kind, crate::forward::Kind::AglRewards { .. } | crate::forward::Kind::AglGateway { .. }) {
+        let (cursor, last, lag_spans, lag_seconds, outbox) = if matches!(t.kind, crate::forward::Kind::AglRewards { .. } | crate::forward::Kind::AglGateway { .. }) {
             // A bridge's rewards: the cursor is its walk over sequences; the lag is its outbox.
             let o = s.outbox.unwrap_or_default();
             let oldest = o.oldest_pending_us;
-            return ForwarderOut {
-                name: t.name.clone(),
-                kind: t.kind.as_str().into(),
-                endpoint: t.shown.clone(),
-                what: t.what.as_str().into(),
-                state: s.phase.as_str().into(),
-                cursor: stored.map_or(s.cursor, |c| c.after_id),
-                last_span_id: last_id,
-                lag_spans: o.pending,
-                lag_seconds: oldest.map_or(0.0, |u| ((rltrace_store::now_micros() - u).max(0) as f64) / 1e6),
-                sent_spans: s.sent_spans,
-                sent_requests: s.sent_requests,
-                retried: s.retried,
-                failed_requests: s.failed_requests,
-                skipped_spans: s.skipped_spans,
-                rejected_spans: s.rejected_spans,
-                last_error: s.last_error.clone(),
-                last_error_at: s.last_error_us.map(format_micros),
-                last_sent_at: s.last_sent_us.map(format_micros),
-                cursor_updated_at: stored.filter(|c| c.updated_us > 0).map(|c| format_micros(c.updated_us)),
-                unknown_rollout_spans: 0,
-                outbox: Some(OutboxOut { pending: o.pending, delivered: o.delivered, skipped: o.skipped, oldest_pending_at: oldest.map(format_micros) }),
-            };
-        }
-        let cursor = stored.map_or(s.cursor, |c| c.after_id.max(s.cursor));
-        let last = last_id.max(s.last_id);
+            let waited = oldest.map_or(0.0, |u| ((rltrace_store::now_micros() - u).max(0) as f64) / 1e6);
+            let out = OutboxOut { pending: o.pending, delivered: o.delivered, skipped: o.skipped, oldest_pending_at: oldest.map(format_micros) };
+            (stored.map_or(s.cursor, |c| c.after_id), last_id, o.pending, waited, Some(out))
+        } else {
+            let cursor = stored.map_or(s.cursor, |c| c.after_id.max(s.cursor));
+            let last = last_id.max(s.last_id);
+            (cursor, last, (last - cursor).max(0), if cursor >= last { 0.0 } else { s.lag_seconds() }, None)
+        };
         ForwarderOut {
             name: t.name.clone(),
             kind: t.kind.as_str().into(),
@@ -859,8 +841,8 @@ impl ForwarderOut {
             state: s.phase.as_str().into(),
             cursor,
             last_span_id: last,
-            lag_spans: (last - cursor).max(0),
-            lag_seconds: if cursor >= last { 0.0 } else { s.lag_seconds() },
+            lag_spans,
+            lag_seconds,
             sent_spans: s.sent_spans,
             sent_requests: s.sent_requests,
             retried: s.retried,
@@ -872,7 +854,7 @@ impl ForwarderOut {
             last_sent_at: s.last_sent_us.map(format_micros),
             cursor_updated_at: stored.filter(|c| c.updated_us > 0).map(|c| format_micros(c.updated_us)),
             unknown_rollout_spans: s.unknown_rollout_spans,
-            outbox: None,
+            outbox,
         }
     }
 }

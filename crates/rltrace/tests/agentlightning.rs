@@ -33,16 +33,7 @@ use common::{Server, client, get_json, post_json, wait_until};
 use serde_json::{Value, json};
 
 fn agl_python() -> Option<PathBuf> {
-    match std::env::var_os("RLTRACE_AGL_PYTHON").filter(|v| !v.is_empty()) {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            if std::env::var_os("CI").is_some() {
-                panic!("RLTRACE_AGL_PYTHON must be set in CI (export RLTRACE_AGL_PYTHON=\"$(.ci/agentlightning-setup.sh)\")");
-            }
-            eprintln!("NOTICE: Agent Lightning bridge test skipped: RLTRACE_AGL_PYTHON is not set (it is required in CI).");
-            None
-        }
-    }
+    common::agl_python("Agent Lightning bridge test")
 }
 
 fn script() -> PathBuf {

@@ -469,16 +469,7 @@ fn manifests_rebuild_the_same_file_after_more_data() {
 }
 
 fn agl_python() -> Option<PathBuf> {
-    match std::env::var_os("RLTRACE_AGL_PYTHON").filter(|v| !v.is_empty()) {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            if std::env::var_os("CI").is_some() {
-                panic!("RLTRACE_AGL_PYTHON must be set in CI (export RLTRACE_AGL_PYTHON=\"$(.ci/agentlightning-setup.sh)\")");
-            }
-            eprintln!("NOTICE: Agent Lightning test skipped: RLTRACE_AGL_PYTHON is not set (it is required in CI).");
-            None
-        }
-    }
+    common::agl_python("Agent Lightning test")
 }
 
 /// The `agentlightning` rows, in JSONL and Parquet, validate against Agent Lightning's own

@@ -336,3 +336,19 @@ pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// The python with `agentlightning` (`RLTRACE_AGL_PYTHON`, made by
+/// `.ci/agentlightning-setup.sh`): required in CI; elsewhere `None` with a notice naming `what`
+/// was skipped.
+pub fn agl_python(what: &str) -> Option<PathBuf> {
+    match std::env::var_os("RLTRACE_AGL_PYTHON").filter(|v| !v.is_empty()) {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            if std::env::var_os("CI").is_some() {
+                panic!("RLTRACE_AGL_PYTHON must be set in CI (export RLTRACE_AGL_PYTHON=\"$(.ci/agentlightning-setup.sh)\")");
+            }
+            eprintln!("NOTICE: {what} skipped: RLTRACE_AGL_PYTHON is not set (it is required in CI).");
+            None
+        }
+    }
+}
