@@ -24,7 +24,7 @@ use rltrace_core::triplet::{RolloutLink, rollout_link};
 use rltrace_store::{CursorOp, Deliveries, ForwardSpan, Outcome, OutboxOp, OutboxRow, Store, StoreError};
 use serde::Deserialize;
 
-use crate::forward::{Compression, FIRST_BACKOFF, Forwarder, Kind, LEASE, MAX_BACKOFF, Phase, Start, Target, What};
+use crate::forward::{Compression, FIRST_BACKOFF, Forwarder, Kind, Phase, Start, Target, What};
 
 /// Linked sequences looked at per round of the rewards task.
 const SCAN: usize = 64;
@@ -316,7 +316,7 @@ pub(crate) async fn run_rewards(runner: Arc<crate::forward::Runner>, f: Arc<Forw
             Ok(Some(c)) => c,
             Ok(None) => {
                 f.update(|s| s.phase = Phase::Standby);
-                if crate::forward::sleep_or_stop(&mut stop, LEASE / 2).await {
+                if crate::forward::sleep_or_stop(&mut stop, t.lease() / 2).await {
                     break;
                 }
                 continue;
@@ -326,7 +326,7 @@ pub(crate) async fn run_rewards(runner: Arc<crate::forward::Runner>, f: Arc<Forw
                 if crate::forward::sleep_or_stop(&mut stop, backoff).await {
                     break;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff = (backoff * 2).min(t.lease() / 3);
                 continue;
             }
         };
@@ -346,7 +346,7 @@ pub(crate) async fn run_rewards(runner: Arc<crate::forward::Runner>, f: Arc<Forw
                     if crate::forward::sleep_or_stop(&mut stop, backoff).await {
                         break 'claim;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff = (backoff * 2).min(t.lease() / 3);
                     continue 'claim;
                 }
                 Err(e) => {
@@ -380,7 +380,7 @@ pub(crate) async fn run_rewards(runner: Arc<crate::forward::Runner>, f: Arc<Forw
                 }
             }
             let next = if scan.scanned_to >= scan.last_id { 0 } else { scan.scanned_to };
-            if next != walk || renewed.elapsed() > LEASE / 3 {
+            if next != walk || renewed.elapsed() > t.lease() / 3 {
                 match runner.cursor_op(t, CursorOp::Advance { from: walk, to: next }).await {
                     Ok(Some(c)) => walk = c,
                     Ok(None) => continue 'claim,
@@ -410,6 +410,17 @@ pub(crate) async fn run_rewards(runner: Arc<crate::forward::Runner>, f: Arc<Forw
                 f.update(|s| s.phase = Phase::Sending);
             }
             for row in rows {
+                // A run of slow posts keeps the lease (another collector would take the rows over).
+                if renewed.elapsed() > t.lease() / 3 {
+                    match runner.cursor_op(t, CursorOp::Advance { from: walk, to: walk }).await {
+                        Ok(Some(_)) => renewed = std::time::Instant::now(),
+                        Ok(None) => continue 'claim,
+                        Err(e) => {
+                            f.update(|s| s.failed(format!("store: {e}")));
+                            continue 'claim;
+                        }
+                    }
+                }
                 let outcome = match &sink {
                     Sink::Store(root) => deliver(&runner, t, root, &row).await,
                     Sink::Gateway(root) => deliver_event(&runner, t, root, &row).await,
@@ -455,7 +466,7 @@ pub(crate) async fn run_rewards(runner: Arc<crate::forward::Runner>, f: Arc<Forw
                 if crate::forward::sleep_or_stop(&mut stop, backoff).await {
                     break 'claim;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff = (backoff * 2).min(t.lease() / 3);
                 continue;
             }
             backoff = FIRST_BACKOFF;

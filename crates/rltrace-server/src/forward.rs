@@ -180,6 +180,20 @@ pub struct Target {
     pub start: Start,
 }
 
+impl Target {
+    /// How long this collector's hold on the target lasts without being renewed: [`LEASE`], or
+    /// longer than one request may take.
+    pub fn lease(&self) -> Duration {
+        LEASE.max(self.timeout + LEASE / 3)
+    }
+}
+
+/// Where a task stands with its lease: the cursor it holds and when it last renewed it.
+pub(crate) struct Holder {
+    pub(crate) cursor: i64,
+    pub(crate) renewed: Instant,
+}
+
 /// A URL as shown: scheme, host, port and path; never credentials or a query.
 pub(crate) fn shown(url: &reqwest::Url) -> String {
     let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
@@ -422,7 +436,7 @@ pub(crate) enum Sent {
 type BatchRead = std::pin::Pin<Box<dyn std::future::Future<Output = Result<ForwardBatch, StoreError>> + Send>>;
 
 /// Why the task stopped sending for now.
-enum Interrupt {
+pub(crate) enum Interrupt {
     /// The collector is stopping.
     Stop,
     /// Another collector holds the target now.
@@ -488,7 +502,7 @@ impl Runner {
                 Ok(Some(c)) => c,
                 Ok(None) => {
                     f.update(|s| s.phase = Phase::Standby);
-                    if sleep_or_stop(&mut stop, LEASE / 2).await {
+                    if sleep_or_stop(&mut stop, t.lease() / 2).await {
                         break;
                     }
                     continue;
@@ -530,7 +544,7 @@ impl Runner {
     /// Send everything after `cursor` and keep up, until interrupted.
     async fn send_from(&self, f: &Forwarder, mut cursor: i64, stop: &mut tokio::sync::watch::Receiver<bool>) -> Interrupt {
         let t = &f.target;
-        let mut renewed = Instant::now();
+        let mut h = Holder { cursor, renewed: Instant::now() };
         // The next batch is read while the current one is on its way.
         let mut next: Option<BatchRead> = Some(self.read(t, cursor));
         loop {
@@ -550,9 +564,9 @@ impl Runner {
             f.update(|s| s.saw(batch.last_id));
             self.publish(f);
             if let Kind::AglSpans { store } = &t.kind {
-                match self.keep_known_rollouts(f, store, &mut batch, stop).await {
-                    Some(()) => {}
-                    None => return Interrupt::Stop,
+                h.cursor = cursor;
+                if let Err(i) = self.keep_known_rollouts(f, store, &mut batch, stop, &mut h).await {
+                    return i;
                 }
             }
             if batch.spans.is_empty() {
@@ -562,17 +576,14 @@ impl Runner {
                         Ok(c) => cursor = c,
                         Err(i) => return i,
                     }
-                    renewed = Instant::now();
+                    h.renewed = Instant::now();
                     f.update(|s| s.moved(cursor));
                     continue;
                 }
                 f.update(|s| s.phase = Phase::Idle);
-                if renewed.elapsed() > LEASE / 3 {
-                    match self.cursor_op(t, CursorOp::Claim { from_now: false }).await {
-                        Ok(Some(c)) if c == cursor => renewed = Instant::now(),
-                        Ok(_) => return Interrupt::Lost,
-                        Err(e) => return e.into(),
-                    }
+                h.cursor = cursor;
+                if let Err(i) = self.hold(t, &mut h).await {
+                    return i;
                 }
                 if sleep_or_stop(stop, POLL).await {
                     return Interrupt::Stop;
@@ -587,15 +598,16 @@ impl Runner {
             let store = self.store.clone();
             let (limit, triplets) = (t.batch, t.what == What::Triplets);
             let prefetch = tokio::task::spawn_blocking(move || store.read(|tx| tx.forward_batch(ahead, limit, triplets)));
-            let delivered = match self.deliver(f, &body, n, stop).await {
-                Some(d) => d,
-                None => return Interrupt::Stop,
+            h.cursor = cursor;
+            let delivered = match self.deliver(f, &body, n, stop, &mut h).await {
+                Ok(d) => d,
+                Err(i) => return i,
             };
             match self.advance(t, cursor, batch.scanned_to).await {
                 Ok(c) => cursor = c,
                 Err(i) => return i,
             }
-            renewed = Instant::now();
+            h.renewed = Instant::now();
             f.update(|s| {
                 s.moved(cursor);
                 match delivered {
@@ -620,9 +632,46 @@ impl Runner {
         }
     }
 
+    /// Renew the lease when a third of it has passed; `Lost` when another collector holds it.
+    pub(crate) async fn hold(&self, t: &Target, h: &mut Holder) -> Result<(), Interrupt> {
+        if h.renewed.elapsed() <= t.lease() / 3 {
+            return Ok(());
+        }
+        match self.cursor_op(t, CursorOp::Claim { from_now: false }).await {
+            Ok(Some(c)) if c == h.cursor => {
+                h.renewed = Instant::now();
+                Ok(())
+            }
+            Ok(_) => Err(Interrupt::Lost),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Wait `d` (a retry's delay) holding the lease; `Stop` when the collector stops first.
+    async fn wait_holding(&self, t: &Target, stop: &mut tokio::sync::watch::Receiver<bool>, d: Duration, h: &mut Holder) -> Result<(), Interrupt> {
+        let end = Instant::now() + d;
+        loop {
+            self.hold(t, h).await?;
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            if sleep_or_stop(stop, left.min(t.lease() / 3)).await {
+                return Err(Interrupt::Stop);
+            }
+        }
+    }
+
     /// The bridge's spans: keep the linked spans of rollouts the store knows (looked up until it
-    /// answers); count the others. `None` when the collector stops first.
-    async fn keep_known_rollouts(&self, f: &Forwarder, root: &reqwest::Url, batch: &mut ForwardBatch, stop: &mut tokio::sync::watch::Receiver<bool>) -> Option<()> {
+    /// answers); count the others.
+    async fn keep_known_rollouts(
+        &self,
+        f: &Forwarder,
+        root: &reqwest::Url,
+        batch: &mut ForwardBatch,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+        h: &mut Holder,
+    ) -> Result<(), Interrupt> {
         let t = &f.target;
         let linked = crate::agl::linked(std::mem::take(&mut batch.spans));
         let mut ids: Vec<String> = linked.iter().map(|(_, l)| l.rollout_id.clone()).collect();
@@ -639,9 +688,7 @@ impl Runner {
                         s.failed(why);
                     });
                     self.metrics.forward_retried(&t.name);
-                    if sleep_or_stop(stop, backoff).await {
-                        return None;
-                    }
+                    self.wait_holding(t, stop, backoff, h).await?;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
@@ -658,21 +705,23 @@ impl Runner {
             });
             self.metrics.forward_skipped(&t.name, unknown);
         }
-        Some(())
+        Ok(())
     }
 
     /// Send one body until it is acknowledged (`Ok(rejected spans)`) or refused for good
-    /// (`Err(())`); `None` when the collector stops first.
-    async fn deliver(&self, f: &Forwarder, body: &[u8], n: u64, stop: &mut tokio::sync::watch::Receiver<bool>) -> Option<Result<u64, ()>> {
+    /// (`Err(())`), holding the lease meanwhile; an interruption when the collector stops or
+    /// another one took the target over.
+    async fn deliver(&self, f: &Forwarder, body: &[u8], n: u64, stop: &mut tokio::sync::watch::Receiver<bool>, h: &mut Holder) -> Result<Result<u64, ()>, Interrupt> {
         let t = &f.target;
         let mut backoff = FIRST_BACKOFF;
         loop {
+            self.hold(t, h).await?;
             match self.post(t, body).await {
-                Sent::Acknowledged(rejected) => return Some(Ok(rejected)),
+                Sent::Acknowledged(rejected) => return Ok(Ok(rejected)),
                 Sent::Refused(why) => {
                     tracing::warn!(target_name = %t.name, spans = n, error = %why, "forwarding target refused a batch; skipped");
                     f.update(|s| s.failed(why));
-                    return Some(Err(()));
+                    return Ok(Err(()));
                 }
                 Sent::Retry(why, after) => {
                     tracing::debug!(target_name = %t.name, error = %why, "forwarding failed; retrying");
@@ -682,10 +731,9 @@ impl Runner {
                         s.failed(why);
                     });
                     self.metrics.forward_retried(&t.name);
-                    let wait = after.map_or(backoff, |a| a.min(MAX_BACKOFF));
-                    if sleep_or_stop(stop, wait).await {
-                        return None;
-                    }
+                    // `Retry-After: 0` is no reason to spin.
+                    let wait = after.map_or(backoff, |a| a.clamp(FIRST_BACKOFF, MAX_BACKOFF));
+                    self.wait_holding(t, stop, wait, h).await?;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     f.update(|s| s.phase = Phase::Sending);
                 }
@@ -750,7 +798,7 @@ impl Runner {
 
     /// A cursor change, committed; waits while the writer queue is full.
     pub(crate) async fn cursor_op(&self, t: &Target, op: CursorOp) -> Result<Option<i64>, StoreError> {
-        let lease = i64::try_from(LEASE.as_micros()).unwrap_or(i64::MAX);
+        let lease = i64::try_from(t.lease().as_micros()).unwrap_or(i64::MAX);
         loop {
             let (tx, rx) = tokio::sync::oneshot::channel();
             match self.store.submit_cursor(&t.name, &self.owner, lease, op.clone(), move |r| {

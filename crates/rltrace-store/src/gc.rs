@@ -220,6 +220,7 @@ pub(crate) fn pass(
         if !doomed.is_empty() {
             let newest: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM spans", params![], |r| r.get(0))?;
             next = next.min(newest);
+            rewind_cursors(tx)?;
         }
         if next != cursor {
             tx.execute(
@@ -259,9 +260,12 @@ pub(crate) fn pass(
             tx.exec(&format!("DELETE FROM sequence_roles WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?;
             tx.exec(&format!("DELETE FROM task_sequences WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?;
             // The bridge's finished deliveries go with the sequence; a pending one carries what it
-            // needs and is still delivered.
+            // needs and is still delivered, detached (a negative reference) so that a sequence
+            // given the same row id later is not taken for it.
             tx.exec(&format!("DELETE FROM agl_outbox WHERE seq_ref IN {IDS} AND state <> 0"), params![ids_json.as_str()])?;
+            tx.exec(&format!("UPDATE agl_outbox SET seq_ref = -seq_ref WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?;
             tx.exec(&format!("DELETE FROM sequences WHERE id IN {IDS}"), params![ids_json.as_str()])?;
+            rewind_cursors(tx)?;
             let triplets: i64 = seqs.iter().map(|s| s.2.max(0)).sum();
             let rewarded: i64 = seqs.iter().map(|s| s.3.max(0)).sum();
             out.sequences = seqs.len() as u64;
@@ -293,4 +297,16 @@ pub(crate) fn pass(
         tx.execute("UPDATE counters SET spans = spans - ?1 WHERE id = 1", params![i64::try_from(out.spans).unwrap_or(0)])?;
     }
     Ok(out)
+}
+
+/// SQLite hands out `max(id) + 1` again once the newest span rows are deleted: a forwarding
+/// cursor past the newest row left is moved back to it in the same transaction, so the spans
+/// stored later (which may get ids at or below where it was) are forwarded too. (No row the
+/// cursor steps back over exists, so nothing is sent twice; on PostgreSQL ids never come back.)
+fn rewind_cursors(tx: &dyn Sql) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE forward_cursors SET after_id = (SELECT coalesce(max(id), 0) FROM spans) WHERE after_id > (SELECT coalesce(max(id), 0) FROM spans)",
+        params![],
+    )?;
+    Ok(())
 }

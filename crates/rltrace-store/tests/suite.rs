@@ -929,6 +929,32 @@ conformance! {
         let pending = store.read(|tx| tx.outbox_pending("b", 10)).expect("pending");
         assert_eq!(pending.len(), 1, "the pending one stays");
         assert_eq!(pending[0].rollout.rollout_id, "ro-old");
+        // A new linked sequence (SQLite may give it the deleted one's row id) is not taken for it.
+        let fresh_link = [("agentlightning.rollout_id", s("ro-new")), ("agentlightning.attempt_id", s("at-1"))];
+        store.ingest_blocking(prepare(vec![fresh(triplet_span(2, 2, "new", &fresh_link))])).expect("ingest");
+        let scan = store.read(|tx| tx.linked_sequences("b", rltrace_store::Deliveries::Once, 0, 10, &policy())).expect("scan");
+        assert_eq!(scan.sequences.iter().map(|q| q.sequence_id.as_str()).collect::<Vec<_>>(), ["new"]);
+    }
+}
+
+conformance! {
+    /// Retention that deletes the newest span rows moves a forwarding cursor past them back to
+    /// the newest row left, so spans stored afterwards are forwarded even where SQLite gives
+    /// their ids again.
+    fn retention_of_the_newest_spans_rewinds_a_cursor_past_them(b) {
+        use rltrace_store::CursorOp;
+        let (_place, store) = temp_store_on(b);
+        store.ingest_blocking(prepare((0..4).map(|n| span(1, n, &[])).collect())).expect("ingest");
+        let last = store.read(|tx| tx.last_span_id()).expect("last");
+        let lease = 60_000_000;
+        assert_eq!(store.cursor_blocking("t", "a", lease, CursorOp::Claim { from_now: true }).expect("claim"), Some(last));
+        let retention: rltrace_core::retention::Retention = toml::from_str("spans = \"30d\"").expect("retention");
+        assert_eq!(store.gc_blocking(&retention, false, |_| {}).expect("gc").spans, 4);
+        let cursor = store.cursor_blocking("t", "a", lease, CursorOp::Claim { from_now: false }).expect("claim").expect("ours");
+        assert_eq!(cursor, 0, "moved back to the newest row left (none)");
+        store.ingest_blocking(prepare(vec![fresh(span(2, 9, &[]))])).expect("ingest");
+        let batch = store.read(|tx| tx.forward_batch(cursor, 10, false)).expect("read");
+        assert_eq!(batch.spans.len(), 1, "the span stored after the deletion is forwarded");
     }
 }
 
