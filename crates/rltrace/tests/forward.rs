@@ -8,6 +8,8 @@
 //! - To a plain socket server that answers 429 with `Retry-After`: the retry waits, and the request
 //!   it finally takes is OTLP/HTTP protobuf, gzip, with the configured headers, holding the span as
 //!   it was sent (links, trace state, flags, events, resource, scope), triplets only.
+//! - Two collectors on one PostgreSQL database (`RLTRACE_TEST_POSTGRES`): one holds the target and
+//!   sends what both store, the other stands by and takes over when the first is killed.
 //!
 //! Everything runs on loopback; every loop is bounded in count and time.
 
@@ -400,4 +402,40 @@ fn a_bad_forward_table_stops_the_collector_with_a_clear_message() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "{text}: {err}");
     }
+}
+
+/// Two collectors on one PostgreSQL database with the same target: one holds the target's lease
+/// and sends what both store, the other stands by; killed with SIGKILL, the holder's lease runs
+/// out and the other takes the target over where the cursor was, and every span arrives.
+#[test]
+fn of_two_collectors_on_postgres_one_forwards_and_the_other_takes_over_when_it_dies() {
+    let receiver = Server::start(&[]);
+    let db = common::PgDatabase::new();
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(cfg_dir.path(), &format!("[[forward]]\nname = \"receiver\"\nendpoint = \"{}/v1/traces\"\nbatch = 100\n", receiver.http));
+    let extra = ["--config", config.as_str()];
+    let mut a = Server::start_store(&db.url, &extra, None);
+    assert!(wait_until(30, || forwarder(&a, "receiver")["state"] == "idle"), "{}", forwarder(&a, "receiver"));
+    let mut b = Server::start_store(&db.url, &extra, None);
+    assert!(wait_until(30, || forwarder(&b, "receiver")["state"] == "standby"), "{}", forwarder(&b, "receiver"));
+    let run = run_id();
+    for n in 0..10 {
+        let to = if n % 2 == 0 { &a } else { &b };
+        assert_eq!(send(to, &batch(trace_id(run, n), 50)), 200);
+    }
+    assert!(wait_until(60, || stats_spans(&receiver) == 500), "all of both collectors' spans: {}", stats_spans(&receiver));
+    assert!(wait_until(10, || forwarder(&a, "receiver")["lag_spans"] == 0), "{}", forwarder(&a, "receiver"));
+    assert_eq!(forwarder(&a, "receiver")["sent_spans"], 500, "the holder sent them all");
+    let standby = forwarder(&b, "receiver");
+    assert_eq!((&standby["state"], &standby["sent_spans"]), (&serde_json::json!("standby"), &serde_json::json!(0)), "{standby}");
+
+    a.kill();
+    for n in 10..15 {
+        assert_eq!(send(&b, &batch(trace_id(run, n), 50)), 200);
+    }
+    assert!(wait_until(90, || stats_spans(&receiver) == 750), "taken over: {} {}", stats_spans(&receiver), forwarder(&b, "receiver"));
+    let took = forwarder(&b, "receiver");
+    assert!(took["sent_spans"].as_u64().unwrap_or(0) >= 250, "{took}");
+    assert_ne!(took["state"], "standby", "{took}");
+    b.stop();
 }
