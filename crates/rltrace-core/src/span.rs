@@ -425,7 +425,12 @@ pub fn events_from_json(text: &str, times: &[u64]) -> Result<Vec<SpanEvent>, Str
 impl SpanExtras {
     /// The stored JSON text of these extras and `scope_version`; `None` when all are empty.
     pub fn to_stored_json(&self, scope_version: &str, events: &[SpanEvent]) -> Option<String> {
-        let event_times = if events.iter().any(|e| e.time_unix_nano % 1000 != 0) {
+        let exact_times = events.iter().any(|e| e.time_unix_nano % 1000 != 0);
+        // Most spans have none of it: nothing to build (this runs for every span stored).
+        if self.links.is_empty() && self.trace_state.is_empty() && self.flags == 0 && scope_version.is_empty() && !exact_times {
+            return None;
+        }
+        let event_times = if exact_times {
             events.iter().map(|e| e.time_unix_nano).collect()
         } else {
             Vec::new()

@@ -527,27 +527,23 @@ async fn deliver_event(runner: &crate::forward::Runner, t: &Target, root: &reqwe
     };
     let status = resp.status().as_u16();
     let text = resp.bytes().await.unwrap_or_default();
-    let excerpt: String = String::from_utf8_lossy(&text[..text.len().min(200)]).chars().filter(|c| !c.is_control()).collect();
+    let why = || format!("{} answered {status}{}", t.shown, crate::forward::excerpt(&text));
     match status {
         200..=299 => Outcome::Delivered,
         404 => Outcome::Skipped(format!("rollout {} is not at the gateway (404): its link ended", row.rollout.rollout_id)),
-        401 | 403 | 408 | 429 | 500..=599 => Outcome::Failed(format!("{} answered {status}: {excerpt}", t.shown)),
-        _ => Outcome::Skipped(format!("{} answered {status}: {excerpt}", t.shown)),
+        401 | 403 | 408 | 429 | 500..=599 => Outcome::Failed(why()),
+        _ => Outcome::Skipped(why()),
     }
 }
 
 /// An outbox change, committed; waits while the writer queue is full.
 async fn outbox_op(store: &Store, op: OutboxOp) -> Result<Option<i64>, StoreError> {
-    loop {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        match store.submit_outbox(op.clone(), move |r| {
+    crate::forward::committed(|tx| {
+        store.submit_outbox(op.clone(), move |r| {
             let _ = tx.send(r);
-        }) {
-            Ok(()) => return rx.await.map_err(|_| StoreError::Closed)?,
-            Err(StoreError::Overloaded) => tokio::time::sleep(Duration::from_millis(5)).await,
-            Err(e) => return Err(e),
-        }
-    }
+        })
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -799,16 +799,12 @@ impl Runner {
     /// A cursor change, committed; waits while the writer queue is full.
     pub(crate) async fn cursor_op(&self, t: &Target, op: CursorOp) -> Result<Option<i64>, StoreError> {
         let lease = i64::try_from(t.lease().as_micros()).unwrap_or(i64::MAX);
-        loop {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            match self.store.submit_cursor(&t.name, &self.owner, lease, op.clone(), move |r| {
+        committed(|tx| {
+            self.store.submit_cursor(&t.name, &self.owner, lease, op.clone(), move |r| {
                 let _ = tx.send(r);
-            }) {
-                Ok(()) => return rx.await.map_err(|_| StoreError::Closed)?,
-                Err(StoreError::Overloaded) => tokio::time::sleep(Duration::from_millis(5)).await,
-                Err(e) => return Err(e),
-            }
-        }
+            })
+        })
+        .await
     }
 
     fn publish(&self, f: &Forwarder) {
@@ -844,8 +840,21 @@ fn describe(e: &reqwest::Error) -> String {
     out
 }
 
+/// A writer operation `submit` queues (again, a moment later, while the queue is full), once
+/// committed: what its reply says.
+pub(crate) async fn committed<T>(mut submit: impl FnMut(tokio::sync::oneshot::Sender<Result<T, StoreError>>) -> Result<(), StoreError>) -> Result<T, StoreError> {
+    loop {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match submit(tx) {
+            Ok(()) => return rx.await.map_err(|_| StoreError::Closed)?,
+            Err(StoreError::Overloaded) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The start of a response body, for an error message.
-fn excerpt(body: &[u8]) -> String {
+pub(crate) fn excerpt(body: &[u8]) -> String {
     if body.is_empty() {
         return String::new();
     }

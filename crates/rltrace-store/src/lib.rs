@@ -505,21 +505,22 @@ impl Store {
 
     /// [`Store::submit_outbox`], waiting for the commit (waits while the queue is full).
     pub fn outbox_blocking(&self, op: OutboxOp) -> Result<Option<i64>, StoreError> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reply: Reply<Option<i64>> = Box::new(move |r| {
-            let _ = tx.send(r);
-        });
-        self.enqueue_waiting(Op::Outbox { op, reply }, 0, None)?;
-        rx.recv().map_err(|_| StoreError::Closed)?
+        self.waiting_for_id(|reply| Op::Outbox { op, reply })
     }
 
     /// [`Store::submit_cursor`], waiting for the commit (waits while the queue is full).
     pub fn cursor_blocking(&self, target: &str, owner: &str, lease_us: i64, op: CursorOp) -> Result<Option<i64>, StoreError> {
+        self.waiting_for_id(|reply| Op::Cursor { target: target.to_string(), owner: owner.to_string(), lease_us, op, reply })
+    }
+
+    /// Queue the operation `make` builds around its reply (waiting while the queue is full) and
+    /// wait for its commit.
+    fn waiting_for_id(&self, make: impl FnOnce(Reply<Option<i64>>) -> Op) -> Result<Option<i64>, StoreError> {
         let (tx, rx) = std::sync::mpsc::channel();
         let reply: Reply<Option<i64>> = Box::new(move |r| {
             let _ = tx.send(r);
         });
-        self.enqueue_waiting(Op::Cursor { target: target.to_string(), owner: owner.to_string(), lease_us, op, reply }, 0, None)?;
+        self.enqueue_waiting(make(reply), 0, None)?;
         rx.recv().map_err(|_| StoreError::Closed)?
     }
 
