@@ -132,11 +132,8 @@ impl PgBaseline {
             Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT,
             Type::FLOAT8, Type::TEXT,
         ];
-        let sink = self
-            .client
-            .copy_in(&format!("COPY {} ({PG_RAW_COLUMNS}) FROM STDIN BINARY", self.table))
-            .map_err(crate::pg::pg_error)?;
-        let mut w = postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+        let sql = format!("COPY {} ({PG_RAW_COLUMNS}) FROM STDIN BINARY", self.table);
+        crate::pg::copy_binary(&mut self.client, &sql, &types, |w| {
         for s in spans {
             let t = s.triplet.as_ref();
             let row: [&(dyn ToSql + Sync); 22] = [
@@ -163,9 +160,10 @@ impl PgBaseline {
                 &t.and_then(|t| t.reward),
                 &t.and_then(|t| t.reward_components.as_deref()),
             ];
-            w.write(&row).map_err(crate::pg::pg_error)?;
+            w.write(&row)?;
         }
-        w.finish().map_err(crate::pg::pg_error)?;
+        Ok(())
+        })?;
         self.elapsed += started.elapsed();
         self.rows += spans.len() as u64;
         Ok(())

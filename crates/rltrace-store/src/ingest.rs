@@ -178,6 +178,7 @@ pub(crate) fn on_new_sequence(tx: &dyn Sql, c: &Caches, g: &mut Group, id: i64, 
         }
     }
     g.counts.sequences += 1;
+    g.new_sequences.insert(id);
     Ok(())
 }
 
@@ -326,9 +327,30 @@ fn nul_field(s: &PreparedSpan) -> Option<&'static str> {
     fields.into_iter().find(|(_, v)| v.is_some_and(|v| v.contains('\0'))).map(|(k, _)| k)
 }
 
-/// Store one batch of spans inside the group's transaction.
+/// Store one batch of spans inside the group's transaction (the tests' single batch).
+#[cfg(test)]
 pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g: &mut Group) -> Result<IngestOutcome, StoreError> {
-    let mut out = IngestOutcome::default();
+    let n = spans.len();
+    Ok(ingest_batches(tx, c, spans, &[n], g)?.pop().unwrap_or_default())
+}
+
+/// Store consecutive batches of spans inside the group's transaction as one: `spans` holds them
+/// one after the other, `lens` says how many spans each has, and each gets its own outcome. What
+/// becomes of each span is what it would be with the batches stored one by one in that order (a
+/// span is a duplicate of an earlier copy in any of them); the statements are made once for all.
+pub(crate) fn ingest_batches(
+    tx: &dyn Sql,
+    c: &mut Caches,
+    spans: &mut [PreparedSpan],
+    lens: &[usize],
+    g: &mut Group,
+) -> Result<Vec<IngestOutcome>, StoreError> {
+    let mut outs: Vec<IngestOutcome> = lens.iter().map(|_| IngestOutcome::default()).collect();
+    // Which batch each span came in.
+    let owner: Vec<usize> = lens.iter().enumerate().flat_map(|(i, n)| std::iter::repeat_n(i, *n)).collect();
+    if owner.len() != spans.len() {
+        return Err(StoreError::Failed(format!("{} spans for batches of {} in all", spans.len(), owner.len())));
+    }
     let mut annotations = Vec::new();
     let postgres = tx.dialect() == Dialect::Postgres;
     // Spans refused before anything of them is looked up or created.
@@ -342,10 +364,10 @@ pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g
     // Sequences created by this batch, and whether a span of the batch was stored into each.
     let mut created: HashMap<i64, bool> = HashMap::new();
     let mut refs: Vec<Option<Refs>> = Vec::with_capacity(spans.len());
-    for (s, refused) in spans.iter().zip(&nul) {
+    for ((s, refused), &b) in spans.iter().zip(&nul).zip(&owner) {
         if let Some(field) = refused {
             refs.push(None);
-            out.rejected.push(format!("span {}/{}: {field} contains a NUL character", to_hex(&s.trace_id), to_hex(&s.span_id)));
+            outs[b].rejected.push(format!("span {}/{}: {field} contains a NUL character", to_hex(&s.trace_id), to_hex(&s.span_id)));
             continue;
         }
         let trace = trace_ref(tx, c, &s.trace_id)?;
@@ -369,8 +391,9 @@ pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g
     // of the batch gets the position it has in the batch, as when rows went in one by one.
     let stored_at = c.last_event;
     let mut positions: Vec<(i64, i64, i64)> = Vec::new();
-    for ((s, r), fate) in spans.iter_mut().zip(&refs).zip(fates) {
+    for (((s, r), fate), &b) in spans.iter_mut().zip(&refs).zip(fates).zip(&owner) {
         let Some(r) = r else { continue };
+        let out = &mut outs[b];
         match fate {
             Fate::Stored => {}
             Fate::Duplicate => {
@@ -453,7 +476,7 @@ pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g
             g.counts.sequences = g.counts.sequences.saturating_sub(1);
         }
     }
-    let added = if postgres { crate::pg_ingest::insert_links(tx, &links)? } else { insert_links(tx, &links)? };
+    let added = if postgres { crate::pg_ingest::insert_links(tx, &links, &g.new_sequences)? } else { insert_links(tx, &links)? };
     if c.task_events > 0 {
         for (task, seq) in added {
             if ledger::task_has_events(tx, &task)? {
@@ -486,7 +509,7 @@ pub(crate) fn ingest(tx: &dyn Sql, c: &mut Caches, spans: &mut [PreparedSpan], g
         };
         ledger::append_event(tx, c, g, &row)?;
     }
-    Ok(out)
+    Ok(outs)
 }
 
 /// Write the group's per-sequence aggregates; returns each sequence's counts as they are then

@@ -647,6 +647,33 @@ impl Store {
         rx.recv().map_err(|_| StoreError::Closed)?
     }
 
+    /// Store several batches in one group (the writer waits until all are queued); each
+    /// batch's answer, in order (tests).
+    #[cfg(test)]
+    pub(crate) fn ingest_in_one_group(&self, batches: Vec<Vec<PreparedSpan>>) -> Vec<Result<IngestOutcome, StoreError>> {
+        let (hold, until) = std::sync::mpsc::channel();
+        if let Err(e) = self.enqueue(Op::Hold { until }, 0) {
+            return vec![Err(e)];
+        }
+        let mut answers = Vec::new();
+        for spans in batches {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let bytes: usize = spans.iter().map(PreparedSpan::approx_bytes).sum();
+            let reply: Reply<IngestOutcome> = Box::new(move |r| {
+                let _ = tx.send(r);
+            });
+            match self.enqueue(Op::Spans { spans, bytes, reply }, bytes) {
+                Ok(()) => answers.push(rx),
+                Err(e) => {
+                    let _ = hold.send(());
+                    return vec![Err(e)];
+                }
+            }
+        }
+        let _ = hold.send(());
+        answers.into_iter().map(|rx| rx.recv().map_err(|_| StoreError::Closed).and_then(|r| r)).collect()
+    }
+
     /// End the writer thread as a crash would (tests).
     #[cfg(test)]
     pub(crate) fn crash_writer(&self) -> Result<(), StoreError> {
@@ -743,6 +770,66 @@ mod tests {
         assert!(matches!(r, RewardAppend::Created(_)), "{r:?}");
         let t = store.read(|tx| tx.triplets(&TripletFilter::default(), None, 10, &Policy::default())).expect("read");
         assert_eq!(t.items[0].effective.reward, Some(0.5));
+    }
+
+    conformance! {
+        /// Batches queued together are stored in one group as they would be one by one: each
+        /// gets its own answer; a span is a duplicate of a copy in an earlier batch of the group;
+        /// an explicit triplet id taken earlier in the group is refused; a sequence made for
+        /// refused spans alone is not kept; role and task links of sequences made in the group
+        /// are stored once, and links added later to them as well.
+        fn batches_of_one_group_are_answered_as_one_by_one(b) {
+            let (_d, store) = temp_store_on(b);
+            let code = || ("rl.state.agent_role", s("Code"));
+            let task = || ("rl.state.task_id", s("task-1"));
+            let mut nul = triplet_span(4, 9, "s", &[]);
+            nul.name = "bad\0name".into();
+            let answers = store.ingest_in_one_group(vec![
+                prepare(vec![
+                    triplet_span(1, 1, "s", &[("rl.triplet_id", s("tid-1")), code(), task()]),
+                    triplet_span(1, 2, "s", &[code(), task()]),
+                ]),
+                prepare(vec![
+                    triplet_span(1, 2, "s", &[code()]),
+                    triplet_span(1, 3, "s", &[code(), task()]),
+                    triplet_span(2, 4, "lonely", &[("rl.triplet_id", s("tid-1"))]),
+                    nul,
+                ]),
+                prepare(vec![triplet_span(1, 3, "s", &[]), triplet_span(3, 5, "t", &[code()])]),
+            ]);
+            let got: Vec<(usize, usize, usize)> =
+                answers.iter().map(|a| a.as_ref().map(|o| (o.stored, o.duplicates, o.rejected.len())).expect("answered")).collect();
+            assert_eq!(got, vec![(2, 0, 0), (1, 1, 2), (1, 1, 0)]);
+            let rejected = &answers[1].as_ref().expect("answered").rejected;
+            assert!(rejected.iter().any(|m| m.contains("is already used by another span")), "{rejected:?}");
+            assert!(rejected.iter().any(|m| m.contains("name contains a NUL character")), "{rejected:?}");
+            let c = store.read(|tx| tx.counts()).expect("counts");
+            assert_eq!((c.spans, c.triplets, c.sequences), (4, 4, 2));
+            let by_role = |role: &str| {
+                let f = SequenceFilter { role: Some(role.into()), ..SequenceFilter::default() };
+                let page = store.read(|tx| tx.sequences(&f, None, 10, &policy())).expect("list");
+                let mut ids: Vec<String> = page.items.into_iter().map(|s| s.sequence_id).collect();
+                ids.sort();
+                ids
+            };
+            assert_eq!(by_role("Code"), vec!["s".to_string(), "t".to_string()]);
+            // A later group adds a role to a sequence made before, and repeats an old link.
+            let out = store
+                .ingest_blocking(prepare(vec![
+                    triplet_span(1, 6, "s", &[("rl.state.agent_role", s("Test")), task()]),
+                    triplet_span(1, 7, "s", &[code()]),
+                ]))
+                .expect("later");
+            assert_eq!(out.stored, 2);
+            assert_eq!(by_role("Test"), vec!["s".to_string()]);
+            assert_eq!(by_role("Code"), vec!["s".to_string(), "t".to_string()]);
+            // The task link was stored once: a defect by the task reaches the sequence's
+            // triplets of that role that carry the task (not the last, which does not).
+            assert!(matches!(store.append_reward_blocking(defect("task-1", "Code")), Ok(RewardAppend::Created(_))));
+            let t = store.read(|tx| tx.triplets(&TripletFilter::default(), None, 100, &policy())).expect("read");
+            let rewarded = t.items.iter().filter(|t| t.sequence_id == "s" && t.effective.reward == Some(0.5)).count();
+            assert_eq!(rewarded, 3, "{:?}", t.items.iter().map(|t| (&t.sequence_id, &t.role, t.effective.reward)).collect::<Vec<_>>());
+        }
     }
 
     /// A writer that is gone is a failure, not overload: submissions answer `Closed` and the

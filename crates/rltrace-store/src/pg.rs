@@ -192,18 +192,77 @@ impl Sql for PgConn {
 
 impl PgConn {
     /// `COPY ... FROM STDIN BINARY` of rows of the given column types, each written by `rows`.
-    pub(crate) fn copy_in(
-        &self,
-        sql: &str,
-        types: &[Type],
-        rows: impl FnOnce(&mut postgres::binary_copy::BinaryCopyInWriter<'_>) -> Result<(), postgres::Error>,
-    ) -> Result<u64, StoreError> {
-        let mut client = self.client.borrow_mut();
-        let sink = client.copy_in(sql).map_err(pg_error)?;
-        let mut w = postgres::binary_copy::BinaryCopyInWriter::new(sink, types);
-        rows(&mut w).map_err(pg_error)?;
-        w.finish().map_err(pg_error)
+    pub(crate) fn copy_in(&self, sql: &str, types: &[Type], rows: impl FnOnce(&mut CopyRows<'_, '_>) -> Result<(), StoreError>) -> Result<u64, StoreError> {
+        copy_binary(&mut self.client.borrow_mut(), sql, types, rows)
     }
+}
+
+/// Bytes of encoded rows handed to the server as one `CopyData` message: large enough that a
+/// batch's rows cost a few writes to the socket (not one per 4 KiB, which cost the writer more
+/// than encoding the rows), small enough that the server parses one message while the next is
+/// encoded.
+const COPY_CHUNK: usize = 256 * 1024;
+
+/// The binary `COPY` format's header: signature, flags, header extension length.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The rows of one binary `COPY`, encoded by the column types' own `ToSql` into a buffer that is
+/// sent in [`COPY_CHUNK`] messages.
+pub(crate) struct CopyRows<'c, 't> {
+    out: postgres::CopyInWriter<'c>,
+    types: &'t [Type],
+    buf: Vec<u8>,
+    value: bytes::BytesMut,
+}
+
+impl CopyRows<'_, '_> {
+    /// Encode one row (its values in the order of the column types).
+    pub(crate) fn write(&mut self, values: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<(), StoreError> {
+        if values.len() != self.types.len() {
+            return Err(StoreError::Failed(format!("a COPY row of {} values for {} columns", values.len(), self.types.len())));
+        }
+        self.buf.extend_from_slice(&(values.len() as i16).to_be_bytes());
+        for (v, ty) in values.iter().zip(self.types) {
+            self.value.clear();
+            match v.to_sql_checked(ty, &mut self.value).map_err(|e| StoreError::Failed(format!("a COPY value of type {ty}: {e}")))? {
+                postgres::types::IsNull::Yes => self.buf.extend_from_slice(&(-1i32).to_be_bytes()),
+                postgres::types::IsNull::No => {
+                    let n = i32::try_from(self.value.len()).map_err(|_| StoreError::Failed("a COPY value over 2 GiB".into()))?;
+                    self.buf.extend_from_slice(&n.to_be_bytes());
+                    self.buf.extend_from_slice(&self.value);
+                }
+            }
+        }
+        if self.buf.len() >= COPY_CHUNK {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> Result<(), StoreError> {
+        use std::io::Write;
+        self.out.write_all(&self.buf).and_then(|()| self.out.flush()).map_err(|e| StoreError::Postgres(e.to_string()))?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Run a binary `COPY ... FROM STDIN` on `client` with the rows `rows` writes; returns the rows
+/// the server counted.
+pub(crate) fn copy_binary(
+    client: &mut Client,
+    sql: &str,
+    types: &[Type],
+    rows: impl FnOnce(&mut CopyRows<'_, '_>) -> Result<(), StoreError>,
+) -> Result<u64, StoreError> {
+    let out = client.copy_in(sql).map_err(pg_error)?;
+    let mut c = CopyRows { out, types, buf: Vec::with_capacity(COPY_CHUNK + 64 * 1024), value: Default::default() };
+    c.buf.extend_from_slice(COPY_HEADER);
+    // On an error the writer is dropped unfinished, which aborts the COPY.
+    rows(&mut c)?;
+    c.buf.extend_from_slice(&(-1i16).to_be_bytes());
+    c.send()?;
+    c.out.finish().map_err(pg_error)
 }
 
 fn convert_row(r: &postgres::Row) -> Result<Row, StoreError> {

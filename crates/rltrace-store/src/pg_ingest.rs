@@ -227,34 +227,66 @@ pub(crate) fn insert_rows(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], 
     Ok(fates)
 }
 
-/// Insert the role and task links a statement each (plain inserts of the new ones: the write lock
-/// is held); returns the task links that were new.
-pub(crate) fn insert_links(tx: &dyn Sql, links: &Links) -> Result<Vec<(String, i64)>, StoreError> {
-    if !links.roles.is_empty() {
+/// Insert the role and task links a statement or two each (plain inserts of the new ones: the
+/// write lock is held); returns the task links that were new. Links of sequences this
+/// transaction created cannot exist yet, so they are inserted without looking.
+pub(crate) fn insert_links(tx: &dyn Sql, links: &Links, new_sequences: &HashSet<i64>) -> Result<Vec<(String, i64)>, StoreError> {
+    let (fresh_roles, old_roles) = split_links(&links.roles, new_sequences);
+    if !fresh_roles.is_empty() {
+        tx.exec("INSERT INTO sequence_roles(role, seq_ref) SELECT * FROM unnest($1, $2)", &[ta(&fresh_roles), ia(&fresh_roles)])?;
+    }
+    if !old_roles.is_empty() {
         tx.exec(
             "INSERT INTO sequence_roles(role, seq_ref) SELECT DISTINCT a.role, a.seq_ref FROM unnest($1, $2) AS a(role, seq_ref)
              WHERE NOT EXISTS (SELECT 1 FROM sequence_roles x WHERE x.role = a.role AND x.seq_ref = a.seq_ref)",
-            &[
-                P::TA(links.roles.iter().map(|(r, _)| Some(r.as_str())).collect()),
-                P::IA(links.roles.iter().map(|(_, s)| Some(*s)).collect()),
-            ],
+            &[ta(&old_roles), ia(&old_roles)],
         )?;
     }
-    if links.tasks.is_empty() {
-        return Ok(Vec::new());
+    let (fresh_tasks, old_tasks) = split_links(&links.tasks, new_sequences);
+    let mut added: Vec<(String, i64)> = fresh_tasks.iter().map(|(t, s)| (t.to_string(), *s)).collect();
+    if !fresh_tasks.is_empty() {
+        tx.exec("INSERT INTO task_sequences(task_id, seq_ref) SELECT * FROM unnest($1, $2)", &[ta(&fresh_tasks), ia(&fresh_tasks)])?;
     }
-    tx.rows(
-        "INSERT INTO task_sequences(task_id, seq_ref) SELECT DISTINCT a.task_id, a.seq_ref FROM unnest($1, $2) AS a(task_id, seq_ref)
-         WHERE NOT EXISTS (SELECT 1 FROM task_sequences x WHERE x.task_id = a.task_id AND x.seq_ref = a.seq_ref)
-         RETURNING task_id, seq_ref",
-        &[
-            P::TA(links.tasks.iter().map(|(t, _)| Some(t.as_str())).collect()),
-            P::IA(links.tasks.iter().map(|(_, s)| Some(*s)).collect()),
-        ],
-    )?
-    .iter()
-    .map(|r| Ok((r.get(0)?, r.get(1)?)))
-    .collect()
+    if !old_tasks.is_empty() {
+        let rows = tx.rows(
+            "INSERT INTO task_sequences(task_id, seq_ref) SELECT DISTINCT a.task_id, a.seq_ref FROM unnest($1, $2) AS a(task_id, seq_ref)
+             WHERE NOT EXISTS (SELECT 1 FROM task_sequences x WHERE x.task_id = a.task_id AND x.seq_ref = a.seq_ref)
+             RETURNING task_id, seq_ref",
+            &[ta(&old_tasks), ia(&old_tasks)],
+        )?;
+        for r in rows {
+            added.push((r.get(0)?, r.get(1)?));
+        }
+    }
+    Ok(added)
+}
+
+fn ia<'a>(l: &[(&'a str, i64)]) -> P<'a> {
+    P::IA(l.iter().map(|(_, s)| Some(*s)).collect())
+}
+
+fn ta<'a>(l: &[(&'a str, i64)]) -> P<'a> {
+    P::TA(l.iter().map(|(t, _)| Some(*t)).collect())
+}
+
+/// Links as `(role or task id, sequence row)`.
+type LinkRefs<'a> = Vec<(&'a str, i64)>;
+
+/// Links of sequences created now, each once, and the others.
+fn split_links<'a>(links: &'a [(String, i64)], new_sequences: &HashSet<i64>) -> (LinkRefs<'a>, LinkRefs<'a>) {
+    let mut seen: HashSet<(&str, i64)> = HashSet::new();
+    let mut fresh = Vec::new();
+    let mut old = Vec::new();
+    for (l, s) in links {
+        if new_sequences.contains(s) {
+            if seen.insert((l.as_str(), *s)) {
+                fresh.push((l.as_str(), *s));
+            }
+        } else {
+            old.push((l.as_str(), *s));
+        }
+    }
+    (fresh, old)
 }
 
 /// The per-sequence aggregates of a group in one statement; each sequence's counts as they are

@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 
 use crate::db::{Sql, SqlExt, params};
-use crate::ingest::{Caches, SeqAgg, flush_aggs, ingest};
+use crate::ingest::{Caches, SeqAgg, flush_aggs, ingest_batches};
+#[cfg(test)]
+use crate::ingest::ingest;
 use crate::prepare::PreparedSpan;
 use crate::{Inner, IngestOutcome, NewReward, RewardAppend, StoreError};
 
@@ -34,6 +36,10 @@ pub(crate) enum Op {
     /// Ends the writer thread as a crash would (tests of a dead writer).
     #[cfg(test)]
     Crash,
+    /// Keeps the writer waiting, outside any group, until told (tests that need the operations
+    /// queued meanwhile in one group).
+    #[cfg(test)]
+    Hold { until: Receiver<()> },
 }
 
 /// Most spans grouped into one transaction.
@@ -49,6 +55,8 @@ pub(crate) struct Group {
     pub(crate) aggs: HashMap<i64, SeqAgg>,
     pub(crate) dirty: HashSet<i64>,
     pub(crate) pending_added: Vec<String>,
+    /// Sequences this transaction created: nothing links to them yet.
+    pub(crate) new_sequences: HashSet<i64>,
 }
 
 /// Row counts added by a transaction, added to the `counters` row in the same transaction.
@@ -209,9 +217,15 @@ impl Writer {
                 }
             };
             #[cfg(test)]
-            if matches!(first, Op::Crash) {
-                return;
-            }
+            let first = match first {
+                Op::Crash => return,
+                Op::Hold { until } => {
+                    let _ = until.recv();
+                    self.inner.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                }
+                op => op,
+            };
             let mut ops = vec![first];
             let mut spans = op_spans(&ops[0]);
             while ops.len() < GROUP_MAX_OPS && spans < GROUP_MAX_SPANS {
@@ -256,16 +270,39 @@ impl Writer {
             let may_settle = ops.iter().any(|o| matches!(o, Op::Settle { .. })) && self.conn.may_settle()?;
             let tx = self.conn.sql()?;
             let mut g = Group::default();
-            let mut ops = ops.into_iter();
-            while let Some(op) = ops.next() {
+            let mut ops: std::collections::VecDeque<Op> = ops.into();
+            while let Some(op) = ops.pop_front() {
                 let failed = match op {
                     Op::Spans { mut spans, bytes, reply } => {
+                        // This batch and the batches right after it are stored as one.
                         released += bytes;
-                        let r = ingest(tx, &mut self.caches, &mut spans, &mut g);
+                        let mut lens = vec![spans.len()];
+                        let mut replies = vec![reply];
+                        while let Some(Op::Spans { .. }) = ops.front() {
+                            let Some(Op::Spans { spans: mut more, bytes, reply }) = ops.pop_front() else { break };
+                            released += bytes;
+                            lens.push(more.len());
+                            replies.push(reply);
+                            spans.append(&mut more);
+                        }
+                        let r = ingest_batches(tx, &mut self.caches, &mut spans, &lens, &mut g);
                         trash.push(spans);
-                        let failed = r.is_err();
-                        done.push(Done::Spans(reply, r));
-                        failed
+                        match r {
+                            Ok(outs) => {
+                                for (reply, out) in replies.into_iter().zip(outs) {
+                                    done.push(Done::Spans(reply, Ok(out)));
+                                }
+                                false
+                            }
+                            Err(e) => {
+                                let mut e = Some(e);
+                                for reply in replies {
+                                    let r = Err(e.take().unwrap_or_else(|| StoreError::Failed("rolled back".into())));
+                                    done.push(Done::Spans(reply, r));
+                                }
+                                true
+                            }
+                        }
                     }
                     Op::Reward { req, reply } => {
                         let r = crate::ledger::append_reward(tx, &mut self.caches, &mut g, *req, max_pending);
@@ -309,11 +346,11 @@ impl Writer {
                         true
                     }
                     #[cfg(test)]
-                    Op::Crash => false,
+                    Op::Crash | Op::Hold { .. } => false,
                 };
                 if failed {
                     // No partial writes: the whole group is rolled back and every caller told.
-                    for rest in ops.by_ref() {
+                    for rest in ops.drain(..) {
                         match rest {
                             Op::Spans { bytes, reply, .. } => {
                                 released += bytes;
@@ -327,7 +364,7 @@ impl Writer {
                             #[cfg(test)]
                             Op::Fail { reply, .. } => done.push(Done::Barrier(reply)),
                             #[cfg(test)]
-                            Op::Crash => {}
+                            Op::Crash | Op::Hold { .. } => {}
                         }
                     }
                     let first_error = done.iter().find_map(|d| match d {
