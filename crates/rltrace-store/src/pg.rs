@@ -191,6 +191,30 @@ impl Sql for PgConn {
 }
 
 impl PgConn {
+    /// Run `sql` (statements without parameters) as one simple query and read the last row it
+    /// returns as `N` integers.
+    pub(crate) fn simple_ints<const N: usize>(&self, sql: &str) -> Result<[i64; N], StoreError> {
+        let messages = self.client.borrow_mut().simple_query(sql).map_err(pg_error)?;
+        let row = messages
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .ok_or_else(|| StoreError::Corrupt("a query returned no row".into()))?;
+        let mut out = [0i64; N];
+        for (i, v) in out.iter_mut().enumerate() {
+            *v = row
+                .get(i)
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("column {i} of {sql:?} is not an integer")))?;
+        }
+        Ok(out)
+    }
+}
+
+impl PgConn {
     /// `COPY ... FROM STDIN BINARY` of rows of the given column types, each written by `rows`.
     pub(crate) fn copy_in(&self, sql: &str, types: &[Type], rows: impl FnOnce(&mut CopyRows<'_, '_>) -> Result<(), StoreError>) -> Result<u64, StoreError> {
         copy_binary(&mut self.client.borrow_mut(), sql, types, rows)
@@ -694,10 +718,14 @@ impl PgWriter {
         let fresh = self.ensure()?;
         let conn = self.conn()?;
         let r = (|| -> Result<crate::writer::Reload, StoreError> {
-            conn.batch(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"))?;
-            use crate::db::SqlExt;
-            let newest: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM reward_events", &[], |r| r.get(0))?;
-            let generation = crate::ingest::gc_generation(conn)?;
+            // One round trip; each statement of it has its own snapshot, so what is read is
+            // read with the lock held.
+            let pg = conn.postgres().ok_or_else(|| StoreError::Failed("the writer's session is not PostgreSQL".into()))?;
+            let [newest, generation] = pg.simple_ints(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK});
+                 SELECT (SELECT coalesce(max(id), 0) FROM reward_events),
+                        coalesce((SELECT CAST(value AS BIGINT) FROM meta WHERE key = 'gc_generation'), 0)"
+            ))?;
             Ok(if fresh || generation != gc_generation {
                 // Retention deleted sequences (here or elsewhere): cached rows may be gone.
                 crate::writer::Reload::All

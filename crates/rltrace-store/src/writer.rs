@@ -132,8 +132,28 @@ impl WriteConn {
         }
     }
 
-    fn commit(&mut self) -> Result<(), StoreError> {
-        self.sql()?.batch("COMMIT")
+    /// Add to the `counters` row (spans, triplets, sequences, reward events, task events,
+    /// rewarded triplets) and commit (PostgreSQL: in one round trip).
+    fn commit(&mut self, add: Option<[i64; 6]>) -> Result<(), StoreError> {
+        const COUNTERS: &str = "UPDATE counters SET spans = spans + ?1, triplets = triplets + ?2, sequences = sequences + ?3,
+               reward_events = reward_events + ?4, task_events = task_events + ?5, rewarded_triplets = rewarded_triplets + ?6
+             WHERE id = 1";
+        let sql = self.sql()?;
+        match (add, sql.dialect()) {
+            (None, _) => sql.batch("COMMIT"),
+            (Some(a), crate::db::Dialect::Postgres) => {
+                // Integers only, so they are written into the statement.
+                let mut update = crate::pg::translate(COUNTERS);
+                for (i, n) in a.iter().enumerate().rev() {
+                    update = update.replace(&format!("${}", i + 1), &format!("({n})"));
+                }
+                sql.batch(&format!("{update}; COMMIT"))
+            }
+            (Some(a), crate::db::Dialect::Sqlite) => {
+                sql.prepare_cached(COUNTERS)?.execute(params![a[0], a[1], a[2], a[3], a[4], a[5]])?;
+                sql.batch("COMMIT")
+            }
+        }
     }
 
     fn rollback(&mut self) {
@@ -403,15 +423,8 @@ impl Writer {
             }
             crate::rewarded::set_counts(tx, &changed)?;
             let c = &g.counts;
-            if c.spans + c.sequences + c.reward_events > 0 || rewarded_delta != 0 {
-                tx.prepare_cached(
-                    "UPDATE counters SET spans = spans + ?1, triplets = triplets + ?2, sequences = sequences + ?3,
-                       reward_events = reward_events + ?4, task_events = task_events + ?5, rewarded_triplets = rewarded_triplets + ?6
-                     WHERE id = 1",
-                )?
-                .execute(params![c.spans as i64, c.triplets as i64, c.sequences as i64, c.reward_events as i64, c.task_events as i64, rewarded_delta])?;
-            }
-            self.conn.commit()?;
+            let add = [c.spans as i64, c.triplets as i64, c.sequences as i64, c.reward_events as i64, c.task_events as i64, rewarded_delta];
+            self.conn.commit(add.iter().any(|n| *n != 0).then_some(add))?;
             Ok(())
         })();
         // Freeing the batches (allocated on other threads) is left to the reclaimer, off the
