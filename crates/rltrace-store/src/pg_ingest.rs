@@ -289,41 +289,92 @@ fn split_links<'a>(links: &'a [(String, i64)], new_sequences: &HashSet<i64>) -> 
     (fresh, old)
 }
 
-/// The per-sequence aggregates of a group in one statement; each sequence's counts as they are
-/// then (with its stored rewarded count).
-pub(crate) fn flush_aggs(
-    tx: &dyn Sql,
-    aggs: &HashMap<i64, crate::ingest::SeqAgg>,
-) -> Result<HashMap<i64, (rltrace_core::sequence::SequenceCounts, i64)>, StoreError> {
-    let mut ids: Vec<i64> = aggs.keys().copied().collect();
+/// The end of a group's writes to its sequences: the aggregates of the sequences it added
+/// triplets to and their rewarded counts in one statement, then the rewarded counts of the other
+/// sequences it changed; returns the change of the store's rewarded total.
+///
+/// The counts are read before the statement and the aggregates added to them here (the write
+/// lock is held: nothing else changes these rows meanwhile), so a rewarded count the counts tell
+/// is written with the aggregates instead of by a second update of the row. A sequence whose
+/// count needs its triplets evaluated is counted after the statement, on the rows as it left them.
+pub(crate) fn flush_group(tx: &dyn Sql, aggs: &HashMap<i64, crate::ingest::SeqAgg>, dirty: &HashSet<i64>) -> Result<i64, StoreError> {
+    let mut ids: Vec<i64> = aggs.keys().chain(dirty).copied().collect();
     ids.sort_unstable();
-    let col = |f: &dyn Fn(&crate::ingest::SeqAgg) -> i64| P::IA(ids.iter().map(|id| Some(f(&aggs[id]))).collect());
-    let params = [
-        P::IA(ids.iter().map(|id| Some(*id)).collect()),
-        col(&|a| a.count),
-        col(&|a| a.indexed),
-        col(&|a| a.first),
-        col(&|a| a.last),
-        col(&|a| i64::from(a.ended)),
-        col(&|a| a.local),
-        P::TA(ids.iter().map(|id| aggs[id].rollout.as_ref().map(|l| l.rollout_id.as_str())).collect()),
-        P::TA(ids.iter().map(|id| aggs[id].rollout.as_ref().map(|l| l.attempt_id.as_str())).collect()),
-    ];
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(0);
+    }
     let rows = tx.rows(
-        &format!(
+        &format!("SELECT id, {} FROM sequences WHERE id = ANY($1)", crate::rows::COUNT_COLS),
+        &[P::IA(ids.iter().map(|id| Some(*id)).collect())],
+    )?;
+    let mut stored: HashMap<i64, (rltrace_core::sequence::SequenceCounts, i64)> = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        stored.insert(r.get(0)?, crate::rows::seq_counts(r, 1)?);
+    }
+    let mut delta = 0i64;
+    // Rewarded counts written with the aggregates, written alone, and to be evaluated.
+    let mut with_aggs: HashMap<i64, i64> = HashMap::new();
+    let mut alone: Vec<(i64, i64)> = Vec::new();
+    let mut later = Vec::new();
+    for id in &ids {
+        let (mut counts, was) = stored.remove(id).ok_or_else(|| StoreError::Corrupt(format!("sequence row {id} is gone")))?;
+        if let Some(a) = aggs.get(id) {
+            counts.triplets += a.count;
+            counts.immediate += a.local;
+        }
+        if !dirty.contains(id) {
+            continue;
+        }
+        match rltrace_core::sequence::rewarded_from_counts(&counts) {
+            Some(now) => {
+                delta += now - was;
+                if aggs.contains_key(id) {
+                    with_aggs.insert(*id, now);
+                } else if now != was {
+                    alone.push((*id, now));
+                }
+            }
+            None => later.push((*id, counts, was)),
+        }
+    }
+    if !aggs.is_empty() {
+        let mut agg_ids: Vec<i64> = aggs.keys().copied().collect();
+        agg_ids.sort_unstable();
+        let col = |f: &dyn Fn(&crate::ingest::SeqAgg) -> i64| P::IA(agg_ids.iter().map(|id| Some(f(&aggs[id]))).collect());
+        let params = [
+            P::IA(agg_ids.iter().map(|id| Some(*id)).collect()),
+            col(&|a| a.count),
+            col(&|a| a.indexed),
+            col(&|a| a.first),
+            col(&|a| a.last),
+            col(&|a| i64::from(a.ended)),
+            col(&|a| a.local),
+            P::TA(agg_ids.iter().map(|id| aggs[id].rollout.as_ref().map(|l| l.rollout_id.as_str())).collect()),
+            P::TA(agg_ids.iter().map(|id| aggs[id].rollout.as_ref().map(|l| l.attempt_id.as_str())).collect()),
+            P::IA(agg_ids.iter().map(|id| with_aggs.get(id).copied()).collect()),
+        ];
+        let n = tx.exec(
             "UPDATE sequences q SET triplet_count = q.triplet_count + a.n, indexed_count = q.indexed_count + a.idx,
                first_us = LEAST(coalesce(q.first_us, a.lo), a.lo), last_us = GREATEST(coalesce(q.last_us, a.hi), a.hi),
                ended = GREATEST(q.ended, a.fin), local_rewards = q.local_rewards + a.loc,
-               attempt_id = CASE WHEN q.rollout_id IS NULL THEN a.att ELSE q.attempt_id END, rollout_id = coalesce(q.rollout_id, a.rol)
-             FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) AS a(id, n, idx, lo, hi, fin, loc, rol, att)
-             WHERE q.id = a.id RETURNING q.id, {}",
-            crate::rows::COUNT_COLS.split(", ").map(|c| format!("q.{c}")).collect::<Vec<_>>().join(", ")
-        ),
-        &params,
-    )?;
-    let mut out = HashMap::with_capacity(rows.len());
-    for r in rows {
-        out.insert(r.get(0)?, crate::rows::seq_counts(&r, 1)?);
+               attempt_id = CASE WHEN q.rollout_id IS NULL THEN a.att ELSE q.attempt_id END, rollout_id = coalesce(q.rollout_id, a.rol),
+               rewarded_count = coalesce(a.rw, q.rewarded_count)
+             FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS a(id, n, idx, lo, hi, fin, loc, rol, att, rw)
+             WHERE q.id = a.id",
+            &params,
+        )?;
+        if n != agg_ids.len() as u64 {
+            return Err(StoreError::Corrupt(format!("{n} sequence rows updated of {}", agg_ids.len())));
+        }
     }
-    Ok(out)
+    for (id, counts, was) in later {
+        let now = crate::rewarded::count_now(tx, id, &counts)?;
+        delta += now - was;
+        if now != was {
+            alone.push((id, now));
+        }
+    }
+    crate::rewarded::set_counts(tx, &alone)?;
+    Ok(delta)
 }

@@ -401,27 +401,28 @@ impl Writer {
                     )));
                 }
             }
-            let mut flushed = if tx.dialect() == crate::db::Dialect::Postgres {
-                if g.aggs.is_empty() { HashMap::new() } else { crate::pg_ingest::flush_aggs(tx, &g.aggs)? }
+            let rewarded_delta = if tx.dialect() == crate::db::Dialect::Postgres {
+                crate::pg_ingest::flush_group(tx, &g.aggs, &g.dirty)?
             } else {
-                flush_aggs(tx, &g.aggs)?
-            };
-            let mut rewarded_delta = 0i64;
-            let mut dirty: Vec<i64> = g.dirty.iter().copied().collect();
-            dirty.sort_unstable();
-            let mut changed = Vec::new();
-            for seq in dirty {
-                let (counts, stored) = match flushed.remove(&seq) {
-                    Some(c) => c,
-                    None => crate::rewarded::stored_counts(tx, seq)?,
-                };
-                let now = crate::rewarded::count_now(tx, seq, &counts)?;
-                if now != stored {
-                    changed.push((seq, now));
-                    rewarded_delta += now - stored;
+                let mut flushed = flush_aggs(tx, &g.aggs)?;
+                let mut rewarded_delta = 0i64;
+                let mut dirty: Vec<i64> = g.dirty.iter().copied().collect();
+                dirty.sort_unstable();
+                let mut changed = Vec::new();
+                for seq in dirty {
+                    let (counts, stored) = match flushed.remove(&seq) {
+                        Some(c) => c,
+                        None => crate::rewarded::stored_counts(tx, seq)?,
+                    };
+                    let now = crate::rewarded::count_now(tx, seq, &counts)?;
+                    if now != stored {
+                        changed.push((seq, now));
+                        rewarded_delta += now - stored;
+                    }
                 }
-            }
-            crate::rewarded::set_counts(tx, &changed)?;
+                crate::rewarded::set_counts(tx, &changed)?;
+                rewarded_delta
+            };
             let c = &g.counts;
             let add = [c.spans as i64, c.triplets as i64, c.sequences as i64, c.reward_events as i64, c.task_events as i64, rewarded_delta];
             self.conn.commit(add.iter().any(|n| *n != 0).then_some(add))?;
