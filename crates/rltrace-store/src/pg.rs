@@ -265,7 +265,14 @@ impl CopyRows<'_, '_> {
 
     fn send(&mut self) -> Result<(), StoreError> {
         use std::io::Write;
-        self.out.write_all(&self.buf).and_then(|()| self.out.flush()).map_err(|e| StoreError::Postgres(e.to_string()))?;
+        self.out.write_all(&self.buf).and_then(|()| self.out.flush()).map_err(|e| {
+            // The writer wraps the client's error: unwrapped, it is judged as any other.
+            let text = e.to_string();
+            match e.into_inner().map(|inner| inner.downcast::<postgres::Error>()) {
+                Some(Ok(pg)) => pg_error(*pg),
+                _ => StoreError::Postgres(text),
+            }
+        })?;
         self.buf.clear();
         Ok(())
     }
