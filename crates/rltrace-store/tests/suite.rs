@@ -993,3 +993,24 @@ conformance! {
         assert_eq!(store.outbox_blocking(enqueue(0.1)).expect("enqueue"), None, "and no delivery follows");
     }
 }
+
+conformance! {
+    /// A sequence reward appended, as pending, before the sequence's first span is counted on the
+    /// sequence when its spans arrive: the kept rewarded counts (the `rewarded` filter and the
+    /// statistics) agree with the evaluation, which sees the reward on every triplet.
+    fn a_sequence_reward_sent_before_its_spans_is_counted_when_they_arrive(b) {
+        let (_d, store) = temp_store_on(b);
+        let early = rltrace_store::NewReward { allow_pending: true, ..on_sequence("early", Strategy::Uniform, Some(1.0), "tests") };
+        created(store.append_reward_blocking(early));
+        let out = store
+            .ingest_blocking(prepare(vec![triplet_span(1, 1, "early", &[]), triplet_span(1, 2, "early", &[]), triplet_span(2, 3, "plain", &[])]))
+            .expect("ingest");
+        assert_eq!(out.stored, 3);
+        let rewarded = all_triplets(&store, &policy()).iter().filter(|t| t.sequence_id == "early" && t.effective.reward == Some(1.0)).count();
+        assert_eq!(rewarded, 2);
+        assert_eq!(store.read(|tx| tx.stats(&policy())).expect("stats").rewarded_triplets, 2);
+        let f = SequenceFilter { rewarded: Some(true), ..SequenceFilter::default() };
+        let listed = store.read(|tx| tx.sequences(&f, None, 10, &policy())).expect("list");
+        assert_eq!(listed.items.iter().map(|s| s.sequence_id.as_str()).collect::<Vec<_>>(), vec!["early"]);
+    }
+}
