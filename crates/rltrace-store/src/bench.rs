@@ -134,35 +134,35 @@ impl PgBaseline {
         ];
         let sql = format!("COPY {} ({PG_RAW_COLUMNS}) FROM STDIN BINARY", self.table);
         crate::pg::copy_binary(&mut self.client, &sql, &types, |w| {
-        for s in spans {
-            let t = s.triplet.as_ref();
-            let row: [&(dyn ToSql + Sync); 22] = [
-                &&s.trace_id[..],
-                &i64::from_be_bytes(s.span_id),
-                &s.parent_span_id,
-                &s.name,
-                &i64::from(s.kind),
-                &s.start_ns,
-                &s.end_ns,
-                &i64::from(s.status_code),
-                &s.status_message,
-                &s.attributes,
-                &s.events,
-                &&*s.resource,
-                &s.scope,
-                &t.map(|t| t.sequence_id.as_str()),
-                &t.map(|t| t.triplet_id.as_str()),
-                &t.and_then(|t| t.seq_index),
-                &t.map(|t| t.ts_us),
-                &t.map(|t| t.state.as_str()),
-                &t.map(|t| t.action.as_str()),
-                &t.and_then(|t| t.role.as_deref()),
-                &t.and_then(|t| t.reward),
-                &t.and_then(|t| t.reward_components.as_deref()),
-            ];
-            w.write(&row)?;
-        }
-        Ok(())
+            for s in spans {
+                let t = s.triplet.as_ref();
+                let row: [&(dyn ToSql + Sync); 22] = [
+                    &&s.trace_id[..],
+                    &i64::from_be_bytes(s.span_id),
+                    &s.parent_span_id,
+                    &s.name,
+                    &i64::from(s.kind),
+                    &s.start_ns,
+                    &s.end_ns,
+                    &i64::from(s.status_code),
+                    &s.status_message,
+                    &s.attributes,
+                    &s.events,
+                    &&*s.resource,
+                    &s.scope,
+                    &t.map(|t| t.sequence_id.as_str()),
+                    &t.map(|t| t.triplet_id.as_str()),
+                    &t.and_then(|t| t.seq_index),
+                    &t.map(|t| t.ts_us),
+                    &t.map(|t| t.state.as_str()),
+                    &t.map(|t| t.action.as_str()),
+                    &t.and_then(|t| t.role.as_deref()),
+                    &t.and_then(|t| t.reward),
+                    &t.and_then(|t| t.reward_components.as_deref()),
+                ];
+                w.write(&row)?;
+            }
+            Ok(())
         })?;
         self.elapsed += started.elapsed();
         self.rows += spans.len() as u64;

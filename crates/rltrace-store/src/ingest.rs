@@ -512,9 +512,33 @@ pub(crate) fn ingest_batches(
     Ok(outs)
 }
 
+/// The end of a group's writes to its sequences (SQLite; PostgreSQL's is
+/// `pg_ingest::flush_group`): the aggregates, then the rewarded counts of the sequences it
+/// changed; returns the change of the store's rewarded total.
+pub(crate) fn flush_group(tx: &dyn Sql, aggs: &HashMap<i64, SeqAgg>, dirty: &HashSet<i64>) -> Result<i64, StoreError> {
+    let mut flushed = flush_aggs(tx, aggs)?;
+    let mut delta = 0i64;
+    let mut ids: Vec<i64> = dirty.iter().copied().collect();
+    ids.sort_unstable();
+    let mut changed = Vec::new();
+    for seq in ids {
+        let (counts, stored) = match flushed.remove(&seq) {
+            Some(c) => c,
+            None => crate::rewarded::stored_counts(tx, seq)?,
+        };
+        let now = crate::rewarded::count_now(tx, seq, &counts)?;
+        if now != stored {
+            changed.push((seq, now));
+            delta += now - stored;
+        }
+    }
+    crate::rewarded::set_counts(tx, &changed)?;
+    Ok(delta)
+}
+
 /// Write the group's per-sequence aggregates; returns each sequence's counts as they are then
 /// (with its stored rewarded count), so recounting needs no second read.
-pub(crate) fn flush_aggs(
+fn flush_aggs(
     tx: &dyn Sql,
     aggs: &HashMap<i64, SeqAgg>,
 ) -> Result<HashMap<i64, (rltrace_core::sequence::SequenceCounts, i64)>, StoreError> {

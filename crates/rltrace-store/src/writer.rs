@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 
 use crate::db::{Sql, SqlExt, params};
-use crate::ingest::{Caches, SeqAgg, flush_aggs, ingest_batches};
+use crate::ingest::{Caches, SeqAgg, ingest_batches};
 #[cfg(test)]
 use crate::ingest::ingest;
 use crate::prepare::PreparedSpan;
@@ -404,24 +404,7 @@ impl Writer {
             let rewarded_delta = if tx.dialect() == crate::db::Dialect::Postgres {
                 crate::pg_ingest::flush_group(tx, &g.aggs, &g.dirty)?
             } else {
-                let mut flushed = flush_aggs(tx, &g.aggs)?;
-                let mut rewarded_delta = 0i64;
-                let mut dirty: Vec<i64> = g.dirty.iter().copied().collect();
-                dirty.sort_unstable();
-                let mut changed = Vec::new();
-                for seq in dirty {
-                    let (counts, stored) = match flushed.remove(&seq) {
-                        Some(c) => c,
-                        None => crate::rewarded::stored_counts(tx, seq)?,
-                    };
-                    let now = crate::rewarded::count_now(tx, seq, &counts)?;
-                    if now != stored {
-                        changed.push((seq, now));
-                        rewarded_delta += now - stored;
-                    }
-                }
-                crate::rewarded::set_counts(tx, &changed)?;
-                rewarded_delta
+                crate::ingest::flush_group(tx, &g.aggs, &g.dirty)?
             };
             let c = &g.counts;
             let add = [c.spans as i64, c.triplets as i64, c.sequences as i64, c.reward_events as i64, c.task_events as i64, rewarded_delta];
