@@ -19,6 +19,19 @@ fn add_extras_column(conn: &dyn Sql) -> Result<(), StoreError> {
     conn.batch("ALTER TABLE spans ADD COLUMN extras TEXT;")
 }
 
+/// Version 6 (PostgreSQL): a role's triplets in posting rows (`role_spans`, made by the
+/// schema) instead of the index `spans_role`, filled from the stored rows (rows of one role in
+/// chunks of disjoint id ranges, so they do not overlap). SQLite's schema is unchanged.
+fn role_posting_rows(conn: &dyn Sql) -> Result<(), StoreError> {
+    conn.batch(&format!(
+        "INSERT INTO role_spans(role, last_id, ids)
+           SELECT role, max(id), array_agg(id ORDER BY id) FROM spans WHERE seq_ref IS NOT NULL AND role IS NOT NULL
+           GROUP BY role, id / {};
+         DROP INDEX IF EXISTS spans_role;",
+        crate::pg_ingest::ROLE_CHUNK
+    ))
+}
+
 /// Version 1 to 2: per-sequence counts of the events that decide completeness and rewards (only
 /// sequence-targeted terminal rewards complete a sequence), the rewarded count of every sequence
 /// and of the store, role and task indexes, and the ledger position of immediate rewards.
@@ -101,6 +114,10 @@ pub(crate) fn postgres(conn: &crate::pg::PgConn, from: i64) -> Result<(), StoreE
         if from < 3 {
             add_rollout_columns(db)?;
         }
-        db.batch(crate::pg::SCHEMA)
+        db.batch(crate::pg::SCHEMA)?;
+        if from < 6 {
+            role_posting_rows(db)?;
+        }
+        Ok(())
     })
 }

@@ -261,6 +261,55 @@ pub(crate) fn insert_links(tx: &dyn Sql, links: &Links, new_sequences: &HashSet<
     Ok(added)
 }
 
+/// Most span ids in one row of `role_spans`.
+pub(crate) const ROLE_CHUNK: i64 = 4096;
+
+/// The posting rows of the group's triplets that carry a role: the span rows after `mark` (the
+/// newest when the group began; the write lock is held, so every row after it is the group's),
+/// one row per role and per [`ROLE_CHUNK`] ids.
+pub(crate) fn index_roles(tx: &dyn Sql, mark: i64) -> Result<(), StoreError> {
+    tx.exec(
+        &format!(
+            "INSERT INTO role_spans(role, last_id, ids)
+             SELECT role, max(id), array_agg(id ORDER BY id) FROM spans
+             WHERE id > $1 AND seq_ref IS NOT NULL AND role IS NOT NULL GROUP BY role, (id - $1 - 1) / {ROLE_CHUNK}"
+        ),
+        &[P::I(Some(mark))],
+    )?;
+    Ok(())
+}
+
+/// Delete the span rows of sequences `seqs` and take them out of the role posting rows (a row
+/// left empty goes); returns the number of span rows deleted.
+pub(crate) fn delete_sequence_spans(tx: &dyn Sql, seqs: &[i64]) -> Result<u64, StoreError> {
+    let gone = tx.rows("DELETE FROM spans WHERE seq_ref = ANY($1) RETURNING id, role", &[P::IA(seqs.iter().map(|s| Some(*s)).collect())])?;
+    let mut roles: Vec<Option<String>> = Vec::new();
+    let mut ids: Vec<Option<i64>> = Vec::new();
+    for r in &gone {
+        if let Some(role) = r.get::<_, Option<String>>(1)? {
+            roles.push(Some(role));
+            ids.push(Some(r.get(0)?));
+        }
+    }
+    if !ids.is_empty() {
+        // Each deleted id is in the first row of its role ending at or after it (rows do not
+        // overlap); those rows keep the ids that still have a span.
+        let roles: Vec<Option<&str>> = roles.iter().map(|r| r.as_deref()).collect();
+        tx.exec(
+            "WITH d(role, id) AS (SELECT * FROM unnest($1::text[], $2::bigint[])),
+             hit AS (SELECT DISTINCT p.role, p.last_id FROM d CROSS JOIN LATERAL
+                       (SELECT r.role, r.last_id FROM role_spans r WHERE r.role = d.role AND r.last_id >= d.id ORDER BY r.last_id LIMIT 1) p),
+             kept AS (SELECT r.role, r.last_id,
+                        ARRAY(SELECT u.id FROM unnest(r.ids) WITH ORDINALITY AS u(id, o) WHERE EXISTS (SELECT 1 FROM spans s WHERE s.id = u.id) ORDER BY u.o) AS ids
+                      FROM role_spans r JOIN hit ON r.role = hit.role AND r.last_id = hit.last_id),
+             emptied AS (DELETE FROM role_spans r USING kept k WHERE r.role = k.role AND r.last_id = k.last_id AND cardinality(k.ids) = 0)
+             UPDATE role_spans r SET ids = k.ids FROM kept k WHERE r.role = k.role AND r.last_id = k.last_id AND cardinality(k.ids) > 0",
+            &[P::TA(roles), P::IA(ids)],
+        )?;
+    }
+    Ok(gone.len() as u64)
+}
+
 fn ia<'a>(l: &[(&'a str, i64)]) -> P<'a> {
     P::IA(l.iter().map(|(_, s)| Some(*s)).collect())
 }

@@ -96,22 +96,30 @@ impl ReadTx<'_> {
             let (items, next) = self.triplet_page(info, policy, cursor, limit, f)?;
             return Ok(Page { items, next });
         }
-        let mut sql = String::from("SELECT id, seq_ref FROM spans WHERE seq_ref IS NOT NULL AND id > ?1");
-        if f.role.is_some() {
-            sql.push_str(" AND role = ?2");
-        } else {
-            sql.push_str(" AND ?2 IS NULL");
-        }
+        let postgres = self.tx.dialect() == crate::db::Dialect::Postgres;
+        // PostgreSQL keeps a role's triplets in posting rows (`role_spans`, in id order), SQLite
+        // in an index on (role, id).
+        let (mut sql, order) = match &f.role {
+            Some(_) if postgres => (
+                String::from(
+                    "SELECT s.id, s.seq_ref FROM role_spans r CROSS JOIN LATERAL unnest(r.ids) AS u(id) JOIN spans s ON s.id = u.id
+                     WHERE r.role = ?2 AND r.last_id > ?1 AND u.id > ?1 AND s.seq_ref IS NOT NULL",
+                ),
+                " ORDER BY r.last_id, u.id LIMIT ?5",
+            ),
+            Some(_) => (String::from("SELECT s.id, s.seq_ref FROM spans s WHERE s.seq_ref IS NOT NULL AND s.id > ?1 AND s.role = ?2"), " ORDER BY s.id LIMIT ?5"),
+            None => (String::from("SELECT s.id, s.seq_ref FROM spans s WHERE s.seq_ref IS NOT NULL AND s.id > ?1 AND ?2 IS NULL"), " ORDER BY s.id LIMIT ?5"),
+        };
         if f.since.is_some() {
-            sql.push_str(" AND ts_us >= ?3");
+            sql.push_str(" AND s.ts_us >= ?3");
         }
         if f.until.is_some() {
-            sql.push_str(" AND ts_us <= ?4");
+            sql.push_str(" AND s.ts_us <= ?4");
         }
         if f.rewarded == Some(true) {
-            sql.push_str(" AND EXISTS (SELECT 1 FROM sequences q WHERE q.id = spans.seq_ref AND q.rewarded_count > 0)");
+            sql.push_str(" AND EXISTS (SELECT 1 FROM sequences q WHERE q.id = s.seq_ref AND q.rewarded_count > 0)");
         }
-        sql.push_str(" ORDER BY id LIMIT ?5");
+        sql.push_str(order);
         let mut stmt = self.tx.prepare_cached(sql.as_str())?;
         // Sequences evaluated for this page, with each row's position.
         let cache: std::cell::RefCell<HashMap<i64, (Loaded, HashMap<i64, usize>)>> = std::cell::RefCell::new(HashMap::new());
@@ -122,7 +130,6 @@ impl ReadTx<'_> {
             let positions = loaded.eval.rows.iter().enumerate().map(|(i, r)| (*r, i)).collect();
             cache.insert(loaded.info.id, (loaded, positions));
         };
-        let postgres = self.tx.dialect() == crate::db::Dialect::Postgres;
         let page = scan_pages(
             cursor,
             limit,

@@ -484,6 +484,157 @@ conformance! {
 }
 }
 
+/// Triplets sent one write group per call, recorded as `(triplet id, sequence, role)` in the order
+/// they arrived.
+struct Arrivals {
+    list: Vec<(String, String, Option<String>)>,
+}
+
+impl Arrivals {
+    fn send(&mut self, store: &Store, spans: Vec<rltrace_core::SpanRecord>) {
+        for sp in &spans {
+            let attr = |k: &str| {
+                sp.attributes.iter().find(|(n, _)| n == k).map(|(_, v)| match v {
+                    rltrace_core::span::AttrValue::Str(t) => t.clone(),
+                    other => panic!("{k} is {other:?}"),
+                })
+            };
+            let Some(seq) = attr("rl.sequence_id") else { continue };
+            self.list.push((rltrace_core::ids::default_triplet_id(&sp.trace_id, &sp.span_id), seq, attr("rl.state.agent_role")));
+        }
+        let n = spans.len();
+        assert_eq!(store.ingest_blocking(prepare(spans)).expect("ingest").stored, n);
+    }
+
+    /// The triplet ids of `role` in arrival order, of the sequences `keep` accepts.
+    fn of(&self, role: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        self.list.iter().filter(|(_, q, r)| r.as_deref() == Some(role) && keep(q)).map(|(t, _, _)| t.clone()).collect()
+    }
+}
+
+/// Every page of `filter` (`limit` triplets each) followed to the end: the triplet ids in order.
+fn paged(store: &Store, filter: &TripletFilter, limit: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut cursor = None;
+    for _ in 0..100_000 {
+        let page = store.read(|tx| tx.triplets(filter, cursor, limit, &policy())).expect("page");
+        assert!(page.items.len() <= limit);
+        got.extend(page.items.into_iter().map(|t| t.triplet_id));
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => return got,
+        }
+    }
+    panic!("pages without end");
+}
+
+conformance! {
+    /// Triplets by role (no sequence named) come in arrival order across write groups and
+    /// sequences, in pages of any size, each once, with the rewarded filter too; one write group
+    /// with more triplets of a role than a PostgreSQL posting row holds (`role_spans`, 4,096 ids)
+    /// pages the same. Retention deletes whole sequences: their triplets leave the pages, and on
+    /// PostgreSQL the posting rows (one shrinks, none is left empty or holds a deleted row).
+    fn triplets_by_role_come_in_arrival_order_across_groups_and_retention(b) {
+        let (place, store) = temp_store_on(b);
+        let role = |r: &str| ("rl.state.agent_role", s(r));
+        let mut a = Arrivals { list: Vec::new() };
+        // Old sequences (their spans from 2023) share groups with fresh ones.
+        a.send(&store, vec![
+            triplet_span(1, 1, "old-1", &[role("Code")]),
+            triplet_span(1, 2, "old-1", &[role("Test")]),
+            fresh(triplet_span(2, 3, "fresh-1", &[role("Code")])),
+            fresh(triplet_span(2, 4, "fresh-1", &[role("Code")])),
+            fresh(triplet_span(2, 5, "fresh-1", &[])),
+        ]);
+        a.send(&store, vec![
+            fresh(triplet_span(3, 6, "fresh-2", &[role("Test")])),
+            fresh(triplet_span(3, 7, "fresh-2", &[role("Code")])),
+            triplet_span(1, 8, "old-1", &[role("Code")]),
+            fresh(triplet_span(2, 9, "fresh-1", &[role("Code")])),
+        ]);
+        let big: Vec<_> = (0..4300u32).map(|k| fresh(triplet_span(4, 100 + k, "big", &[role(if k % 50 == 0 { "Test" } else { "Code" })]))).collect();
+        a.send(&store, big);
+        a.send(&store, vec![
+            triplet_span(5, 5000, "old-2", &[role("Code")]),
+            fresh(triplet_span(3, 5001, "fresh-2", &[role("Code")])),
+            triplet_span(5, 5002, "old-2", &[role("Design")]),
+        ]);
+        created(store.append_reward_blocking(on_sequence("fresh-2", Strategy::Uniform, Some(1.0), "hitl")));
+        let all = |_: &str| true;
+        assert!(a.of("Code", all).len() > 4096);
+        if let Some(widest) = place.pg_int("SELECT max(cardinality(ids))::bigint FROM role_spans") {
+            // The big group's 4,300 rows make two posting rows of Code: the first 4,096 rows
+            // less the Test ones among them, and the rest.
+            assert_eq!(widest, 4096 - 82, "a posting row spans at most 4,096 row ids");
+            assert_eq!(place.pg_int("SELECT count(*) FROM role_spans WHERE role = 'Code'"), Some(5), "one a group, two for the big one");
+        }
+        let by = |r: &str| TripletFilter { role: Some(r.into()), ..Default::default() };
+        for limit in [1000, 4096, 5000] {
+            assert_eq!(paged(&store, &by("Code"), limit), a.of("Code", all), "Code, pages of {limit}");
+        }
+        for limit in [1, 3] {
+            assert_eq!(paged(&store, &by("Test"), limit), a.of("Test", all), "Test, pages of {limit}");
+        }
+        assert_eq!(paged(&store, &by("Design"), 3), a.of("Design", all));
+        assert!(paged(&store, &by("Absent"), 3).is_empty());
+        let rewarded = TripletFilter { role: Some("Code".into()), rewarded: Some(true), ..Default::default() };
+        assert_eq!(paged(&store, &rewarded, 2), a.of("Code", |q| q == "fresh-2"));
+
+        let retention: rltrace_core::retention::Retention = toml::from_str("sequences = \"30d\"\nbatch = 10000").expect("retention");
+        let done = store.gc_blocking(&retention, false, |_| {}).expect("gc");
+        assert_eq!(done.sequences, 2, "old-1 and old-2");
+        let young = |q: &str| !q.starts_with("old-");
+        for limit in [1000, 5000] {
+            assert_eq!(paged(&store, &by("Code"), limit), a.of("Code", young), "Code after retention, pages of {limit}");
+        }
+        assert_eq!(paged(&store, &by("Test"), 2), a.of("Test", young));
+        assert!(paged(&store, &by("Design"), 2).is_empty(), "old-2's only Design triplet is gone");
+        if let Some(dead) = place.pg_int("SELECT count(*) FROM role_spans r, unnest(r.ids) u(id) WHERE NOT EXISTS (SELECT 1 FROM spans s WHERE s.id = u.id)") {
+            assert_eq!(dead, 0, "no posting row holds a deleted span row");
+            let empty = place.pg_int("SELECT count(*) FROM role_spans WHERE cardinality(ids) = 0").expect("pg");
+            assert_eq!(empty, 0);
+            let design = place.pg_int("SELECT count(*) FROM role_spans WHERE role = 'Design'").expect("pg");
+            assert_eq!(design, 0, "the posting row of the deleted Design triplet is gone");
+            let live = place.pg_int("SELECT count(*) FROM role_spans r, unnest(r.ids) u(id)").expect("pg");
+            assert_eq!(live, (a.of("Code", young).len() + a.of("Test", young).len()) as i64);
+        }
+    }
+}
+
+conformance! {
+    /// A database of schema version 5 (PostgreSQL: triplets by role in the index `spans_role`)
+    /// is migrated forward at start: the pages by role are what they were, and triplets stored
+    /// after the migration follow the older ones.
+    fn a_version_5_database_keeps_its_triplets_by_role(b) {
+        let (place, store) = temp_store_on(b);
+        let role = |r: &str| ("rl.state.agent_role", s(r));
+        let mut a = Arrivals { list: Vec::new() };
+        for n in 0..3u32 {
+            a.send(&store, vec![
+                triplet_span(n, 10 * n, &format!("s-{n}"), &[role("Code")]),
+                triplet_span(9, 10 * n + 1, "shared", &[role(if n == 1 { "Test" } else { "Code" })]),
+            ]);
+        }
+        drop(store);
+        if let Place::Postgres { .. } = place {
+            place.raw(
+                "DROP TABLE role_spans;
+                 CREATE INDEX spans_role ON spans(role, id) WHERE seq_ref IS NOT NULL AND role IS NOT NULL;",
+            );
+        }
+        place.raw("UPDATE meta SET value = '5' WHERE key = 'schema_version'");
+        let store = place.open();
+        let by = |r: &str| TripletFilter { role: Some(r.into()), ..Default::default() };
+        assert_eq!(paged(&store, &by("Code"), 2), a.of("Code", |_| true));
+        a.send(&store, vec![triplet_span(0, 500, "s-0", &[role("Code")]), triplet_span(9, 501, "shared", &[role("Test")])]);
+        assert_eq!(paged(&store, &by("Code"), 2), a.of("Code", |_| true));
+        assert_eq!(paged(&store, &by("Test"), 1), a.of("Test", |_| true));
+        if let Some(n) = place.pg_int("SELECT count(*) FROM pg_indexes WHERE indexname = 'spans_role'") {
+            assert_eq!(n, 0, "the index is dropped");
+        }
+    }
+}
+
 conformance! {
     /// The sample the what-if and the overview read: the newest sequences first, by role when asked,
     /// within the bounds on sequences and triplets (a sequence longer than the triplet bound is passed

@@ -34,10 +34,12 @@ fn answers(s: &Server, seqs: &[&str]) -> Value {
         o.remove("ingest_spans_per_s");
     }
     let list = get_ok(&s.url("/api/v1/sequences?limit=100"));
+    // Triplets by role in arrival order (posting rows written by whichever collector stored them).
+    let roles: Vec<Value> = ["Code", "Test", "Planning"].iter().map(|r| get_ok(&s.url(&format!("/api/v1/triplets?role={r}&limit=1000")))).collect();
     let each: Vec<Value> = seqs.iter().map(|q| get_ok(&s.url(&format!("/api/v1/sequences/{}", pct(q))))).collect();
     let (status, _, jsonl) = get_text(&s.url("/api/v1/export?format=jsonl"));
     assert_eq!(status, 200, "export: {jsonl}");
-    json!({"stats": stats, "list": list, "sequences": each, "export": jsonl})
+    json!({"stats": stats, "list": list, "roles": roles, "sequences": each, "export": jsonl})
 }
 
 fn two_collectors(db: &PgDatabase, extra: &[&str], logs: Option<&std::path::Path>) -> (Server, Server) {
@@ -97,6 +99,11 @@ fn spans_sent_to_any_collector_are_stored_once_and_every_collector_answers_the_s
     let from_b = answers(&b, &names);
     assert_eq!(from_a, from_b, "both collectors answer the same");
     assert_eq!(from_a["export"].as_str().map(|t| t.lines().count()), Some(5 + 8 + 6 * 20));
+    let by_role = |k: usize| from_a["roles"][k]["items"].as_array().map(Vec::len);
+    assert_eq!((by_role(0), by_role(1), by_role(2)), (Some(5 + 4), Some(6 * 20), Some(4)), "Code, Test, Planning: {}", from_a["roles"]);
+    // Planning's triplets came in the order they were sent: steps 100, 102, 104, 106 as sent.
+    let planning: Vec<i64> = from_a["roles"][2]["items"].as_array().into_iter().flatten().map(|t| t["state"]["step"].as_i64().unwrap_or(-1)).collect();
+    assert_eq!(planning, [100, 102, 106, 104], "arrival order: {planning:?}");
 }
 
 #[test]

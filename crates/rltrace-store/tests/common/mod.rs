@@ -148,6 +148,20 @@ impl Place {
     }
 }
 
+impl Place {
+    /// One integer from `sql` run on the database directly, on PostgreSQL (tests of its own
+    /// tables); `None` on SQLite.
+    pub fn pg_int(&self, sql: &str) -> Option<i64> {
+        match self {
+            Place::Sqlite(_) => None,
+            Place::Postgres { url, .. } => {
+                let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+                Some(c.query_one(sql, &[]).expect("query").get::<_, i64>(0))
+            }
+        }
+    }
+}
+
 impl Drop for Place {
     fn drop(&mut self) {
         if let Place::Postgres { admin, name, .. } = self
