@@ -502,8 +502,8 @@ CREATE TABLE IF NOT EXISTS spans(
 CREATE UNIQUE INDEX IF NOT EXISTS spans_identity ON spans(trace_ref, span_id);
 CREATE UNIQUE INDEX IF NOT EXISTS spans_triplet_id ON spans(triplet_id) WHERE triplet_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS spans_sequence ON spans(seq_ref) WHERE seq_ref IS NOT NULL;
--- The triplets of each role in arrival order, as posting rows: each write group adds one row per
--- role (at most ROLE_CHUNK ids, in order) instead of an index entry per span (an index on
+-- The triplets of each role in arrival order, as posting rows: each `COPY` of span rows adds one
+-- row per role (at most ROLE_CHUNK ids, in order) instead of an index entry per span (an index on
 -- (role, id) costs every insert a descent of its tree). Groups write one at a time, so the rows
 -- of one role never overlap and their order by last_id is the order of their ids.
 CREATE TABLE IF NOT EXISTS role_spans(role TEXT COLLATE "C" NOT NULL, last_id BIGINT NOT NULL, ids BIGINT[] NOT NULL, PRIMARY KEY(role, last_id));
@@ -665,8 +665,6 @@ pub(crate) struct PgWriter {
     last_attempt: Option<std::time::Instant>,
     last_error: String,
     settle_leader: bool,
-    /// The newest span row when the current group began: the group's rows are the ones after it.
-    pub(crate) span_mark: i64,
 }
 
 /// Least time between two connection attempts of the writer.
@@ -674,7 +672,7 @@ const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 impl PgWriter {
     pub(crate) fn new(config: postgres::Config, conn: PgConn) -> PgWriter {
-        PgWriter { config, conn: Some(conn), last_attempt: None, last_error: String::new(), settle_leader: false, span_mark: i64::MAX }
+        PgWriter { config, conn: Some(conn), last_attempt: None, last_error: String::new(), settle_leader: false }
     }
 
     /// The connection, if it is up.
@@ -730,38 +728,30 @@ impl PgWriter {
     pub(crate) fn begin(&mut self, last_event: i64, gc_generation: i64) -> Result<crate::writer::Reload, StoreError> {
         let fresh = self.ensure()?;
         let conn = self.conn()?;
-        let r = (|| -> Result<(crate::writer::Reload, i64), StoreError> {
+        let r = (|| -> Result<crate::writer::Reload, StoreError> {
             // One round trip; each statement of it has its own snapshot, so what is read is
             // read with the lock held.
             let pg = conn.postgres().ok_or_else(|| StoreError::Failed("the writer's session is not PostgreSQL".into()))?;
-            let [newest, generation, spans] = pg.simple_ints(&format!(
+            let [newest, generation] = pg.simple_ints(&format!(
                 "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK});
                  SELECT (SELECT coalesce(max(id), 0) FROM reward_events),
-                        coalesce((SELECT CAST(value AS BIGINT) FROM meta WHERE key = 'gc_generation'), 0),
-                        (SELECT coalesce(max(id), 0) FROM spans)"
+                        coalesce((SELECT CAST(value AS BIGINT) FROM meta WHERE key = 'gc_generation'), 0)"
             ))?;
-            let reload = if fresh || generation != gc_generation {
+            Ok(if fresh || generation != gc_generation {
                 // Retention deleted sequences (here or elsewhere): cached rows may be gone.
                 crate::writer::Reload::All
             } else if newest != last_event {
                 crate::writer::Reload::Ledger
             } else {
                 crate::writer::Reload::Nothing
-            };
-            Ok((reload, spans))
+            })
         })();
-        match r {
-            Ok((reload, spans)) => {
-                self.span_mark = spans;
-                Ok(reload)
-            }
-            Err(e) => {
-                // Never leave the session inside a failed transaction (which would hold the write lock).
-                let _ = conn.batch("ROLLBACK");
-                self.last_error = e.to_string();
-                Err(e)
-            }
+        if let Err(e) = &r {
+            // Never leave the session inside a failed transaction (which would hold the write lock).
+            let _ = conn.batch("ROLLBACK");
+            self.last_error = e.to_string();
         }
+        r
     }
 
     /// Whether this session holds the settle lock (trying to take it when it does not).

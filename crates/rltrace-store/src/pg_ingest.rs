@@ -105,12 +105,12 @@ pub(crate) fn prefetch(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], ref
 }
 
 /// The span rows' `COPY`, in the order of [`SPAN_TYPES`].
-const COPY_SPANS: &str = "COPY spans(trace_ref, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message,
+const COPY_SPANS: &str = "COPY spans(id, trace_ref, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message,
     attributes, events, resource_ref, scope, seq_ref, triplet_id, seq_index, ts_us, state, action, role, task_id, phase,
     reward, reward_source, reward_components, propensity, seq_end, llm, sampling_probability, ledger_after, extras) FROM STDIN BINARY";
 
-const SPAN_TYPES: [Type; 31] = [
-    Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT,
+const SPAN_TYPES: [Type; 32] = [
+    Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT,
     Type::TEXT, Type::INT8, Type::TEXT, Type::INT8, Type::TEXT, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT,
     Type::TEXT, Type::TEXT, Type::FLOAT8, Type::TEXT, Type::TEXT, Type::FLOAT8, Type::INT8, Type::INT8, Type::FLOAT8, Type::INT8, Type::TEXT,
 ];
@@ -180,10 +180,26 @@ pub(crate) fn insert_rows(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], 
     }
     if !kept.is_empty() {
         let pg = tx.postgres().ok_or_else(|| StoreError::Failed("a PostgreSQL batch on another backend".into()))?;
+        // The rows' ids are taken first, a block of the id sequence in arrival order, so the
+        // role posting rows are made from them without reading the rows back. Every writer of
+        // span rows holds the write lock, so no other session takes an id between the `nextval`
+        // and the `setval` (were one to, its row or these would fail on the primary key, and the
+        // group with it: nothing is stored twice).
+        let n = kept.len() as i64;
+        let first: i64 = tx
+            .rows(
+                "SELECT setval(q.s, nextval(q.s) + $1 - 1) - $1 + 1 FROM (SELECT CAST(pg_get_serial_sequence('spans', 'id') AS regclass) AS s) q",
+                &[P::I(Some(n))],
+            )?
+            .first()
+            .ok_or_else(|| StoreError::Corrupt("no span row ids".into()))?
+            .get(0)?;
+        let ids: Vec<i64> = (first..first + n).collect();
         let n = pg.copy_in(COPY_SPANS, &SPAN_TYPES, |w| {
-            for (s, r) in &kept {
+            for ((s, r), id) in kept.iter().zip(&ids) {
                 let t = s.triplet.as_ref();
-                let row: [&(dyn ToSql + Sync); 31] = [
+                let row: [&(dyn ToSql + Sync); 32] = [
+                    id,
                     &r.trace,
                     &i64::from_be_bytes(s.span_id),
                     &s.parent_span_id,
@@ -223,8 +239,37 @@ pub(crate) fn insert_rows(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], 
         if n != kept.len() as u64 {
             return Err(StoreError::Failed(format!("{n} span rows copied of {}", kept.len())));
         }
+        index_roles(tx, &kept, &ids)?;
     }
     Ok(fates)
+}
+
+/// Most span ids in one row of `role_spans`.
+pub(crate) const ROLE_CHUNK: i64 = 4096;
+
+/// The role posting rows of rows just stored (`ids` in the order of `kept`): one per role and
+/// per [`ROLE_CHUNK`] ids. Their ids are newer than any row stored before (the write lock is
+/// held), so a role's rows do not overlap.
+fn index_roles(tx: &dyn Sql, kept: &[(&PreparedSpan, Refs)], ids: &[i64]) -> Result<(), StoreError> {
+    let mut roles: Vec<Option<&str>> = Vec::new();
+    let mut of: Vec<Option<i64>> = Vec::new();
+    for ((s, r), id) in kept.iter().zip(ids) {
+        if let (Some(_), Some(role)) = (r.sequence, s.triplet.as_ref().and_then(|t| t.role.as_deref())) {
+            roles.push(Some(role));
+            of.push(Some(*id));
+        }
+    }
+    if let (false, Some(first)) = (of.is_empty(), ids.first()) {
+        tx.exec(
+            &format!(
+                "INSERT INTO role_spans(role, last_id, ids)
+                 SELECT role, max(id), array_agg(id ORDER BY id) FROM unnest($1::text[], $2::bigint[]) AS u(role, id)
+                 GROUP BY role, (id - $3) / {ROLE_CHUNK}"
+            ),
+            &[P::TA(roles), P::IA(of), P::I(Some(*first))],
+        )?;
+    }
+    Ok(())
 }
 
 /// Insert the role and task links a statement or two each (plain inserts of the new ones: the
@@ -259,24 +304,6 @@ pub(crate) fn insert_links(tx: &dyn Sql, links: &Links, new_sequences: &HashSet<
         }
     }
     Ok(added)
-}
-
-/// Most span ids in one row of `role_spans`.
-pub(crate) const ROLE_CHUNK: i64 = 4096;
-
-/// The posting rows of the group's triplets that carry a role: the span rows after `mark` (the
-/// newest when the group began; the write lock is held, so every row after it is the group's),
-/// one row per role and per [`ROLE_CHUNK`] ids.
-pub(crate) fn index_roles(tx: &dyn Sql, mark: i64) -> Result<(), StoreError> {
-    tx.exec(
-        &format!(
-            "INSERT INTO role_spans(role, last_id, ids)
-             SELECT role, max(id), array_agg(id ORDER BY id) FROM spans
-             WHERE id > $1 AND seq_ref IS NOT NULL AND role IS NOT NULL GROUP BY role, (id - $1 - 1) / {ROLE_CHUNK}"
-        ),
-        &[P::I(Some(mark))],
-    )?;
-    Ok(())
 }
 
 /// Delete the span rows of sequences `seqs` and take them out of the role posting rows (a row

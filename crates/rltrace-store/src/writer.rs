@@ -401,14 +401,10 @@ impl Writer {
                     )));
                 }
             }
-            let rewarded_delta = match &self.conn {
-                WriteConn::Postgres(p) => {
-                    if g.counts.triplets > 0 {
-                        crate::pg_ingest::index_roles(tx, p.span_mark)?;
-                    }
-                    crate::pg_ingest::flush_group(tx, &g.aggs, &g.dirty)?
-                }
-                WriteConn::Sqlite(_) => crate::ingest::flush_group(tx, &g.aggs, &g.dirty)?,
+            let rewarded_delta = if tx.dialect() == crate::db::Dialect::Postgres {
+                crate::pg_ingest::flush_group(tx, &g.aggs, &g.dirty)?
+            } else {
+                crate::ingest::flush_group(tx, &g.aggs, &g.dirty)?
             };
             let c = &g.counts;
             let add = [c.spans as i64, c.triplets as i64, c.sequences as i64, c.reward_events as i64, c.task_events as i64, rewarded_delta];
