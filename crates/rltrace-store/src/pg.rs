@@ -355,6 +355,7 @@ pub(crate) fn pg_error(e: postgres::Error) -> StoreError {
 /// for `INSERT OR IGNORE`, `GREATEST`/`LEAST` for two-argument `max`/`min`, and JSON arrays
 /// walked by `json_array_elements_text`.
 pub(crate) fn translate(sql: &str) -> String {
+    let sql = &in_list_as_array(sql);
     let mut s = sql.replace("json_each(?", "json_array_elements_text(CAST(?");
     if s.len() != sql.len() {
         // Close the CAST opened above: `json_array_elements_text(CAST(?N)` → `...(CAST(?N AS json))`.
@@ -390,6 +391,37 @@ pub(crate) fn translate(sql: &str) -> String {
         }
         out.push(if c == '?' && !in_string { '$' } else { c });
     }
+    out
+}
+
+/// `x IN (SELECT value FROM json_each(?N))` (or `CAST(value AS BIGINT)`) → `x = ANY(ARRAY(...))`:
+/// the list becomes one array computed first, which an index on `x` is searched with. As a
+/// semi-join against a function, a table whose statistics are not gathered yet (after a bulk
+/// load, before autovacuum analyses it) was read whole: 0.4 s for the 64 rows of four
+/// sequences out of 300,000.
+fn in_list_as_array(sql: &str) -> String {
+    const FORMS: [&str; 2] = [" IN (SELECT CAST(value AS BIGINT) FROM json_each(?", " IN (SELECT value FROM json_each(?"];
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    loop {
+        let Some((i, form)) = FORMS.iter().filter_map(|f| rest.find(f).map(|i| (i, *f))).min_by_key(|(i, _)| *i) else { break };
+        let tail = &rest[i + form.len()..];
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        let end = i + form.len() + digits;
+        // (`NOT IN` stays: `NOT = ANY` is not its meaning.)
+        if digits == 0 || !rest[end..].starts_with("))") || rest[..i].to_ascii_uppercase().ends_with("NOT") {
+            out.push_str(&rest[..end]);
+            rest = &rest[end..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        out.push_str(" = ANY(ARRAY(SELECT ");
+        out.push_str(&form[" IN (SELECT ".len()..]);
+        out.push_str(&tail[..digits]);
+        out.push_str(")))");
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -648,7 +680,11 @@ mod tests {
         );
         assert_eq!(
             translate("WHERE s IN (SELECT CAST(value AS BIGINT) FROM json_each(?1)) AND k IN (SELECT value FROM json_each(?2))"),
-            "WHERE s IN (SELECT CAST(value AS BIGINT) FROM json_array_elements_text(CAST($1 AS json))) AND k IN (SELECT value FROM json_array_elements_text(CAST($2 AS json)))"
+            "WHERE s = ANY(ARRAY(SELECT CAST(value AS BIGINT) FROM json_array_elements_text(CAST($1 AS json)))) AND k = ANY(ARRAY(SELECT value FROM json_array_elements_text(CAST($2 AS json))))"
+        );
+        assert_eq!(
+            translate("SELECT a FROM json_each(?3) WHERE b IN (SELECT value FROM json_each(?12)) OR c IN (SELECT value FROM json_each(?1) WHERE d) OR e NOT IN (SELECT value FROM json_each(?2))"),
+            "SELECT a FROM json_array_elements_text(CAST($3 AS json)) WHERE b = ANY(ARRAY(SELECT value FROM json_array_elements_text(CAST($12 AS json)))) OR c IN (SELECT value FROM json_array_elements_text(CAST($1 AS json)) WHERE d) OR e NOT IN (SELECT value FROM json_array_elements_text(CAST($2 AS json)))"
         );
         assert_eq!(translate("SELECT '?' || ?1"), "SELECT '?' || $1");
         assert_eq!(translate("SELECT idmax(a, b), max(x)"), "SELECT idmax(a, b), max(x)");
