@@ -107,7 +107,11 @@ pub(crate) fn postgres(conn: &crate::pg::PgConn, from: i64) -> Result<(), StoreE
         return Err(StoreError::Version(format!("the database has schema version {from}, older than any rltrace PostgreSQL schema: it was not made by rltrace")));
     }
     let db: &dyn Sql = conn;
-    migrate(db, "BEGIN", from, || {
+    // A migration reads whole tables (version 6 every triplet row's role): it is not held to the
+    // sessions' statement timeout, which is for ingest and reads (2,200,000 spans took longer than
+    // its 30 s from a cold cache).
+    tracing::info!("migrating the database from schema version {from} to {}: this reads whole tables and may take minutes", crate::SCHEMA_VERSION);
+    migrate(db, "BEGIN; SET LOCAL statement_timeout = 0", from, || {
         if from < 5 {
             add_extras_column(db)?;
         }
