@@ -259,16 +259,18 @@ fn index_roles(tx: &dyn Sql, kept: &[(&PreparedSpan, Refs)], ids: &[i64]) -> Res
             of.push(Some(*id));
         }
     }
-    if let (false, Some(first)) = (of.is_empty(), ids.first()) {
-        tx.exec(
-            &format!(
-                "INSERT INTO role_spans(role, last_id, ids)
-                 SELECT role, max(id), array_agg(id ORDER BY id) FROM unnest($1::text[], $2::bigint[]) AS u(role, id)
-                 GROUP BY role, (id - $3) / {ROLE_CHUNK}"
-            ),
-            &[P::TA(roles), P::IA(of), P::I(Some(*first))],
-        )?;
+    let Some(&first) = ids.first() else { return Ok(()) };
+    if of.is_empty() {
+        return Ok(());
     }
+    tx.exec(
+        &format!(
+            "INSERT INTO role_spans(role, last_id, ids)
+             SELECT role, max(id), array_agg(id ORDER BY id) FROM unnest($1::text[], $2::bigint[]) AS u(role, id)
+             GROUP BY role, (id - $3) / {ROLE_CHUNK}"
+        ),
+        &[P::TA(roles), P::IA(of), P::I(Some(first))],
+    )?;
     Ok(())
 }
 

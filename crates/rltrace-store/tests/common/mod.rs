@@ -133,6 +133,18 @@ impl Place {
         }
     }
 
+    /// One integer from `sql` run on the database directly, on PostgreSQL (tests of its own
+    /// tables); `None` on SQLite.
+    pub fn pg_int(&self, sql: &str) -> Option<i64> {
+        match self {
+            Place::Sqlite(_) => None,
+            Place::Postgres { url, .. } => {
+                let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+                Some(c.query_one(sql, &[]).expect("query").get::<_, i64>(0))
+            }
+        }
+    }
+
     /// Run SQL on the database directly (tests that set up an old or a newer database).
     pub fn raw(&self, sql: &str) {
         match self {
@@ -143,20 +155,6 @@ impl Place {
             Place::Postgres { url, .. } => {
                 let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect");
                 c.batch_execute(sql).expect("raw sql");
-            }
-        }
-    }
-}
-
-impl Place {
-    /// One integer from `sql` run on the database directly, on PostgreSQL (tests of its own
-    /// tables); `None` on SQLite.
-    pub fn pg_int(&self, sql: &str) -> Option<i64> {
-        match self {
-            Place::Sqlite(_) => None,
-            Place::Postgres { url, .. } => {
-                let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect");
-                Some(c.query_one(sql, &[]).expect("query").get::<_, i64>(0))
             }
         }
     }
