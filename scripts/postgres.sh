@@ -6,6 +6,10 @@
 #   scripts/postgres.sh start DIR [--durable]   prints the URL (postgres://rltrace:...@127.0.0.1:PORT/rltrace)
 #   scripts/postgres.sh stop DIR                stops the server by the PID it wrote, removes DIR
 #   scripts/postgres.sh pause DIR / resume DIR  stops and starts the same server (fault tests)
+#   scripts/postgres.sh crash DIR               stops it as a crash would (immediate shutdown: no
+#                                               flush of the write-ahead log), `resume` recovers it
+#
+# PG_EXTRA_OPTS (for example "-c wal_writer_delay=10000") is added to the server's settings.
 #
 # Without --durable the server runs with fsync off (the tests' speed; a commit is still a commit
 # for every client). The benchmarks pass --durable.
@@ -20,7 +24,7 @@ fi
 
 cmd="${1:-}"
 dir="${2:-}"
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|pause|resume DIR [--durable]" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|pause|crash|resume DIR [--durable]" >&2; exit 2; }
 
 as_owner() {
   if [ "$(id -u)" -eq 0 ]; then
@@ -56,6 +60,7 @@ case "$cmd" in
     else
       echo "-c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" > "$dir/opts"
     fi
+    if [ -n "${PG_EXTRA_OPTS:-}" ]; then echo "$(cat "$dir/opts") $PG_EXTRA_OPTS" > "$dir/opts"; fi
     pg_ctl_run start >/dev/null
     head -1 "$dir/data/postmaster.pid" > "$dir/pid"
     PGPASSWORD="$password" "$bindir/psql" -h 127.0.0.1 -p "$port" -U rltrace -d postgres -qAtc "CREATE DATABASE rltrace" >/dev/null
@@ -63,6 +68,9 @@ case "$cmd" in
     ;;
   pause)
     as_owner "$bindir/pg_ctl" -D "$dir/data" -w -t 60 -m fast stop >/dev/null
+    ;;
+  crash)
+    as_owner "$bindir/pg_ctl" -D "$dir/data" -w -t 60 -m immediate stop >/dev/null
     ;;
   resume)
     pg_ctl_run start >/dev/null
@@ -80,7 +88,7 @@ case "$cmd" in
     rm -rf "$dir"
     ;;
   *)
-    echo "usage: $0 start|stop|pause|resume DIR [--durable]" >&2
+    echo "usage: $0 start|stop|pause|crash|resume DIR [--durable]" >&2
     exit 2
     ;;
 esac

@@ -2,7 +2,8 @@
 //! one database (spans sent to any stored once, the same answers from any, one event per
 //! idempotency key, default sequence indexes across collectors, one process settling fallbacks),
 //! and PostgreSQL stopped under load (errors, not success and not endless overload; `/readyz`
-//! 503; recovery by itself; nothing acknowledged lost). The kill -9 of a collector under load is
+//! 503; recovery by itself; nothing acknowledged lost), or crashed (what was acknowledged is
+//! there after recovery). The kill -9 of a collector under load is
 //! in `restart.rs`. Databases live on the tests' server (`RLTRACE_TEST_POSTGRES`, started by
 //! scripts/test.sh); the fault test starts a server of its own.
 
@@ -265,6 +266,59 @@ fn a_stopped_database_is_answered_with_errors_and_the_collector_recovers() {
     }
     let stats = get_ok(&s.url("/api/v1/stats"));
     assert_eq!(stats["spans"], acked.len() as u64 * 10, "nothing of the refused batches was stored: {stats}");
+}
+
+/// The triplet count of each sequence once the collector answers again (its sessions reconnect
+/// after the database restarted), `None` for one it does not know.
+fn counts_after_restart(s: &Server, seqs: &[String]) -> Vec<Option<u64>> {
+    let read = || -> Option<Vec<Option<u64>>> {
+        seqs.iter()
+            .map(|q| match common::get_json(&s.url(&format!("/api/v1/sequences/{}", pct(q)))) {
+                (200, v) => Some(v["triplet_count"].as_u64()),
+                (404, _) => Some(None),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut last = None;
+    assert!(
+        common::wait_until(60, || {
+            last = read();
+            last.is_some()
+        }),
+        "the collector answers reads after the database restarted"
+    );
+    last.unwrap_or_default()
+}
+
+/// What a collector acknowledged survives a crash of the database (an immediate shutdown, which
+/// loses every commit the write-ahead log had not flushed). The server's WAL writer is slowed to
+/// 10 s here, so a group answered before the flush that makes its commit durable (an
+/// asynchronous commit, which this test fails on) would be lost.
+#[test]
+fn acknowledged_spans_survive_a_database_crash() {
+    let pg = OwnPostgres::start_with(true, "-c wal_writer_delay=10000");
+    let s = Server::start_store(&pg.url, &[], None);
+    let mut acked: Vec<String> = Vec::new();
+    for round in 0..3u64 {
+        let seq = format!("crash-{round}");
+        let b: Vec<api_support::SpanB> = (0..10).map(|i| step(&seq, "Code", round * 100 + i)).collect();
+        let mut status = 0;
+        for _ in 0..100 {
+            status = post_batch(&s, &b).0;
+            if status == 200 {
+                break;
+            }
+            // The collector reconnects after the restart.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(status, 200, "round {round}: the batch is acknowledged");
+        acked.push(seq);
+        pg.crash();
+        pg.resume();
+        let counts = counts_after_restart(&s, &acked);
+        assert_eq!(counts, vec![Some(10); acked.len()], "round {round}: every acknowledged span is stored after the crash: {acked:?}");
+    }
 }
 
 #[test]

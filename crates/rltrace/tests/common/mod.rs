@@ -256,9 +256,26 @@ pub struct OwnPostgres {
 impl OwnPostgres {
     /// Start one.
     pub fn start() -> OwnPostgres {
+        OwnPostgres::start_with(false, "")
+    }
+
+    /// Start one durable (`fsync` and `synchronous_commit` on) or not, with more server settings
+    /// (`-c name=value ...`).
+    pub fn start_with(durable: bool, settings: &str) -> OwnPostgres {
         let dir = std::env::temp_dir().join(format!("rltrace-own-pg-{}", uuid_like()));
-        let out = OwnPostgres::script(&["start", &dir.to_string_lossy()]);
+        let mut args = vec!["start".to_string(), dir.to_string_lossy().into_owned()];
+        if durable {
+            args.push("--durable".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = OwnPostgres::script_env(&args, settings);
         OwnPostgres { dir, url: out.trim().to_string() }
+    }
+
+    /// Stop the server as a crash would: an immediate shutdown, which loses what the
+    /// write-ahead log had not flushed; [`OwnPostgres::resume`] recovers it.
+    pub fn crash(&self) {
+        OwnPostgres::script(&["crash", &self.dir.to_string_lossy()]);
     }
 
     /// Stop the server (fast shutdown), keeping its data.
@@ -272,8 +289,18 @@ impl OwnPostgres {
     }
 
     fn script(args: &[&str]) -> String {
+        OwnPostgres::script_env(args, "")
+    }
+
+    fn script_env(args: &[&str], settings: &str) -> String {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres.sh");
-        let out = Command::new("bash").arg(script).args(args).stdin(Stdio::null()).output().expect("run scripts/postgres.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .args(args)
+            .env("PG_EXTRA_OPTS", settings)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/postgres.sh");
         assert!(out.status.success(), "scripts/postgres.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
