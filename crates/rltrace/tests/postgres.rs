@@ -3,9 +3,9 @@
 //! idempotency key, default sequence indexes across collectors, one process settling fallbacks),
 //! and PostgreSQL stopped under load (errors, not success and not endless overload; `/readyz`
 //! 503; recovery by itself; nothing acknowledged lost), or crashed (what was acknowledged is
-//! there after recovery). The kill -9 of a collector under load is
-//! in `restart.rs`. Databases live on the tests' server (`RLTRACE_TEST_POSTGRES`, started by
-//! scripts/test.sh); the fault test starts a server of its own.
+//! there after recovery). The kill -9 of a collector under load is in `restart.rs`. Databases live
+//! on the tests' server (`RLTRACE_TEST_POSTGRES`, started by scripts/test.sh); the fault tests
+//! start servers of their own.
 
 mod api_support;
 mod common;
