@@ -249,27 +249,44 @@ pub(crate) const ROLE_CHUNK: i64 = 4096;
 
 /// The role posting rows of rows just stored (`ids` in the order of `kept`): one per role and
 /// per [`ROLE_CHUNK`] ids. Their ids are newer than any row stored before (the write lock is
-/// held), so a role's rows do not overlap.
+/// held), so a role's rows do not overlap. The rows are made here, so the statement carries one
+/// id per span and a few numbers per row (grouping the spans' roles in the database cost more
+/// than the posting rows' insert, docs/BENCHMARKS.md).
 fn index_roles(tx: &dyn Sql, kept: &[(&PreparedSpan, Refs)], ids: &[i64]) -> Result<(), StoreError> {
-    let mut roles: Vec<Option<&str>> = Vec::new();
-    let mut of: Vec<Option<i64>> = Vec::new();
+    let Some(&first) = ids.first() else { return Ok(()) };
+    // Each row's ids, rows in the order their first id came.
+    let mut rows: Vec<(&str, Vec<i64>)> = Vec::new();
+    let mut row_of: HashMap<(&str, i64), usize> = HashMap::new();
     for ((s, r), id) in kept.iter().zip(ids) {
         if let (Some(_), Some(role)) = (r.sequence, s.triplet.as_ref().and_then(|t| t.role.as_deref())) {
-            roles.push(Some(role));
-            of.push(Some(*id));
+            let i = *row_of.entry((role, (id - first) / ROLE_CHUNK)).or_insert_with(|| {
+                rows.push((role, Vec::new()));
+                rows.len() - 1
+            });
+            rows[i].1.push(*id);
         }
     }
-    let Some(&first) = ids.first() else { return Ok(()) };
-    if of.is_empty() {
+    if rows.is_empty() {
         return Ok(());
     }
+    // One array of every id, each row its slice [lo, hi] (1-based) of it.
+    let mut roles: Vec<Option<&str>> = Vec::with_capacity(rows.len());
+    let mut lasts: Vec<Option<i64>> = Vec::with_capacity(rows.len());
+    let mut lo: Vec<Option<i64>> = Vec::with_capacity(rows.len());
+    let mut hi: Vec<Option<i64>> = Vec::with_capacity(rows.len());
+    let mut all: Vec<Option<i64>> = Vec::with_capacity(ids.len());
+    for (role, row) in &rows {
+        roles.push(Some(role));
+        lasts.push(row.last().copied());
+        lo.push(Some(all.len() as i64 + 1));
+        all.extend(row.iter().map(|id| Some(*id)));
+        hi.push(Some(all.len() as i64));
+    }
     tx.exec(
-        &format!(
-            "INSERT INTO role_spans(role, last_id, ids)
-             SELECT role, max(id), array_agg(id ORDER BY id) FROM unnest($1::text[], $2::bigint[]) AS u(role, id)
-             GROUP BY role, (id - $3) / {ROLE_CHUNK}"
-        ),
-        &[P::TA(roles), P::IA(of), P::I(Some(first))],
+        "INSERT INTO role_spans(role, last_id, ids)
+         SELECT r.role, r.last_id, a.ids[CAST(r.lo AS INT):CAST(r.hi AS INT)]
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS r(role, last_id, lo, hi), (SELECT $5::bigint[] AS ids) a",
+        &[P::TA(roles), P::IA(lasts), P::IA(lo), P::IA(hi), P::IA(all)],
     )?;
     Ok(())
 }
