@@ -303,16 +303,8 @@ fn acknowledged_spans_survive_a_database_crash() {
     for round in 0..3u64 {
         let seq = format!("crash-{round}");
         let b: Vec<api_support::SpanB> = (0..10).map(|i| step(&seq, "Code", round * 100 + i)).collect();
-        let mut status = 0;
-        for _ in 0..100 {
-            status = post_batch(&s, &b).0;
-            if status == 200 {
-                break;
-            }
-            // The collector reconnects after the restart.
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        assert_eq!(status, 200, "round {round}: the batch is acknowledged");
+        // After a restart the collector reconnects first.
+        assert!(common::wait_until(30, || post_batch(&s, &b).0 == 200), "round {round}: the batch is acknowledged");
         acked.push(seq);
         pg.crash();
         pg.resume();
