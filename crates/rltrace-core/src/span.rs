@@ -259,6 +259,8 @@ pub struct SpanExtras {
     /// Event times in nanoseconds, when one of them is not a whole microsecond (the events' own
     /// JSON keeps microseconds).
     pub event_times: Vec<u64>,
+    /// What the sender dropped of the span, as OTLP counts it: attributes, events, links.
+    pub dropped: [u32; 3],
 }
 
 /// The stored form of [`SpanExtras`] and the scope version, JSON with empty parts left out.
@@ -279,6 +281,16 @@ pub struct StoredExtras {
     /// Event times in nanoseconds (see [`SpanExtras::event_times`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub event_times: Vec<u64>,
+    /// Dropped counts (see [`SpanExtras::dropped`]).
+    #[serde(default, skip_serializing_if = "is_zeros")]
+    pub dropped: [u32; 3],
+    /// Keys of the span's attributes whose values are bytes (their JSON holds them as hex text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bytes: Vec<String>,
+}
+
+fn is_zeros(v: &[u32; 3]) -> bool {
+    *v == [0; 3]
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -423,11 +435,13 @@ pub fn events_from_json(text: &str, times: &[u64]) -> Result<Vec<SpanEvent>, Str
 }
 
 impl SpanExtras {
-    /// The stored JSON text of these extras and `scope_version`; `None` when all are empty.
-    pub fn to_stored_json(&self, scope_version: &str, events: &[SpanEvent]) -> Option<String> {
+    /// The stored JSON text of these extras, `scope_version` and which of the span's stored
+    /// `attributes` are bytes; `None` when all are empty.
+    pub fn to_stored_json(&self, scope_version: &str, events: &[SpanEvent], attributes: &[(String, AttrValue)]) -> Option<String> {
         let exact_times = events.iter().any(|e| e.time_unix_nano % 1000 != 0);
+        let has_bytes = attributes.iter().any(|(_, v)| matches!(v, AttrValue::Bytes(_)));
         // Most spans have none of it: nothing to build (this runs for every span stored).
-        if self.links.is_empty() && self.trace_state.is_empty() && self.flags == 0 && scope_version.is_empty() && !exact_times {
+        if self.links.is_empty() && self.trace_state.is_empty() && self.flags == 0 && scope_version.is_empty() && !exact_times && self.dropped == [0; 3] && !has_bytes {
             return None;
         }
         let event_times = if exact_times {
@@ -451,12 +465,15 @@ impl SpanExtras {
             flags: self.flags,
             scope_version: scope_version.to_string(),
             event_times,
+            dropped: self.dropped,
+            bytes: attributes.iter().filter(|(_, v)| matches!(v, AttrValue::Bytes(_))).map(|(k, _)| k.clone()).collect(),
         };
         (stored != StoredExtras::default()).then(|| serde_json::to_string(&stored).unwrap_or_default())
     }
 
-    /// Extras and the scope version from their stored JSON text.
-    pub fn from_stored_json(text: &str) -> Result<(SpanExtras, String), String> {
+    /// Extras, the scope version and the keys of the attributes that are bytes, from their stored
+    /// JSON text.
+    pub fn from_stored_json(text: &str) -> Result<(SpanExtras, String, Vec<String>), String> {
         let s: StoredExtras = serde_json::from_str(text).map_err(|e| format!("stored extras: {e}"))?;
         let links = s
             .links
@@ -471,7 +488,23 @@ impl SpanExtras {
                 })
             })
             .collect::<Result<Vec<_>, &str>>()?;
-        Ok((SpanExtras { links, trace_state: s.trace_state, flags: s.flags, event_times: s.event_times }, s.scope_version))
+        Ok((SpanExtras { links, trace_state: s.trace_state, flags: s.flags, event_times: s.event_times, dropped: s.dropped }, s.scope_version, s.bytes))
+    }
+}
+
+/// Turn the values of `keys` (attributes that were bytes, stored as hex text) back into bytes; a
+/// value that is no longer hex text (redaction's `hash` made it a digest) stays as it is.
+pub fn restore_bytes(attributes: &mut [(String, AttrValue)], keys: &[String]) {
+    if keys.is_empty() {
+        return;
+    }
+    for (k, v) in attributes.iter_mut() {
+        if let AttrValue::Str(text) = v
+            && keys.iter().any(|b| b == k)
+            && let Some(bytes) = crate::ids::from_hex_vec(text)
+        {
+            *v = AttrValue::Bytes(bytes);
+        }
     }
 }
 

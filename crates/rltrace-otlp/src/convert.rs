@@ -120,6 +120,7 @@ fn convert_span(span: Span, origin: Arc<Origin>) -> Result<SpanRecord, String> {
         trace_state: span.trace_state,
         flags: span.flags,
         event_times: Vec::new(),
+        dropped: [span.dropped_attributes_count, span.dropped_events_count, span.dropped_links_count],
     };
     Ok(SpanRecord {
         trace_id,

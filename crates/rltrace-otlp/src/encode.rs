@@ -62,13 +62,13 @@ fn to_span(s: &SpanRecord) -> Span {
         start_time_unix_nano: s.start_time_unix_nano,
         end_time_unix_nano: s.end_time_unix_nano,
         attributes: to_kvs(s.attributes.iter()),
-        dropped_attributes_count: 0,
+        dropped_attributes_count: s.extras.dropped[0],
         events: s
             .events
             .iter()
             .map(|e| span::Event { time_unix_nano: e.time_unix_nano, name: e.name.clone(), attributes: to_kvs(e.attributes.iter()), dropped_attributes_count: 0 })
             .collect(),
-        dropped_events_count: 0,
+        dropped_events_count: s.extras.dropped[1],
         links: s
             .extras
             .links
@@ -82,7 +82,7 @@ fn to_span(s: &SpanRecord) -> Span {
                 flags: l.flags,
             })
             .collect(),
-        dropped_links_count: 0,
+        dropped_links_count: s.extras.dropped[2],
         status: (s.status_code != 0 || !s.status_message.is_empty()).then(|| Status { message: s.status_message.clone(), code: s.status_code }),
     }
 }
@@ -133,12 +133,13 @@ mod tests {
                 kv("a", any_value::Value::IntValue(7)),
                 kv("d", any_value::Value::DoubleValue(1.0)),
                 kv("arr", any_value::Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(any_value::Value::BoolValue(true)) }] })),
+                kv("blob", any_value::Value::BytesValue(vec![0, 1, 0xfe])),
             ],
-            dropped_attributes_count: 0,
+            dropped_attributes_count: 5,
             events: vec![span::Event { time_unix_nano: 1_700_000_000_100_000_003, name: "e".into(), attributes: vec![kv("k", any_value::Value::IntValue(1))], dropped_attributes_count: 0 }],
-            dropped_events_count: 0,
+            dropped_events_count: 6,
             links: vec![Link { trace_id: vec![7; 16], span_id: vec![8; 8], trace_state: "c=d".into(), attributes: vec![kv("l", any_value::Value::BoolValue(true))], dropped_attributes_count: 0, flags: 1 }],
-            dropped_links_count: 0,
+            dropped_links_count: 7,
             status: Some(Status { message: "bad".into(), code: 2 }),
         };
         let req = ExportTraceServiceRequest {

@@ -78,9 +78,9 @@ impl ReadTx<'_> {
             let span_id: i64 = r.get(2)?;
             let parent: Option<i64> = r.get(3)?;
             let extras_text: Option<String> = r.get(15)?;
-            let (extras, scope_version) = match extras_text {
+            let (extras, scope_version, bytes_keys) = match extras_text {
                 Some(t) => SpanExtras::from_stored_json(&t).map_err(bad)?,
-                None => (SpanExtras::default(), String::new()),
+                None => (SpanExtras::default(), String::new(), Vec::new()),
             };
             let resource_ref: Option<i64> = r.get(12)?;
             let resource_text: Option<String> = r.get(13)?;
@@ -98,6 +98,8 @@ impl ReadTx<'_> {
                 }
             };
             let attributes: String = r.get(10)?;
+            let mut attributes = attributes_from_json(&attributes).map_err(bad)?;
+            rltrace_core::span::restore_bytes(&mut attributes, &bytes_keys);
             let events: String = r.get(11)?;
             let span = SpanRecord {
                 trace_id,
@@ -109,7 +111,7 @@ impl ReadTx<'_> {
                 end_time_unix_nano: u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
                 status_code: r.get(8)?,
                 status_message: r.get(9)?,
-                attributes: attributes_from_json(&attributes).map_err(bad)?,
+                attributes,
                 events: events_from_json(&events, &extras.event_times).map_err(bad)?,
                 origin,
                 extras,

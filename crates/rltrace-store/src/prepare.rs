@@ -74,7 +74,7 @@ pub fn prepare_spans(spans: Vec<AnalyzedSpan>) -> Vec<PreparedSpan> {
                 .entry(key)
                 .or_insert_with(|| Arc::from(attributes_json_string(&s.origin.resource)))
                 .clone();
-            let extras = s.extras.to_stored_json(&s.origin.scope_version, &s.events);
+            let extras = s.extras.to_stored_json(&s.origin.scope_version, &s.events, &s.attributes);
             let events = if s.events.is_empty() { String::from("[]") } else { s.events_json().to_string() };
             PreparedSpan {
                 trace_id: s.trace_id,

@@ -891,8 +891,9 @@ conformance! {
 
 conformance! {
     /// Spans come back for forwarding as they were received (ids, attributes in order with their
-    /// types, events with exact times, links, trace state, flags, resource, scope and version),
-    /// in arrival order, a batch at a time; a `triplets` read steps over plain spans.
+    /// types, bytes included, events with exact times, links, trace state, flags, dropped counts,
+    /// resource, scope and version), in arrival order, a batch at a time; a `triplets` read steps
+    /// over plain spans.
     fn spans_come_back_for_forwarding_as_received(b) {
         use rltrace_core::span::{AttrValue, Origin, SpanEvent, SpanExtras, SpanLink};
         let (_d, store) = temp_store_on(b);
@@ -901,7 +902,18 @@ conformance! {
             scope_name: "rltrace-test".into(),
             scope_version: "1.2.3".into(),
         });
-        let mut rich = span(1, 1, &[("z.first", s("one")), ("a.int", i(-4)), ("m.double", f(1.0)), ("arr", AttrValue::Array(vec![AttrValue::Bool(true), i(2)]))]);
+        let mut rich = span(
+            1,
+            1,
+            &[
+                ("z.first", s("one")),
+                ("a.int", i(-4)),
+                ("blob", AttrValue::Bytes(vec![0, 0xab, 0xff])),
+                ("hexlike", s("00abff")),
+                ("m.double", f(1.0)),
+                ("arr", AttrValue::Array(vec![AttrValue::Bool(true), i(2)])),
+            ],
+        );
         rich.origin = origin.clone();
         rich.parent_span_id = Some([9; 8]);
         rich.status_code = 2;
@@ -912,6 +924,7 @@ conformance! {
             trace_state: "vendor=abc".into(),
             flags: 257,
             event_times: Vec::new(),
+            dropped: [1, 2, 3],
         };
         let mut plain = span(1, 2, &[]);
         plain.events = vec![SpanEvent { name: "whole".into(), time_unix_nano: 1_700_000_000_000_001_000, attributes: Vec::new() }];

@@ -354,8 +354,12 @@ fn retry_after_is_honoured_and_the_span_goes_out_as_it_came_in() {
             kv("ratio", any_value::Value::DoubleValue(0.5)),
             kv("ok", any_value::Value::BoolValue(true)),
             kv("list", any_value::Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(s("a")) }] })),
+            kv("digest", any_value::Value::BytesValue(vec![0xde, 0xad, 0x00, 0x01])),
         ],
+        dropped_attributes_count: 2,
         events: vec![span::Event { time_unix_nano: 1_700_000_000_100_000_007, name: "token".into(), attributes: vec![kv("n", any_value::Value::IntValue(1))], ..Default::default() }],
+        dropped_events_count: 1,
+        dropped_links_count: 3,
         links: vec![span::Link { trace_id: vec![7; 16], span_id: vec![8; 8], trace_state: "x=y".into(), attributes: vec![kv("why", s("retry"))], flags: 1, ..Default::default() }],
         status: Some(Status { message: "slow".into(), code: 2 }),
         ..Default::default()
