@@ -492,8 +492,8 @@ impl SpanExtras {
     }
 }
 
-/// Turn the values of `keys` (attributes that were bytes, stored as hex text) back into bytes; a
-/// value that is no longer hex text (redaction's `hash` made it a digest) stays as it is.
+/// Turn the values of `keys` (attributes that were bytes when stored, as hex text) back into
+/// bytes; a value that is not hex text is left as it is.
 pub fn restore_bytes(attributes: &mut [(String, AttrValue)], keys: &[String]) {
     if keys.is_empty() {
         return;
