@@ -134,6 +134,9 @@ struct Shared {
     rejected: AtomicU64,
     overloaded: AtomicU64,
     errors: AtomicU64,
+    /// A request was refused a connection on every one of its attempts: the target is not there,
+    /// and every worker stops.
+    unreachable: std::sync::atomic::AtomicBool,
     batches: u64,
     run_id: u64,
 }
@@ -307,6 +310,7 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
         rejected: AtomicU64::new(0),
         overloaded: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        unreachable: std::sync::atomic::AtomicBool::new(false),
         batches,
         run_id,
     });
@@ -339,7 +343,7 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
             let mut body_buf: Vec<u8> = Vec::new();
             loop {
                 let b = shared.next_batch.fetch_add(1, Ordering::Relaxed);
-                if b >= shared.batches || Instant::now() >= deadline {
+                if b >= shared.batches || Instant::now() >= deadline || shared.unreachable.load(Ordering::Relaxed) {
                     break;
                 }
                 if rate > 0 {
@@ -365,6 +369,8 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
                     Some((bytes::Bytes::from(if gz { gzip(&body)? } else { body }), ct))
                 };
                 let mut attempts = 0;
+                // Attempts refused a connection (nothing listens at the target).
+                let mut refused = 0;
                 loop {
                     attempts += 1;
                     let t0 = Instant::now();
@@ -402,7 +408,12 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
                                     Ok(None)
                                 }
                                 // A connection reset under overload: retry like a 503.
-                                Err(e) if e.is_connect() || e.is_request() => Err(Overload),
+                                Err(e) if e.is_connect() || e.is_request() => {
+                                    if e.is_connect() {
+                                        refused += 1;
+                                    }
+                                    Err(Overload)
+                                }
                                 Err(e) => {
                                     eprintln!("loadgen: request failed: {e}");
                                     Ok(None)
@@ -424,7 +435,10 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
                         }
                         Err(Overload) => {
                             shared.overloaded.fetch_add(1, Ordering::Relaxed);
-                            if attempts >= 50 || Instant::now() >= deadline {
+                            if attempts >= 50 && refused == attempts {
+                                shared.unreachable.store(true, Ordering::Relaxed);
+                            }
+                            if attempts >= 50 || Instant::now() >= deadline || shared.unreachable.load(Ordering::Relaxed) {
                                 shared.errors.fetch_add(1, Ordering::Relaxed);
                                 break;
                             }
@@ -476,6 +490,9 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
             let what = if args.baseline_store.is_some() { "raw binary PostgreSQL COPY" } else { "raw batched SQLite inserts" };
             println!("baseline: {what} of the same rows {b:.0} rows/s; collector/baseline = {:.2}", acked as f64 / secs.max(1e-9) / b);
         }
+    }
+    if shared.unreachable.load(Ordering::Relaxed) {
+        bail!("nothing answers at {}: every connection was refused (is `rltrace serve` running there?)", args.target);
     }
     if shared.errors.load(Ordering::Relaxed) > 0 {
         bail!("{} requests failed", shared.errors.load(Ordering::Relaxed));

@@ -241,6 +241,22 @@ fn import_skips_malformed_lines_with_a_message() {
     assert!(!ok && stderr.contains("absent.jsonl"), "{stderr}");
 }
 
+/// A load generator pointed where nothing listens stops with a clear error soon, instead of
+/// retrying each of its batches until its time bound.
+#[test]
+fn loadgen_with_no_collector_at_its_target_stops_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let target = format!("http://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let (ok, stdout, stderr) = common::run_cli(dir.path(), &["loadgen", "--target", &target, "--spans", "200000", "--max-seconds", "300"]);
+    let took = started.elapsed();
+    assert!(!ok, "{stdout} {stderr}");
+    assert!(stderr.contains(&format!("nothing answers at {target}")), "{stderr}");
+    assert!(stdout.contains("0 spans acknowledged"), "the summary is printed first: {stdout}");
+    assert!(took < std::time::Duration::from_secs(60), "stopped after {took:?}");
+}
+
 #[test]
 fn loadgen_drives_each_protocol_and_every_span_is_stored() {
     let s = common::Server::start(&[]);
