@@ -467,7 +467,8 @@ async fn run_async(args: LoadgenArgs) -> Result<()> {
         "errors": shared.errors.load(Ordering::Relaxed),
         "seconds": secs,
         "spans_per_s": acked as f64 / secs.max(1e-9),
-        "baseline_sqlite_rows_per_s": baseline,
+        "baseline": baseline.map(|_| if args.baseline_store.is_some() { "postgres-copy" } else { "sqlite-insert" }),
+        "baseline_rows_per_s": baseline,
         "ratio_to_baseline": baseline.map(|b| acked as f64 / secs.max(1e-9) / b),
         "latency_ms": {"p50": percentile(&latencies, 0.50), "p90": percentile(&latencies, 0.90), "p99": percentile(&latencies, 0.99), "max": percentile(&latencies, 1.0)},
     });

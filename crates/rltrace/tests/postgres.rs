@@ -3,9 +3,9 @@
 //! idempotency key, default sequence indexes across collectors, one process settling fallbacks),
 //! and PostgreSQL stopped under load (errors, not success and not endless overload; `/readyz`
 //! 503; recovery by itself; nothing acknowledged lost), or crashed (what was acknowledged is
-//! there after recovery). The kill -9 of a collector under load is in `restart.rs`. Databases live
-//! on the tests' server (`RLTRACE_TEST_POSTGRES`, started by scripts/test.sh); the fault tests
-//! start servers of their own.
+//! there after recovery); the load generator's raw baselines. The kill -9 of a collector under
+//! load is in `restart.rs`. Databases live on the tests' server (`RLTRACE_TEST_POSTGRES`, started
+//! by scripts/test.sh); the fault tests start servers of their own.
 
 mod api_support;
 mod common;
@@ -374,4 +374,61 @@ fn a_pending_reward_taken_by_one_collector_joins_its_triplet_stored_by_another()
         assert_eq!(judge[0]["pending"], false, "the pending reward joined its triplet: {t}");
         assert_eq!(t["reward_sources"]["judge"], 0.7, "{t}");
     }
+}
+
+/// `rltrace loadgen --baseline` (the ratio of DESIGN section 8) against a collector on PostgreSQL:
+/// the raw COPY of the same rows goes to a scratch table of its own, which is gone afterwards;
+/// the store holds exactly the load's spans; the summary names the baseline and its ratio is the
+/// load's rate over the baseline's. The SQLite baseline the same way, and a baseline store that
+/// is not PostgreSQL is refused before anything is sent.
+#[test]
+fn the_load_generators_raw_baselines_report_their_ratio_and_leave_nothing_behind() {
+    let db = PgDatabase::new();
+    let s = Server::start_store(&db.url, &[], None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary = |extra: &[&str]| -> Value {
+        let mut args = vec!["loadgen", "--target", &s.http, "--spans", "2000", "--batch", "256", "--json", "--max-seconds", "120", "--baseline"];
+        args.extend_from_slice(extra);
+        let (ok, stdout, stderr) = common::run_cli(dir.path(), &args);
+        assert!(ok, "{stderr}");
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    };
+    let baseline_tables = || -> i64 {
+        db.client().query_one("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'rltrace_baseline%'", &[]).expect("pg_tables").get(0)
+    };
+
+    let pg = summary(&["--baseline-store", &db.url]);
+    assert_eq!(pg["baseline"], "postgres-copy", "{pg}");
+    assert_eq!(pg["spans_acknowledged"], 2000, "{pg}");
+    let (rate, base, ratio) = (pg["spans_per_s"].as_f64().unwrap(), pg["baseline_rows_per_s"].as_f64().unwrap(), pg["ratio_to_baseline"].as_f64().unwrap());
+    assert!(rate > 0.0 && base > 0.0, "{pg}");
+    assert!((ratio - rate / base).abs() < 1e-9 * ratio.max(1.0), "{pg}");
+    assert_eq!(baseline_tables(), 0, "the scratch table is dropped");
+    // Only the load's spans reached the store (the baseline's rows have ids of their own).
+    assert_eq!(get_ok(&s.url("/api/v1/stats"))["spans"], 2000);
+
+    let scratch = || -> BTreeSet<std::ffi::OsString> {
+        std::fs::read_dir(std::env::temp_dir())
+            .expect("temp dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with("rltrace-baseline-"))
+            .collect()
+    };
+    let before = scratch();
+    let sqlite = summary(&[]);
+    assert_eq!(sqlite["baseline"], "sqlite-insert", "{sqlite}");
+    assert!(sqlite["baseline_rows_per_s"].as_f64().is_some_and(|b| b > 0.0), "{sqlite}");
+    assert_eq!(get_ok(&s.url("/api/v1/stats"))["spans"], 4000);
+    assert_eq!(scratch(), before, "the SQLite baseline's scratch files are removed");
+
+    // Without a baseline, no baseline fields.
+    let (ok, stdout, stderr) = common::run_cli(dir.path(), &["loadgen", "--target", &s.http, "--spans", "100", "--json", "--max-seconds", "60"]);
+    assert!(ok, "{stderr}");
+    let plain: Value = serde_json::from_str(stdout.trim()).expect("json");
+    assert!(plain["baseline"].is_null() && plain["ratio_to_baseline"].is_null(), "{plain}");
+
+    let (ok, _, err) = common::run_cli(dir.path(), &["loadgen", "--target", &s.http, "--spans", "100", "--baseline", "--baseline-store", "mysql://u@127.0.0.1:1/db"]);
+    assert!(!ok && err.contains("--baseline-store takes a postgres:// URL"), "{err}");
+    assert_eq!(get_ok(&s.url("/api/v1/stats"))["spans"], 4100, "nothing sent after the refusal");
 }
