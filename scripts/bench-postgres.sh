@@ -46,7 +46,8 @@ curl -sf "http://$HTTP/readyz" > /dev/null || { echo "collector not ready"; exit
 echo "== machine: $(nproc) cores; $SPANS spans a load, batches of 512, concurrency $CONC"
 echo "== warm-up: $((2 * SPANS)) spans (not counted)"
 "$BIN" loadgen --target "http://$HTTP" --spans "$((2 * SPANS))" --concurrency "$CONC" --max-seconds 300 --json > "$WORK/warmup.json"
-PSQL="$(ls /usr/lib/postgresql/*/bin/psql | tail -1)"
+PSQL="$(command -v psql || ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | tail -1)"
+[ -n "$PSQL" ] || { echo "bench-postgres.sh: psql not found (apt-get install postgresql-client)"; exit 2; }
 for r in $(seq 1 "$RUNS"); do
   # At rest before each run: the previous load's aftermath (autovacuum of its rows, its dirty
   # pages) done now rather than inside either measurement of this run.
