@@ -4,9 +4,10 @@
 # load, then RUNS loads of SPANS spans, each against a raw binary COPY of the same rows into a
 # table without indexes, in the same run (`rltrace loadgen --baseline --baseline-store URL`).
 #
-# The warm-up fills the server's buffer pool as a server in use has it: on a new server the first
-# baseline COPY finds an empty pool and runs up to twice as fast as every later one, while the
-# collector's load changes far less (docs/BENCHMARKS.md, "PostgreSQL store").
+# The warm-up fills the server's buffer pool and leaves it log segments to recycle, as a server in
+# use has them: on a new server the first baseline COPY finds an empty pool and recycled segments
+# that the collector's load after it no longer finds, and runs up to twice as fast as any later
+# one, while the collector's load changes far less (docs/BENCHMARKS.md, "PostgreSQL store").
 #
 # Usage: scripts/bench-postgres.sh [SPANS] [RUNS]   (default 200000 3)
 #        BENCH_STORE=postgres://... uses that database instead of starting a server.
