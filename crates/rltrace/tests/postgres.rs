@@ -400,7 +400,8 @@ fn the_load_generators_raw_baselines_report_their_ratio_and_leave_nothing_behind
     let pg = summary(&["--baseline-store", &db.url]);
     assert_eq!(pg["baseline"], "postgres-copy", "{pg}");
     assert_eq!(pg["spans_acknowledged"], 2000, "{pg}");
-    let (rate, base, ratio) = (pg["spans_per_s"].as_f64().unwrap(), pg["baseline_rows_per_s"].as_f64().unwrap(), pg["ratio_to_baseline"].as_f64().unwrap());
+    let num = |k: &str| pg[k].as_f64().unwrap_or_else(|| panic!("{k} is not a number: {pg}"));
+    let (rate, base, ratio) = (num("spans_per_s"), num("baseline_rows_per_s"), num("ratio_to_baseline"));
     assert!(rate > 0.0 && base > 0.0, "{pg}");
     assert!((ratio - rate / base).abs() < 1e-9 * ratio.max(1.0), "{pg}");
     assert_eq!(baseline_tables(), 0, "the scratch table is dropped");
