@@ -364,17 +364,29 @@ pub(crate) fn ingest_batches(
     // Sequences created by this batch, and whether a span of the batch was stored into each.
     let mut created: HashMap<i64, bool> = HashMap::new();
     let mut refs: Vec<Option<Refs>> = Vec::with_capacity(spans.len());
+    // The spans of one trace, resource or sequence mostly come one after another: such a span
+    // takes the row of the span before it without its key being looked up again.
+    let mut last: Option<(&PreparedSpan, Refs)> = None;
     for ((s, refused), &b) in spans.iter().zip(&nul).zip(&owner) {
         if let Some(field) = refused {
             refs.push(None);
             outs[b].rejected.push(format!("span {}/{}: {field} contains a NUL character", to_hex(&s.trace_id), to_hex(&s.span_id)));
             continue;
         }
-        let trace = trace_ref(tx, c, &s.trace_id)?;
-        let resource = resource_ref(tx, c, &s.resource)?;
+        let trace = match last {
+            Some((p, r)) if p.trace_id == s.trace_id => r.trace,
+            _ => trace_ref(tx, c, &s.trace_id)?,
+        };
+        let resource = match last {
+            Some((p, r)) if Arc::ptr_eq(&p.resource, &s.resource) => r.resource,
+            _ => resource_ref(tx, c, &s.resource)?,
+        };
         let sequence = match &s.triplet {
             Some(t) => {
-                let (id, new) = sequence_ref(tx, c, &t.sequence_id, g)?;
+                let (id, new) = match last {
+                    Some((p, Refs { sequence: Some(q), .. })) if p.triplet.as_ref().is_some_and(|pt| pt.sequence_id == t.sequence_id) => (q, false),
+                    _ => sequence_ref(tx, c, &t.sequence_id, g)?,
+                };
                 if new || c.created.contains(&id) {
                     created.entry(id).or_insert(false);
                 }
@@ -382,7 +394,9 @@ pub(crate) fn ingest_batches(
             }
             None => None,
         };
-        refs.push(Some(Refs { trace, resource, sequence }));
+        let r = Refs { trace, resource, sequence };
+        refs.push(Some(r));
+        last = Some((s, r));
     }
     c.created.clear();
     let fates = if postgres { crate::pg_ingest::insert_rows(tx, c, spans, &refs)? } else { insert_rows(tx, c, spans, &refs)? };

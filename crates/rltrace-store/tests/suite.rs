@@ -1178,3 +1178,56 @@ conformance! {
         assert_eq!(listed.items.iter().map(|s| s.sequence_id.as_str()).collect::<Vec<_>>(), vec!["early"]);
     }
 }
+
+conformance! {
+    /// Neighbouring spans of one batch that share their trace, resource or sequence with the span
+    /// before them, but not all three, each keep their own: every span comes back with its own
+    /// trace and resource, and each sequence holds exactly its triplets.
+    fn neighbouring_spans_keep_their_own_trace_resource_and_sequence(b) {
+        use rltrace_core::span::Origin;
+        use std::collections::{BTreeMap, BTreeSet};
+        let (_d, store) = temp_store_on(b);
+        let origin = |name: &str| std::sync::Arc::new(Origin { resource: vec![("service.name".into(), s(name))], scope_name: "t".into(), scope_version: String::new() });
+        let (x, y) = (origin("x"), origin("y"));
+        // (trace, span, sequence or none, resource), each differing from the one before in part.
+        let layout: [(u32, u32, Option<&str>, &std::sync::Arc<Origin>); 8] = [
+            (1, 1, Some("a"), &x),
+            (1, 2, Some("b"), &x), // same trace and resource, another sequence
+            (2, 3, Some("b"), &x), // same sequence and resource, another trace
+            (2, 4, Some("b"), &y), // same trace and sequence, another resource
+            (3, 5, None, &y),      // a plain span
+            (3, 6, Some("a"), &y), // after a plain span of the same trace
+            (3, 7, Some("a"), &x),
+            (1, 8, Some("b"), &x), // back to the first trace
+        ];
+        let spans: Vec<_> = layout
+            .iter()
+            .map(|(t, n, seq, o)| {
+                let mut sp = match seq {
+                    Some(q) => triplet_span(*t, *n, q, &[]),
+                    None => span(*t, *n, &[]),
+                };
+                sp.origin = std::sync::Arc::clone(o);
+                sp
+            })
+            .collect();
+        assert_eq!(store.ingest_blocking(prepare(spans.clone())).expect("ingest").stored, 8);
+        let back = store.read(|tx| tx.forward_batch(0, 100, false)).expect("read");
+        let got: Vec<_> = back.spans.iter().map(|r| r.span.clone()).collect();
+        assert_eq!(got, spans, "each span with its own trace and resource, in arrival order");
+        let mut by_seq: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for t in all_triplets(&store, &policy()) {
+            by_seq.entry(t.sequence_id).or_default().insert(t.triplet_id);
+        }
+        let want = |q: &str| -> BTreeSet<String> {
+            spans.iter().zip(&layout).filter(|(_, l)| l.2 == Some(q)).map(|(sp, _)| rltrace_core::ids::default_triplet_id(&sp.trace_id, &sp.span_id)).collect()
+        };
+        assert_eq!(by_seq.len(), 2, "{by_seq:?}");
+        assert_eq!(by_seq["a"], want("a"));
+        assert_eq!(by_seq["b"], want("b"));
+        for q in ["a", "b"] {
+            let d = store.read(|tx| tx.sequence(q, None, 10, &policy())).expect("read").expect("found");
+            assert_eq!(d.summary.triplet_count, want(q).len() as i64, "{q}");
+        }
+    }
+}
