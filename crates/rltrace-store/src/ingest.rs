@@ -374,17 +374,17 @@ pub(crate) fn ingest_batches(
             continue;
         }
         let trace = match last {
-            Some((p, r)) if p.trace_id == s.trace_id => r.trace,
+            Some((p, r)) if p.same_trace(s) => r.trace,
             _ => trace_ref(tx, c, &s.trace_id)?,
         };
         let resource = match last {
-            Some((p, r)) if Arc::ptr_eq(&p.resource, &s.resource) => r.resource,
+            Some((p, r)) if p.same_resource(s) => r.resource,
             _ => resource_ref(tx, c, &s.resource)?,
         };
         let sequence = match &s.triplet {
             Some(t) => {
                 let (id, new) = match last {
-                    Some((p, Refs { sequence: Some(q), .. })) if p.triplet.as_ref().is_some_and(|pt| pt.sequence_id == t.sequence_id) => (q, false),
+                    Some((p, Refs { sequence: Some(q), .. })) if p.same_sequence(s) => (q, false),
                     _ => sequence_ref(tx, c, &t.sequence_id, g)?,
                 };
                 if new || c.created.contains(&id) {

@@ -28,14 +28,14 @@ pub(crate) fn prefetch(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], ref
     let mut last: Option<&PreparedSpan> = None;
     for (s, _) in spans.iter().zip(refused).filter(|(_, r)| r.is_none()) {
         let p = last.replace(s);
-        if p.is_none_or(|p| p.trace_id != s.trace_id) && !c.traces.contains_key(&s.trace_id) && seen_traces.insert(s.trace_id) {
+        if !p.is_some_and(|p| p.same_trace(s)) && !c.traces.contains_key(&s.trace_id) && seen_traces.insert(s.trace_id) {
             traces.push(&s.trace_id[..]);
         }
-        if p.is_none_or(|p| !Arc::ptr_eq(&p.resource, &s.resource)) && !c.resources.contains_key(&s.resource) && seen_resources.insert(&s.resource) {
+        if !p.is_some_and(|p| p.same_resource(s)) && !c.resources.contains_key(&s.resource) && seen_resources.insert(&s.resource) {
             resources.push(&s.resource);
         }
         if let Some(t) = &s.triplet
-            && p.and_then(|p| p.triplet.as_ref()).is_none_or(|pt| pt.sequence_id != t.sequence_id)
+            && !p.is_some_and(|p| p.same_sequence(s))
             && !c.sequences.contains_key(&t.sequence_id)
             && seen_sequences.insert(&t.sequence_id)
         {

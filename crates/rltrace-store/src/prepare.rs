@@ -55,6 +55,21 @@ pub(crate) struct PreparedTriplet {
 }
 
 impl PreparedSpan {
+    /// Whether `other` is of the same trace (the writer then takes its trace row again).
+    pub(crate) fn same_trace(&self, other: &PreparedSpan) -> bool {
+        self.trace_id == other.trace_id
+    }
+
+    /// Whether `other` carries the very same resource text (one text per resource of a request).
+    pub(crate) fn same_resource(&self, other: &PreparedSpan) -> bool {
+        Arc::ptr_eq(&self.resource, &other.resource)
+    }
+
+    /// Whether both are triplets of one sequence.
+    pub(crate) fn same_sequence(&self, other: &PreparedSpan) -> bool {
+        matches!((&self.triplet, &other.triplet), (Some(a), Some(b)) if a.sequence_id == b.sequence_id)
+    }
+
     /// Rough size in memory, for the queue's byte bound.
     pub fn approx_bytes(&self) -> usize {
         let t = self.triplet.as_ref().map_or(0, |t| t.state.len() + t.action.len() + t.triplet_id.len() + t.sequence_id.len() + 128);
