@@ -3,7 +3,9 @@
 # `postgresql` package: `initdb` into a new directory as an unprivileged user, a free port,
 # password authentication.
 #
-#   scripts/postgres.sh start DIR [--durable]   prints the URL (postgres://rltrace:...@127.0.0.1:PORT/rltrace)
+#   scripts/postgres.sh start DIR [--durable] [--tls CERT KEY]
+#                                               prints the URL (postgres://rltrace:...@127.0.0.1:PORT/rltrace);
+#                                               --tls: TLS on, with that certificate (PEM) and key
 #   scripts/postgres.sh stop DIR                stops the server by the PID it wrote, removes DIR
 #   scripts/postgres.sh pause DIR / resume DIR  stops and starts the same server (fault tests)
 #   scripts/postgres.sh crash DIR               stops it as a crash would (immediate shutdown: no
@@ -24,7 +26,7 @@ fi
 
 cmd="${1:-}"
 dir="${2:-}"
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|pause|crash|resume DIR [--durable]" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|pause|crash|resume DIR [--durable] [--tls CERT KEY]" >&2; exit 2; }
 
 as_owner() {
   if [ "$(id -u)" -eq 0 ]; then
@@ -43,7 +45,17 @@ pg_ctl_run() {
 
 case "$cmd" in
   start)
-    durable="${3:-}"
+    durable=""
+    tls_cert=""
+    tls_key=""
+    shift 2
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --durable) durable="--durable"; shift ;;
+        --tls) [ $# -ge 3 ] || { echo "postgres.sh: --tls CERT KEY" >&2; exit 2; }; tls_cert="$2"; tls_key="$3"; shift 3 ;;
+        *) echo "postgres.sh: unknown option $1" >&2; exit 2 ;;
+      esac
+    done
     mkdir -p "$dir/sock"
     if [ "$(id -u)" -eq 0 ]; then chown -R nobody "$dir"; fi
     password="rltrace-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
@@ -59,6 +71,14 @@ case "$cmd" in
       echo "-c max_connections=200 -c shared_buffers=512MB -c max_wal_size=8GB -c checkpoint_timeout=30min -c wal_buffers=64MB" > "$dir/opts"
     else
       echo "-c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" > "$dir/opts"
+    fi
+    if [ -n "$tls_cert" ]; then
+      # The server reads its key only when the key belongs to it and no one else may read it.
+      cp "$tls_cert" "$dir/data/server.crt"
+      cp "$tls_key" "$dir/data/server.key"
+      chmod 600 "$dir/data/server.key"
+      if [ "$(id -u)" -eq 0 ]; then chown nobody "$dir/data/server.crt" "$dir/data/server.key"; fi
+      echo "$(cat "$dir/opts") -c ssl=on" > "$dir/opts"
     fi
     if [ -n "${PG_EXTRA_OPTS:-}" ]; then echo "$(cat "$dir/opts") $PG_EXTRA_OPTS" > "$dir/opts"; fi
     pg_ctl_run start >/dev/null

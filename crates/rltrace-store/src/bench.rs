@@ -110,7 +110,7 @@ const PG_RAW_COLUMNS: &str = "trace_id, span_id, parent_span_id, name, kind, sta
 impl PgBaseline {
     /// Create the scratch table `rltrace_baseline_{tag}` in the database at `pg`.
     pub fn create(pg: &crate::PgConfig, tag: u64) -> Result<PgBaseline, StoreError> {
-        let mut client = pg.client_config(false)?.connect(postgres::NoTls).map_err(crate::pg::pg_error)?;
+        let mut client = pg.client_config(false)?.client().map_err(crate::pg::pg_error)?;
         let table = format!("rltrace_baseline_{tag:x}");
         client
             .batch_execute(&format!(

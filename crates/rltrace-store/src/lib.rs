@@ -18,6 +18,7 @@ mod ledger;
 mod migrate;
 mod pg;
 mod pg_ingest;
+mod pg_tls;
 mod prepare;
 mod read;
 mod recent;
@@ -104,6 +105,9 @@ pub enum StoreError {
     /// The database cannot be reached (PostgreSQL stopped, the network down).
     #[error("{0}")]
     Unreachable(String),
+    /// The store's configuration cannot be used (its URL, the files it names).
+    #[error("{0}")]
+    Config(String),
     /// A stored value could not be read back.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use postgres::types::Type;
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 
 use crate::StoreError;
 use crate::db::{Dialect, P, Row, Sql, Value};
@@ -47,8 +47,10 @@ impl PgConfig {
 
     /// The client configuration: the URL, the password from `PGPASSWORD` when the URL has none,
     /// the timeouts.
-    pub(crate) fn client_config(&self, read_only: bool) -> Result<postgres::Config, StoreError> {
-        let mut c = postgres::Config::from_str(&self.url).map_err(|e| StoreError::Failed(format!("store URL: {e}")))?;
+    pub(crate) fn client_config(&self, read_only: bool) -> Result<PgConnect, StoreError> {
+        let (url, tls) = crate::pg_tls::split_url(&self.url)?;
+        let mut c = postgres::Config::from_str(&url).map_err(|e| StoreError::Config(format!("store URL: {e}")))?;
+        c.ssl_mode(tls.client_mode());
         if c.get_password().is_none()
             && let Ok(p) = std::env::var("PGPASSWORD")
         {
@@ -68,13 +70,15 @@ impl PgConfig {
             options.push_str(" -c default_transaction_read_only=on");
         }
         c.options(&options);
-        Ok(c)
+        Ok(PgConnect { config: c, tls: tls.connector()? })
     }
 
     /// The URL without its password (wherever the URL gave it), for messages: rebuilt from the
     /// parsed user, host, port and database.
     pub fn display_url(&self) -> String {
-        let Ok(c) = postgres::Config::from_str(&self.url) else { return "postgres://(a URL that does not parse)".into() };
+        let Some(c) = crate::pg_tls::split_url(&self.url).ok().and_then(|(url, _)| postgres::Config::from_str(&url).ok()) else {
+            return "postgres://(a URL that does not parse)".into();
+        };
         let host = match c.get_hosts().first() {
             Some(postgres::config::Host::Tcp(h)) => h.clone(),
             Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
@@ -96,6 +100,20 @@ impl std::fmt::Debug for PgConfig {
     }
 }
 
+/// How to connect: the client configuration and the TLS connector (`sslmode`, `sslrootcert`).
+#[derive(Clone)]
+pub(crate) struct PgConnect {
+    config: postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+}
+
+impl PgConnect {
+    /// A client connection.
+    pub(crate) fn client(&self) -> Result<Client, postgres::Error> {
+        self.config.connect(self.tls.clone())
+    }
+}
+
 /// One PostgreSQL connection with its prepared statements.
 pub(crate) struct PgConn {
     client: RefCell<Client>,
@@ -104,8 +122,8 @@ pub(crate) struct PgConn {
 
 impl PgConn {
     /// Connect.
-    pub(crate) fn connect(config: &postgres::Config) -> Result<PgConn, StoreError> {
-        let client = config.connect(NoTls).map_err(pg_error)?;
+    pub(crate) fn connect(config: &PgConnect) -> Result<PgConn, StoreError> {
+        let client = config.client().map_err(pg_error)?;
         Ok(PgConn { client: RefCell::new(client), stmts: RefCell::new(HashMap::new()) })
     }
 
@@ -632,7 +650,7 @@ pub(crate) fn check_readable(conn: &PgConn) -> Result<(), StoreError> {
 /// A pool of reader connections (r2d2): at most `pool_size`, each with its prepared statements;
 /// a broken one is dropped and replaced.
 pub(crate) struct Manager {
-    pub(crate) config: postgres::Config,
+    pub(crate) config: PgConnect,
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -696,7 +714,7 @@ mod tests {
 /// instead of with a queue that waits), holding the write lock for each group and, once it got
 /// it, the settle lock for as long as the session lives.
 pub(crate) struct PgWriter {
-    config: postgres::Config,
+    config: PgConnect,
     conn: Option<PgConn>,
     last_attempt: Option<std::time::Instant>,
     last_error: String,
@@ -707,7 +725,7 @@ pub(crate) struct PgWriter {
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 impl PgWriter {
-    pub(crate) fn new(config: postgres::Config, conn: PgConn) -> PgWriter {
+    pub(crate) fn new(config: PgConnect, conn: PgConn) -> PgWriter {
         PgWriter { config, conn: Some(conn), last_attempt: None, last_error: String::new(), settle_leader: false }
     }
 

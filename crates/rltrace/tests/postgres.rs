@@ -433,3 +433,94 @@ fn the_load_generators_raw_baselines_report_their_ratio_and_leave_nothing_behind
     assert!(!ok && err.contains("--baseline-store takes a postgres:// URL"), "{err}");
     assert_eq!(get_ok(&s.url("/api/v1/stats"))["spans"], 4100, "nothing sent after the refusal");
 }
+
+/// A test CA, and a server certificate it signed for `names`: (CA certificate, server
+/// certificate, server key), PEM files in `dir`.
+fn tls_files(dir: &std::path::Path, tag: &str, names: &[&str]) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, format!("rltrace test CA {tag}"));
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("server params");
+    let cert = params.signed_by(&key, &rcgen::Issuer::from_params(&ca, &ca_key)).expect("server certificate");
+    let paths = (dir.join(format!("{tag}-ca.pem")), dir.join(format!("{tag}-server.crt")), dir.join(format!("{tag}-server.key")));
+    std::fs::write(&paths.0, ca_cert.pem()).expect("write");
+    std::fs::write(&paths.1, cert.pem()).expect("write");
+    std::fs::write(&paths.2, key.serialize_pem()).expect("write");
+    (paths.0, paths.1, paths.2)
+}
+
+/// How many of the collectors' sessions on the server are encrypted, of how many.
+fn rltrace_sessions_with_tls(admin_url: &str) -> (i64, i64) {
+    let mut c = postgres::Client::connect(admin_url, postgres::NoTls).expect("admin connection");
+    let r = c
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'rltrace'",
+            &[],
+        )
+        .expect("pg_stat_ssl");
+    (r.get(0), r.get(1))
+}
+
+/// `postgres://...@127.0.0.1:PORT/rltrace` with `host` in place of the address and `query` added.
+fn with_host(url: &str, host: &str, query: &str) -> String {
+    let url = url.replacen("@127.0.0.1:", &format!("@{host}:"), 1);
+    if query.is_empty() { url } else { format!("{url}?{query}") }
+}
+
+/// libpq's `sslmode` and `sslrootcert` in the store URL: the server's chain and name checked
+/// (`verify-full`), its chain only (`verify-ca`), encryption without a check (`require`, and the
+/// default `prefer` when the server offers TLS), plain TCP (`disable`), each seen from the
+/// server's side (`pg_stat_ssl`); a wrong root, a wrong name, or TLS required from a server
+/// without it stop the collector at start with a clear error.
+#[test]
+fn tls_to_the_database_is_verified_as_sslmode_asks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The server's certificate names `localhost` only: by address (127.0.0.1), the name is wrong.
+    let (ca, cert, key) = tls_files(dir.path(), "a", &["localhost"]);
+    let (other_ca, _, _) = tls_files(dir.path(), "b", &["localhost"]);
+    let pg = OwnPostgres::start_tls(&cert, &key);
+    let root = |p: &std::path::Path| format!("sslrootcert={}", p.display());
+
+    let stores_over_tls = |url: &str, tls: bool| {
+        let s = Server::start_store(url, &[], None);
+        let seq = format!("tls-{}", uuid_tag());
+        send(&s, &(0..3).map(|i| step(&seq, "Code", i)).collect::<Vec<_>>());
+        let got = get_ok(&s.url(&format!("/api/v1/sequences/{}", pct(&seq))));
+        assert_eq!(got["triplet_count"].as_u64(), Some(3), "{url}: {got}");
+        let (encrypted, all) = rltrace_sessions_with_tls(&with_host(&pg.url, "127.0.0.1", "sslmode=disable"));
+        assert!(all >= 1, "{url}: the collector's sessions are on the server");
+        assert_eq!(encrypted, if tls { all } else { 0 }, "{url}: sessions encrypted {encrypted} of {all}");
+    };
+    stores_over_tls(&with_host(&pg.url, "localhost", &format!("sslmode=verify-full&{}", root(&ca))), true);
+    stores_over_tls(&with_host(&pg.url, "127.0.0.1", &format!("sslmode=verify-ca&{}", root(&ca))), true);
+    stores_over_tls(&with_host(&pg.url, "127.0.0.1", "sslmode=require"), true);
+    stores_over_tls(&pg.url, true);
+    stores_over_tls(&with_host(&pg.url, "127.0.0.1", "sslmode=disable"), false);
+
+    let refused = |url: &str, expect: &[&str]| {
+        let (ok, _, err) = common::run_cli(dir.path(), &["serve", "--store", url, "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--pg-connect-timeout", "5"]);
+        assert!(!ok, "{url}: the collector does not start");
+        assert!(expect.iter().all(|e| err.contains(e)) && !err.contains("rltrace-"), "{url}: {err}");
+    };
+    // By address, the certificate does not name the host.
+    refused(&with_host(&pg.url, "127.0.0.1", &format!("sslmode=verify-full&{}", root(&ca))), &["cannot connect to", "certificate", "name"]);
+    // Another CA signed it: neither check passes.
+    refused(&with_host(&pg.url, "localhost", &format!("sslmode=verify-full&{}", root(&other_ca))), &["cannot connect to", "certificate"]);
+    refused(&with_host(&pg.url, "localhost", &format!("sslmode=verify-ca&{}", root(&other_ca))), &["cannot connect to", "certificate"]);
+    // A root file that is not there, and a mode that does not exist.
+    refused(&with_host(&pg.url, "localhost", "sslmode=verify-full&sslrootcert=/nonexistent/root.pem"), &["sslrootcert /nonexistent/root.pem"]);
+    refused(&with_host(&pg.url, "localhost", "sslmode=verify"), &["sslmode \"verify\" is not one of"]);
+    // The tests' shared server has no TLS: `require` refuses it, `prefer` goes on in plain TCP.
+    let plain = PgDatabase::new();
+    refused(&format!("{}?sslmode=require", plain.url), &["cannot connect to", "TLS"]);
+    let s = Server::start_store(&plain.url, &[], None);
+    send(&s, &[step("plain", "Code", 1)]);
+    assert_eq!(get_ok(&s.url("/api/v1/sequences/plain"))["triplet_count"].as_u64(), Some(1));
+}
+
+fn uuid_tag() -> String {
+    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
+}

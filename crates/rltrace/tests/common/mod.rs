@@ -272,6 +272,14 @@ impl OwnPostgres {
         OwnPostgres { dir, url: out.trim().to_string() }
     }
 
+    /// Start one with TLS on, serving the certificate `cert` with its key `key` (PEM files).
+    pub fn start_tls(cert: &Path, key: &Path) -> OwnPostgres {
+        let dir = std::env::temp_dir().join(format!("rltrace-own-pg-{}", uuid_like()));
+        let (d, c, k) = (dir.to_string_lossy().into_owned(), cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
+        let out = OwnPostgres::script_env(&["start", &d, "--tls", &c, &k], "");
+        OwnPostgres { dir, url: out.trim().to_string() }
+    }
+
     /// Stop the server as a crash would: an immediate shutdown, which loses what the
     /// write-ahead log had not flushed; [`OwnPostgres::resume`] recovers it.
     pub fn crash(&self) {

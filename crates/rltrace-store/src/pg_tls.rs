@@ -1,0 +1,233 @@
+//! TLS to PostgreSQL, as libpq's `sslmode` and `sslrootcert` ask for it (rustls with *ring*,
+//! through `tokio-postgres-rustls`). The two options are taken out of the store URL here, since
+//! the client library knows only `disable`, `prefer` and `require`:
+//!
+//! - `disable`: plain TCP;
+//! - `allow`, `prefer` (the default, as with libpq) and `require`: TLS when the server offers it
+//!   (`require`: or no connection), its certificate not checked, as libpq does unless a root
+//!   certificate is given; with `sslrootcert`, `require` checks the chain as `verify-ca` does;
+//! - `verify-ca`: TLS, the server's chain checked against the root certificates of
+//!   `sslrootcert` (default `~/.postgresql/root.crt`, libpq's);
+//! - `verify-full`: as `verify-ca`, and the certificate must name the host of the URL.
+//!
+//! `allow` is libpq's "plain first, TLS if refused"; here it tries TLS first, as `prefer` does.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::StoreError;
+
+/// libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// What the URL asked for: the mode, and the root certificates file when given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsOptions {
+    pub(crate) mode: SslMode,
+    pub(crate) root: Option<PathBuf>,
+}
+
+/// Split `sslmode` and `sslrootcert` off a `postgres://` URL's query: the URL the client library
+/// is given, and the options.
+pub(crate) fn split_url(url: &str) -> Result<(String, TlsOptions), StoreError> {
+    let mut opts = TlsOptions { mode: SslMode::Prefer, root: None };
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), opts)) };
+    let mut kept: Vec<&str> = Vec::new();
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decoded = || percent_encoding::percent_decode_str(value).decode_utf8().map(|v| v.into_owned());
+        match key {
+            "sslmode" => {
+                let v = decoded().map_err(|_| StoreError::Config("store URL: sslmode is not UTF-8".into()))?;
+                opts.mode = match v.as_str() {
+                    "disable" => SslMode::Disable,
+                    "allow" | "prefer" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    other => {
+                        return Err(StoreError::Config(format!(
+                            "store URL: sslmode {other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                        )));
+                    }
+                };
+            }
+            "sslrootcert" => {
+                let v = decoded().map_err(|_| StoreError::Config("store URL: sslrootcert is not UTF-8".into()))?;
+                if v.is_empty() {
+                    return Err(StoreError::Config("store URL: sslrootcert is empty".into()));
+                }
+                opts.root = Some(PathBuf::from(v));
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    Ok((url, opts))
+}
+
+impl TlsOptions {
+    /// The client library's mode: whether TLS is tried, and whether it is required.
+    pub(crate) fn client_mode(&self) -> postgres::config::SslMode {
+        match self.mode {
+            SslMode::Disable => postgres::config::SslMode::Disable,
+            SslMode::Prefer => postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => postgres::config::SslMode::Require,
+        }
+    }
+
+    /// The TLS connector for these options (the root certificates read now).
+    pub(crate) fn connector(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+        // ring, not aws-lc-rs (a long C build on two cores); rustls marks ring's provider
+        // deprecated for its lack of post-quantum key exchange, which PostgreSQL does not need.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| StoreError::Config(format!("TLS: {e}")))?;
+        let root = match (&self.root, self.mode) {
+            (Some(p), _) => Some(p.clone()),
+            (None, SslMode::VerifyCa | SslMode::VerifyFull) => Some(default_root().ok_or_else(|| {
+                StoreError::Config(format!(
+                    "store URL: sslmode={} needs the server's root certificates: sslrootcert=PATH, or ~/.postgresql/root.crt",
+                    if self.mode == SslMode::VerifyCa { "verify-ca" } else { "verify-full" }
+                ))
+            })?),
+            (None, _) => None,
+        };
+        let verifier: Arc<dyn ServerCertVerifier> = match root {
+            None => Arc::new(Unverified(provider.signature_verification_algorithms)),
+            Some(path) => {
+                let roots = read_roots(&path)?;
+                let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                    .build()
+                    .map_err(|e| StoreError::Config(format!("TLS: root certificates {}: {e}", path.display())))?;
+                if self.mode == SslMode::VerifyFull { webpki } else { Arc::new(ChainOnly(webpki)) }
+            }
+        };
+        let config = builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth();
+        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    }
+}
+
+/// libpq's default root certificates file, when it exists.
+fn default_root() -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var_os("HOME")?).join(".postgresql/root.crt");
+    p.is_file().then_some(p)
+}
+
+fn read_roots(path: &std::path::Path) -> Result<RootCertStore, StoreError> {
+    let bad = |e: String| StoreError::Config(format!("store URL: sslrootcert {}: {e}", path.display()));
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+        roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    Ok(roots)
+}
+
+/// `prefer` and `require` without root certificates: the connection is encrypted, and whoever
+/// answers is trusted (libpq's behaviour). The handshake's signatures are still checked.
+#[derive(Debug)]
+struct Unverified(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain must lead to a given root; the name in the certificate is not checked.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SslMode, split_url};
+
+    #[test]
+    fn the_tls_options_are_taken_out_of_the_url() {
+        let (url, o) = split_url("postgres://u:p@h:5/db").expect("test");
+        assert_eq!((url.as_str(), o.mode, o.root), ("postgres://u:p@h:5/db", SslMode::Prefer, None));
+        let (url, o) = split_url("postgres://u@h/db?application_name=x&sslmode=verify-full&sslrootcert=%2Fetc%2Fca%20b.pem&connect_timeout=3").expect("test");
+        assert_eq!(url, "postgres://u@h/db?application_name=x&connect_timeout=3");
+        assert_eq!(o.mode, SslMode::VerifyFull);
+        assert_eq!(o.root.as_deref(), Some(std::path::Path::new("/etc/ca b.pem")));
+        assert_eq!(split_url("postgres://h/db?sslmode=disable").expect("test"), ("postgres://h/db".into(), super::TlsOptions { mode: SslMode::Disable, root: None }));
+        assert_eq!(split_url("postgres://h/db?sslmode=allow").expect("test").1.mode, SslMode::Prefer);
+        let e = split_url("postgres://h/db?sslmode=verify_full").expect_err("refused").to_string();
+        assert!(e.contains("\"verify_full\" is not one of"), "{e}");
+        assert!(split_url("postgres://h/db?sslrootcert=").is_err());
+    }
+
+    #[test]
+    fn verification_without_root_certificates_is_refused_before_connecting() {
+        let (_, o) = split_url("postgres://h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem").expect("test");
+        let e = o.connector().err().expect("no connector").to_string();
+        assert!(e.contains("sslrootcert /nonexistent/ca.pem"), "{e}");
+        let dir = tempfile::tempdir().expect("test");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("test");
+        let (_, o) = split_url(&format!("postgres://h/db?sslmode=verify-ca&sslrootcert={}", empty.display())).expect("test");
+        let e = o.connector().err().expect("no connector").to_string();
+        assert!(e.contains("no certificate in the file"), "{e}");
+    }
+}
