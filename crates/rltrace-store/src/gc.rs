@@ -81,6 +81,12 @@ fn all_due_sequences(tx: &dyn Sql, before_us: i64, keep_unsettled: bool) -> Resu
     Ok(out)
 }
 
+/// A due sequence: `(row id, sequence id, triplet count, rewarded count, last_us)`.
+type DueSequence = (i64, String, i64, i64, i64);
+
+/// A page of due sequences, how many were looked at, and where the page ended.
+type DuePage = (Vec<DueSequence>, usize, Option<(i64, i64)>);
+
 /// A page of the old sequences after `after` (at most `limit` looked at, oldest first): the due
 /// ones `(row id, sequence id, triplet count, rewarded count, last_us)`, how many were looked
 /// at, and the position of the last one looked at.
@@ -90,7 +96,7 @@ fn due_page(
     keep_unsettled: bool,
     after: (i64, i64),
     limit: usize,
-) -> Result<(Vec<(i64, String, i64, i64, i64)>, usize, Option<(i64, i64)>), StoreError> {
+) -> Result<DuePage, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let page = tx.rows(
         "SELECT id, last_us FROM sequences WHERE last_us < ?1 AND (last_us > ?2 OR (last_us = ?2 AND id > ?3))

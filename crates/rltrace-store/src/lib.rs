@@ -372,6 +372,7 @@ impl Store {
     }
 
     /// Queue an operation; when it cannot be queued, the error and the operation back.
+    #[allow(clippy::result_large_err, reason = "the operation goes back whole to the caller, who answers it")]
     fn try_enqueue(&self, op: Op, bytes: usize) -> Result<(), (StoreError, Op)> {
         let Some(tx) = &self.tx else { return Err((StoreError::ReadOnly, op)) };
         if self.inner.closed.load(Ordering::Relaxed) || !self.inner.writer_alive.load(Ordering::SeqCst) {

@@ -421,8 +421,7 @@ fn in_list_as_array(sql: &str) -> String {
     const FORMS: [&str; 2] = [" IN (SELECT CAST(value AS BIGINT) FROM json_each(?", " IN (SELECT value FROM json_each(?"];
     let mut out = String::with_capacity(sql.len() + 16);
     let mut rest = sql;
-    loop {
-        let Some((i, form)) = FORMS.iter().filter_map(|f| rest.find(f).map(|i| (i, *f))).min_by_key(|(i, _)| *i) else { break };
+    while let Some((i, form)) = FORMS.iter().filter_map(|f| rest.find(f).map(|i| (i, *f))).min_by_key(|(i, _)| *i) {
         let tail = &rest[i + form.len()..];
         let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
         let end = i + form.len() + digits;
@@ -680,34 +679,6 @@ pub(crate) fn reader_pool(config: &PgConfig, read_only: bool) -> Result<r2d2::Po
         .build_unchecked(Manager { config: config.client_config(read_only)? }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::translate;
-
-    #[test]
-    fn statements_are_translated_once_for_postgres() {
-        assert_eq!(translate("SELECT id FROM t WHERE a = ?1 AND b = ?12"), "SELECT id FROM t WHERE a = $1 AND b = $12");
-        assert_eq!(translate("INSERT OR IGNORE INTO t(a) VALUES (?1)"), "INSERT INTO t(a) VALUES ($1) ON CONFLICT DO NOTHING");
-        assert_eq!(
-            translate("INSERT OR IGNORE INTO t(a) VALUES (?1) RETURNING id"),
-            "INSERT INTO t(a) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"
-        );
-        assert_eq!(
-            translate("UPDATE s SET a = max(a, ?1), b = min(coalesce(b, ?2), ?2), c = (SELECT max(id) FROM x)"),
-            "UPDATE s SET a = GREATEST(a, $1), b = LEAST(coalesce(b, $2), $2), c = (SELECT max(id) FROM x)"
-        );
-        assert_eq!(
-            translate("WHERE s IN (SELECT CAST(value AS BIGINT) FROM json_each(?1)) AND k IN (SELECT value FROM json_each(?2))"),
-            "WHERE s = ANY(ARRAY(SELECT CAST(value AS BIGINT) FROM json_array_elements_text(CAST($1 AS json)))) AND k = ANY(ARRAY(SELECT value FROM json_array_elements_text(CAST($2 AS json))))"
-        );
-        assert_eq!(
-            translate("SELECT a FROM json_each(?3) WHERE b IN (SELECT value FROM json_each(?12)) OR c IN (SELECT value FROM json_each(?1) WHERE d) OR e NOT IN (SELECT value FROM json_each(?2))"),
-            "SELECT a FROM json_array_elements_text(CAST($3 AS json)) WHERE b = ANY(ARRAY(SELECT value FROM json_array_elements_text(CAST($12 AS json)))) OR c IN (SELECT value FROM json_array_elements_text(CAST($1 AS json)) WHERE d) OR e NOT IN (SELECT value FROM json_array_elements_text(CAST($2 AS json)))"
-        );
-        assert_eq!(translate("SELECT '?' || ?1"), "SELECT '?' || $1");
-        assert_eq!(translate("SELECT idmax(a, b), max(x)"), "SELECT idmax(a, b), max(x)");
-    }
-}
 
 /// The writer's PostgreSQL session: connected at start, reconnected when the connection is
 /// gone (at most one attempt a second, so a stopped database is answered with errors at once
@@ -819,5 +790,34 @@ impl PgWriter {
             self.settle_leader = got;
         }
         Ok(self.settle_leader)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::translate;
+
+    #[test]
+    fn statements_are_translated_once_for_postgres() {
+        assert_eq!(translate("SELECT id FROM t WHERE a = ?1 AND b = ?12"), "SELECT id FROM t WHERE a = $1 AND b = $12");
+        assert_eq!(translate("INSERT OR IGNORE INTO t(a) VALUES (?1)"), "INSERT INTO t(a) VALUES ($1) ON CONFLICT DO NOTHING");
+        assert_eq!(
+            translate("INSERT OR IGNORE INTO t(a) VALUES (?1) RETURNING id"),
+            "INSERT INTO t(a) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"
+        );
+        assert_eq!(
+            translate("UPDATE s SET a = max(a, ?1), b = min(coalesce(b, ?2), ?2), c = (SELECT max(id) FROM x)"),
+            "UPDATE s SET a = GREATEST(a, $1), b = LEAST(coalesce(b, $2), $2), c = (SELECT max(id) FROM x)"
+        );
+        assert_eq!(
+            translate("WHERE s IN (SELECT CAST(value AS BIGINT) FROM json_each(?1)) AND k IN (SELECT value FROM json_each(?2))"),
+            "WHERE s = ANY(ARRAY(SELECT CAST(value AS BIGINT) FROM json_array_elements_text(CAST($1 AS json)))) AND k = ANY(ARRAY(SELECT value FROM json_array_elements_text(CAST($2 AS json))))"
+        );
+        assert_eq!(
+            translate("SELECT a FROM json_each(?3) WHERE b IN (SELECT value FROM json_each(?12)) OR c IN (SELECT value FROM json_each(?1) WHERE d) OR e NOT IN (SELECT value FROM json_each(?2))"),
+            "SELECT a FROM json_array_elements_text(CAST($3 AS json)) WHERE b = ANY(ARRAY(SELECT value FROM json_array_elements_text(CAST($12 AS json)))) OR c IN (SELECT value FROM json_array_elements_text(CAST($1 AS json)) WHERE d) OR e NOT IN (SELECT value FROM json_array_elements_text(CAST($2 AS json)))"
+        );
+        assert_eq!(translate("SELECT '?' || ?1"), "SELECT '?' || $1");
+        assert_eq!(translate("SELECT idmax(a, b), max(x)"), "SELECT idmax(a, b), max(x)");
     }
 }

@@ -191,7 +191,7 @@ impl<'a> ReadTx<'a> {
 
     /// Row counts (cheap: one row kept by the writer).
     pub fn counts(&self) -> Result<Counts, StoreError> {
-        Ok(self.tx.query_row(
+        self.tx.query_row(
             "SELECT spans, triplets, sequences, reward_events, task_events, rewarded_triplets FROM counters WHERE id = 1",
             params![],
             |r| {
@@ -204,25 +204,25 @@ impl<'a> ReadTx<'a> {
                     rewarded_triplets: r.get::<_, i64>(5)?.max(0) as u64,
                 })
             },
-        )?)
+        )
     }
 
     /// The newest span row and ledger event: what an export reads at most.
     pub fn watermarks(&self) -> Result<crate::Watermarks, StoreError> {
-        Ok(self.tx.query_row("SELECT (SELECT coalesce(max(id), 0) FROM spans), (SELECT coalesce(max(id), 0) FROM reward_events)", params![], |r| {
+        self.tx.query_row("SELECT (SELECT coalesce(max(id), 0) FROM spans), (SELECT coalesce(max(id), 0) FROM reward_events)", params![], |r| {
             Ok(crate::Watermarks { span: r.get(0)?, event: r.get(1)? })
-        })?)
+        })
     }
 
     pub(crate) fn info_by_id(&self, id: i64) -> Result<Option<SeqInfo>, StoreError> {
-        Ok(self.tx.prepare_cached(format!("SELECT {SEQ_COLS} FROM sequences WHERE id = ?1"))?.query_opt(params![id], seq_info)?)
+        self.tx.prepare_cached(format!("SELECT {SEQ_COLS} FROM sequences WHERE id = ?1"))?.query_opt(params![id], seq_info)
     }
 
     pub(crate) fn info_by_name(&self, sequence_id: &str) -> Result<Option<SeqInfo>, StoreError> {
-        Ok(self
+        self
             .tx
             .prepare_cached(format!("SELECT {SEQ_COLS} FROM sequences WHERE sequence_id = ?1 AND triplet_count > 0"))?
-            .query_opt(params![sequence_id], seq_info)?)
+            .query_opt(params![sequence_id], seq_info)
     }
 
     /// Whether a sequence is complete, from its row alone.

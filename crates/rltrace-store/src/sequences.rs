@@ -14,6 +14,9 @@ use crate::read::{Loaded, Page, ReadTx, SCAN_BUDGET, SequenceDetail, SequenceFil
 use crate::rows::{SEQ_COLS, events_for, rows_of, seq_info};
 use crate::{StoreError, Watermarks};
 
+/// The sequences evaluated for one page of triplets, each with its rows' positions.
+type PageCache = HashMap<i64, (Loaded, HashMap<i64, usize>)>;
+
 impl ReadTx<'_> {
     /// Store-wide counts; `rewarded_triplets` under `policy`: the count the writer keeps, exact
     /// unless the policy gives a source or component a zero weight; then the sequences with a
@@ -122,8 +125,8 @@ impl ReadTx<'_> {
         sql.push_str(order);
         let mut stmt = self.tx.prepare_cached(sql.as_str())?;
         // Sequences evaluated for this page, with each row's position.
-        let cache: std::cell::RefCell<HashMap<i64, (Loaded, HashMap<i64, usize>)>> = std::cell::RefCell::new(HashMap::new());
-        let keep = |cache: &mut HashMap<i64, (Loaded, HashMap<i64, usize>)>, loaded: Loaded| {
+        let cache: std::cell::RefCell<PageCache> = std::cell::RefCell::new(HashMap::new());
+        let keep = |cache: &mut PageCache, loaded: Loaded| {
             if cache.len() >= 256 {
                 cache.clear();
             }

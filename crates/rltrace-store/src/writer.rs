@@ -99,6 +99,7 @@ impl Done {
 }
 
 /// The writer's connection: SQLite's file, or a PostgreSQL session that reconnects by itself.
+#[allow(clippy::large_enum_variant, reason = "one per writer thread, never moved about")]
 pub(crate) enum WriteConn {
     Sqlite(rusqlite::Connection),
     Postgres(crate::pg::PgWriter),
