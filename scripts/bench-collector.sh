@@ -8,6 +8,7 @@
 #        BENCH_ONLY=json-overload scripts/bench-collector.sh   (only the OTLP/JSON overload phase)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib-bench.sh
 SPANS="${1:-1000000}"
 ONLY="${BENCH_ONLY:-}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rltrace-target}"
@@ -22,12 +23,7 @@ trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 start() {
   "$BIN" serve --db "$WORK/rltrace.db" --http $HTTP --grpc $GRPC "$@" > "$WORK/serve.log" 2>&1 &
   SERVER=$!
-  for _ in $(seq 1 100); do
-    kill -0 "$SERVER" 2>/dev/null || { echo "server exited:"; cat "$WORK/serve.log"; exit 1; }
-    curl -sf "http://$HTTP/healthz" > /dev/null && return
-    sleep 0.1
-  done
-  echo "server did not start"; exit 1
+  wait_ready "$SERVER" "http://$HTTP/healthz" "$WORK/serve.log" 100
 }
 rss_mb() { echo $(( $(ps -o rss= -p "$SERVER") / 1024 )); }
 sample_peak() { local peak=0; while kill -0 "$SERVER" 2>/dev/null && [ ! -f "$WORK/stop" ]; do r=$(ps -o rss= -p "$SERVER" || echo 0); [ "$r" -gt "$peak" ] && peak=$r; echo $((peak / 1024)) > "$WORK/peak"; sleep 0.2; done; }

@@ -6,6 +6,7 @@
 # Usage: scripts/bench-datasets.sh [SPANS] [DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib-bench.sh
 SPANS="${1:-1000000}"
 WORK="${2:-$(mktemp -d)}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rltrace-target}"
@@ -17,11 +18,7 @@ trap 'kill $SERVER 2>/dev/null || true' EXIT
 
 "$BIN" serve --db "$WORK/rltrace.db" --http $HTTP --grpc $GRPC >> "$WORK/serve.log" 2>&1 &
 SERVER=$!
-for _ in $(seq 1 300); do
-  kill -0 "$SERVER" 2>/dev/null || { echo "server exited:"; tail "$WORK/serve.log"; exit 1; }
-  curl -sf "http://$HTTP/healthz" > /dev/null && break
-  sleep 0.1
-done
+wait_ready "$SERVER" "http://$HTTP/healthz" "$WORK/serve.log"
 
 echo "== machine: $(nproc) cores, $(uname -r); store in $WORK"
 if [ ! -f "$WORK/filled" ]; then

@@ -14,6 +14,7 @@
 #        BENCH_CONCURRENCY (default 4), BENCH_NO_BUILD=1 (use the release binary as built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib-bench.sh
 SPANS="${1:-200000}"
 RUNS="${2:-3}"
 CONC="${BENCH_CONCURRENCY:-4}"
@@ -38,12 +39,7 @@ else
 fi
 "$BIN" serve --store "$URL" --http "$HTTP" --grpc 127.0.0.1:24327 > "$WORK/serve.log" 2>&1 &
 SERVER=$!
-for _ in $(seq 1 100); do
-  kill -0 "$SERVER" 2>/dev/null || { echo "collector exited:"; cat "$WORK/serve.log"; exit 1; }
-  curl -sf "http://$HTTP/readyz" > /dev/null && break
-  sleep 0.1
-done
-curl -sf "http://$HTTP/readyz" > /dev/null || { echo "collector not ready"; exit 1; }
+wait_ready "$SERVER" "http://$HTTP/readyz" "$WORK/serve.log" 100
 echo "== machine: $(nproc) cores; $SPANS spans a load, batches of 512, concurrency $CONC"
 echo "== warm-up: $((2 * SPANS)) spans (not counted)"
 "$BIN" loadgen --target "http://$HTTP" --spans "$((2 * SPANS))" --concurrency "$CONC" --max-seconds 300 --json > "$WORK/warmup.json"

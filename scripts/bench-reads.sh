@@ -10,6 +10,7 @@
 # BENCH_NO_BUILD=1 uses the release binary as it is)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib-bench.sh
 TRIPLETS="${1:-10000000}"
 SEQUENCES="${2:-1000000}"
 WORK="${3:-$(mktemp -d)}"
@@ -23,12 +24,7 @@ trap 'kill $SERVER 2>/dev/null || true' EXIT
 start() {
   "$BIN" serve "${STORE_ARGS[@]}" --http $HTTP --grpc $GRPC "$@" >> "$WORK/serve.log" 2>&1 &
   SERVER=$!
-  for _ in $(seq 1 300); do
-    kill -0 "$SERVER" 2>/dev/null || { echo "server exited:"; tail "$WORK/serve.log"; exit 1; }
-    curl -sf "http://$HTTP/healthz" > /dev/null && return
-    sleep 0.1
-  done
-  echo "server did not start"; exit 1
+  wait_ready "$SERVER" "http://$HTTP/healthz" "$WORK/serve.log"
 }
 
 # median and max of five timings of one request
