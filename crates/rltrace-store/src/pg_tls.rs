@@ -42,42 +42,57 @@ pub(crate) struct TlsOptions {
 }
 
 /// Split `sslmode` and `sslrootcert` off a `postgres://` URL's query: the URL the client library
-/// is given, and the options.
+/// is given, and the options. Where the URL has neither, `PGSSLMODE` and `PGSSLROOTCERT` are read,
+/// as libpq reads them.
 pub(crate) fn split_url(url: &str) -> Result<(String, TlsOptions), StoreError> {
-    let mut opts = TlsOptions { mode: SslMode::Prefer, root: None };
-    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), opts)) };
+    split_url_with(url, |k| std::env::var(k).ok())
+}
+
+/// [`split_url`] with `env` in place of the process's environment.
+pub(crate) fn split_url_with(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<(String, TlsOptions), StoreError> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut mode: Option<String> = None;
+    let mut root: Option<String> = None;
     let mut kept: Vec<&str> = Vec::new();
-    for pair in query.split('&') {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let decoded = || percent_encoding::percent_decode_str(value).decode_utf8().map(|v| v.into_owned());
+        let decoded = || {
+            percent_encoding::percent_decode_str(value)
+                .decode_utf8()
+                .map(|v| v.into_owned())
+                .map_err(|_| StoreError::Config(format!("store URL: {key} is not UTF-8")))
+        };
         match key {
-            "sslmode" => {
-                let v = decoded().map_err(|_| StoreError::Config("store URL: sslmode is not UTF-8".into()))?;
-                opts.mode = match v.as_str() {
-                    "disable" => SslMode::Disable,
-                    "allow" | "prefer" => SslMode::Prefer,
-                    "require" => SslMode::Require,
-                    "verify-ca" => SslMode::VerifyCa,
-                    "verify-full" => SslMode::VerifyFull,
-                    other => {
-                        return Err(StoreError::Config(format!(
-                            "store URL: sslmode {other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
-                        )));
-                    }
-                };
-            }
-            "sslrootcert" => {
-                let v = decoded().map_err(|_| StoreError::Config("store URL: sslrootcert is not UTF-8".into()))?;
-                if v.is_empty() {
-                    return Err(StoreError::Config("store URL: sslrootcert is empty".into()));
-                }
-                opts.root = Some(PathBuf::from(v));
-            }
+            "sslmode" => mode = Some(decoded()?),
+            "sslrootcert" => root = Some(decoded()?),
             _ => kept.push(pair),
         }
     }
+    let (mode, mode_from) = match mode {
+        Some(m) => (m, "store URL: sslmode"),
+        None => (env("PGSSLMODE").unwrap_or_else(|| "prefer".into()), "PGSSLMODE"),
+    };
+    let root = match root {
+        Some(r) => Some((r, "store URL: sslrootcert")),
+        None => env("PGSSLROOTCERT").map(|r| (r, "PGSSLROOTCERT")),
+    };
+    let mode = match mode.as_str() {
+        "disable" => SslMode::Disable,
+        "allow" | "prefer" => SslMode::Prefer,
+        "require" => SslMode::Require,
+        "verify-ca" => SslMode::VerifyCa,
+        "verify-full" => SslMode::VerifyFull,
+        other => {
+            return Err(StoreError::Config(format!("{mode_from} {other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full")));
+        }
+    };
+    let root = match root {
+        Some((r, from)) if r.is_empty() => return Err(StoreError::Config(format!("{from} is empty"))),
+        Some((r, _)) => Some(PathBuf::from(r)),
+        None => None,
+    };
     let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
-    Ok((url, opts))
+    Ok((url, TlsOptions { mode, root }))
 }
 
 impl TlsOptions {
@@ -131,7 +146,7 @@ fn default_root() -> Option<PathBuf> {
 }
 
 fn read_roots(path: &std::path::Path) -> Result<RootCertStore, StoreError> {
-    let bad = |e: String| StoreError::Config(format!("store URL: sslrootcert {}: {e}", path.display()));
+    let bad = |e: String| StoreError::Config(format!("sslrootcert {}: {e}", path.display()));
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
         roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
@@ -201,7 +216,28 @@ impl ServerCertVerifier for ChainOnly {
 
 #[cfg(test)]
 mod tests {
-    use super::{SslMode, split_url};
+    use super::{SslMode, split_url_with};
+
+    /// Without `PGSSLMODE` or `PGSSLROOTCERT` in the environment.
+    fn split_url(url: &str) -> Result<(String, super::TlsOptions), crate::StoreError> {
+        split_url_with(url, |_| None)
+    }
+
+    #[test]
+    fn pgsslmode_and_pgsslrootcert_apply_where_the_url_has_neither() {
+        let env = |k: &str| match k {
+            "PGSSLMODE" => Some("verify-full".to_string()),
+            "PGSSLROOTCERT" => Some("/etc/ca.pem".to_string()),
+            _ => None,
+        };
+        let (_, o) = split_url_with("postgres://h/db", env).expect("test");
+        assert_eq!((o.mode, o.root.as_deref()), (SslMode::VerifyFull, Some(std::path::Path::new("/etc/ca.pem"))));
+        // The URL's own options win.
+        let (_, o) = split_url_with("postgres://h/db?sslmode=disable&sslrootcert=/x.pem", env).expect("test");
+        assert_eq!((o.mode, o.root.as_deref()), (SslMode::Disable, Some(std::path::Path::new("/x.pem"))));
+        let e = split_url_with("postgres://h/db", |k| (k == "PGSSLMODE").then(|| "on".to_string())).expect_err("refused").to_string();
+        assert!(e.starts_with("PGSSLMODE \"on\" is not one of"), "{e}");
+    }
 
     #[test]
     fn the_tls_options_are_taken_out_of_the_url() {
