@@ -48,8 +48,22 @@ impl PgConfig {
     /// The client configuration: the URL, the password from `PGPASSWORD` when the URL has none,
     /// the timeouts.
     pub(crate) fn client_config(&self, read_only: bool) -> Result<PgConnect, StoreError> {
-        let (url, tls) = crate::pg_tls::split_url(&self.url)?;
+        let (url, mut tls) = crate::pg_tls::split_url(&self.url)?;
         let mut c = postgres::Config::from_str(&url).map_err(|e| StoreError::Config(format!("store URL: {e}")))?;
+        if c.get_ssl_mode() != postgres::config::SslMode::Prefer {
+            // The client library read an `sslmode` that was not taken out above.
+            return Err(StoreError::Config("store URL: sslmode is given in a form this collector does not read; write it as sslmode=MODE".into()));
+        }
+        if !c.get_hosts().is_empty() && c.get_hosts().iter().all(|h| !matches!(h, postgres::config::Host::Tcp(_))) {
+            // Unix sockets carry no TLS; libpq ignores sslmode there.
+            tls.mode = crate::pg_tls::SslMode::Disable;
+        } else if c.get_hosts().is_empty() && !c.get_hostaddrs().is_empty() && tls.mode != crate::pg_tls::SslMode::Disable {
+            // Only addresses: the certificate is checked against them (the client library would
+            // have no name for the handshake).
+            for a in c.get_hostaddrs().to_vec() {
+                c.host(&a.to_string());
+            }
+        }
         c.ssl_mode(tls.client_mode());
         if c.get_password().is_none()
             && let Ok(p) = std::env::var("PGPASSWORD")
@@ -76,7 +90,7 @@ impl PgConfig {
     /// The URL without its password (wherever the URL gave it), for messages: rebuilt from the
     /// parsed user, host, port and database.
     pub fn display_url(&self) -> String {
-        let Some(c) = crate::pg_tls::split_url(&self.url).ok().and_then(|(url, _)| postgres::Config::from_str(&url).ok()) else {
+        let Ok(c) = postgres::Config::from_str(&crate::pg_tls::without_tls_options(&self.url)) else {
             return "postgres://(a URL that does not parse)".into();
         };
         let host = match c.get_hosts().first() {

@@ -1,16 +1,22 @@
 //! TLS to PostgreSQL, as libpq's `sslmode` and `sslrootcert` ask for it (rustls with *ring*,
-//! through `tokio-postgres-rustls`). The two options are taken out of the store URL here, since
-//! the client library knows only `disable`, `prefer` and `require`:
+//! through `tokio-postgres-rustls`). The two options are taken out of the store URL here (or read
+//! from `PGSSLMODE` and `PGSSLROOTCERT` when the URL has neither), since the client library knows
+//! only `disable`, `prefer` and `require`:
 //!
 //! - `disable`: plain TCP;
 //! - `allow`, `prefer` (the default, as with libpq) and `require`: TLS when the server offers it
-//!   (`require`: or no connection), its certificate not checked, as libpq does unless a root
-//!   certificate is given; with `sslrootcert`, `require` checks the chain as `verify-ca` does;
-//! - `verify-ca`: TLS, the server's chain checked against the root certificates of
-//!   `sslrootcert` (default `~/.postgresql/root.crt`, libpq's);
-//! - `verify-full`: as `verify-ca`, and the certificate must name the host of the URL.
+//!   (`require`: or no connection); the certificate is not checked, unless a root file is given
+//!   (`sslrootcert`) or libpq's default one exists (`~/.postgresql/root.crt`): then its chain is,
+//!   as with `verify-ca`;
+//! - `verify-ca`: TLS, the server's chain checked against the root certificates of `sslrootcert`
+//!   (default `~/.postgresql/root.crt`);
+//! - `verify-full`: as `verify-ca`, and the certificate must name the host of the URL (its
+//!   address when the URL gives only `hostaddr`).
 //!
-//! `allow` is libpq's "plain first, TLS if refused"; here it tries TLS first, as `prefer` does.
+//! As libpq, `sslmode` does not apply to Unix sockets. Unlike libpq: `allow` tries TLS first, as
+//! `prefer` does; `prefer` does not retry in plain TCP after a failed handshake; the certificate
+//! is checked by webpki, which needs the name in a subject alternative name (not the common name)
+//! and refuses a CA certificate used as the server's own; no client certificates.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,31 +56,20 @@ pub(crate) fn split_url(url: &str) -> Result<(String, TlsOptions), StoreError> {
 
 /// [`split_url`] with `env` in place of the process's environment.
 pub(crate) fn split_url_with(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<(String, TlsOptions), StoreError> {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let (base, pairs) = url_parts(url)?;
     let mut mode: Option<String> = None;
     let mut root: Option<String> = None;
     let mut kept: Vec<&str> = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let decoded = || {
-            percent_encoding::percent_decode_str(value)
-                .decode_utf8()
-                .map(|v| v.into_owned())
-                .map_err(|_| StoreError::Config(format!("store URL: {key} is not UTF-8")))
-        };
-        match key {
-            "sslmode" => mode = Some(decoded()?),
-            "sslrootcert" => root = Some(decoded()?),
+    for (pair, key, value) in pairs {
+        match key.as_str() {
+            "sslmode" => mode = Some(value?),
+            "sslrootcert" => root = Some(value?),
             _ => kept.push(pair),
         }
     }
     let (mode, mode_from) = match mode {
         Some(m) => (m, "store URL: sslmode"),
-        None => (env("PGSSLMODE").unwrap_or_else(|| "prefer".into()), "PGSSLMODE"),
-    };
-    let root = match root {
-        Some(r) => Some((r, "store URL: sslrootcert")),
-        None => env("PGSSLROOTCERT").map(|r| (r, "PGSSLROOTCERT")),
+        None => (env("PGSSLMODE").filter(|m| !m.is_empty()).unwrap_or_else(|| "prefer".into()), "PGSSLMODE"),
     };
     let mode = match mode.as_str() {
         "disable" => SslMode::Disable,
@@ -87,12 +82,49 @@ pub(crate) fn split_url_with(url: &str, env: impl Fn(&str) -> Option<String>) ->
         }
     };
     let root = match root {
-        Some((r, from)) if r.is_empty() => return Err(StoreError::Config(format!("{from} is empty"))),
-        Some((r, _)) => Some(PathBuf::from(r)),
-        None => None,
+        Some(r) if r.is_empty() => return Err(StoreError::Config("store URL: sslrootcert is empty".into())),
+        Some(r) => Some(PathBuf::from(r)),
+        // An empty variable is no variable (libpq: the default file).
+        None => env("PGSSLROOTCERT").filter(|r| !r.is_empty()).map(PathBuf::from),
     };
     let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
     Ok((url, TlsOptions { mode, root }))
+}
+
+/// One `key=value` of a URL's query: as written, the key decoded, the value decoded.
+type QueryPair<'a> = (&'a str, String, Result<String, StoreError>);
+
+/// A `postgres://` URL's part before its query, and the query's pairs. The query starts
+/// at the first `?` after the credentials (the client library reads them up to the first `@`, so
+/// a `?` in a password is not taken for the query); keys and values are percent-decoded, as the
+/// client library decodes them.
+fn url_parts(url: &str) -> Result<(&str, Vec<QueryPair<'_>>), StoreError> {
+    let rest = ["postgres://", "postgresql://"]
+        .iter()
+        .find_map(|p| url.strip_prefix(p))
+        .ok_or_else(|| StoreError::Config("store URL: a postgres:// or postgresql:// URL is needed".into()))?;
+    let from = url.len() - rest.len() + rest.find('@').map_or(0, |i| i + 1);
+    let Some(q) = url[from..].find('?').map(|i| from + i) else { return Ok((url, Vec::new())) };
+    let (base, query) = (&url[..q], &url[q + 1..]);
+    let decode = |v: &str| percent_encoding::percent_decode_str(v).decode_utf8().map(|v| v.into_owned());
+    let pairs = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = decode(k).unwrap_or_else(|_| k.to_string());
+            let value = decode(v).map_err(|_| StoreError::Config(format!("store URL: {key} is not UTF-8")));
+            (pair, key, value)
+        })
+        .collect();
+    Ok((base, pairs))
+}
+
+/// The URL without `sslmode` and `sslrootcert` (for showing it; nothing checked).
+pub(crate) fn without_tls_options(url: &str) -> String {
+    let Ok((base, pairs)) = url_parts(url) else { return url.to_string() };
+    let kept: Vec<&str> = pairs.iter().filter(|(_, k, _)| k != "sslmode" && k != "sslrootcert").map(|(p, _, _)| *p).collect();
+    if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) }
 }
 
 impl TlsOptions {
@@ -115,14 +147,17 @@ impl TlsOptions {
             .with_safe_default_protocol_versions()
             .map_err(|e| StoreError::Config(format!("TLS: {e}")))?;
         let root = match (&self.root, self.mode) {
+            // Plain TCP: no certificate is ever looked at.
+            (_, SslMode::Disable) => None,
             (Some(p), _) => Some(p.clone()),
             (None, SslMode::VerifyCa | SslMode::VerifyFull) => Some(default_root().ok_or_else(|| {
                 StoreError::Config(format!(
-                    "store URL: sslmode={} needs the server's root certificates: sslrootcert=PATH, or ~/.postgresql/root.crt",
+                    "sslmode={} needs the server's root certificates: sslrootcert=PATH, PGSSLROOTCERT, or ~/.postgresql/root.crt",
                     if self.mode == SslMode::VerifyCa { "verify-ca" } else { "verify-full" }
                 ))
             })?),
-            (None, _) => None,
+            // libpq: with its default root file present, `prefer` and `require` check the chain.
+            (None, _) => default_root(),
         };
         let verifier: Arc<dyn ServerCertVerifier> = match root {
             None => Arc::new(Unverified(provider.signature_verification_algorithms)),
@@ -134,7 +169,10 @@ impl TlsOptions {
                 if self.mode == SslMode::VerifyFull { webpki } else { Arc::new(ChainOnly(webpki)) }
             }
         };
-        let config = builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth();
+        let mut config = builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth();
+        // PostgreSQL's protocol name, which servers that take TLS directly (`sslnegotiation=direct`,
+        // PostgreSQL 17) require; others ignore it.
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
         Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
     }
 }
@@ -224,6 +262,23 @@ mod tests {
     }
 
     #[test]
+    fn the_query_starts_after_the_credentials_and_its_keys_are_decoded() {
+        let (url, o) = split_url("postgres://u:pa?ss&x@h/db?sslmode=require&application_name=a").expect("test");
+        assert_eq!((url.as_str(), o.mode), ("postgres://u:pa?ss&x@h/db?application_name=a", SslMode::Require));
+        let (url, o) = split_url("postgresql://h/db?ssl%6Dode=verify-ca&sslrootcert=/r.pem").expect("test");
+        assert_eq!((url.as_str(), o.mode), ("postgresql://h/db", SslMode::VerifyCa));
+        assert_eq!(super::without_tls_options("postgres://u:p@h/db?sslmode=nonsense&x=1"), "postgres://u:p@h/db?x=1");
+        let e = split_url("host=h sslmode=require").expect_err("refused").to_string();
+        assert!(e.contains("a postgres:// or postgresql:// URL is needed"), "{e}");
+    }
+
+    #[test]
+    fn plain_tcp_reads_no_root_file() {
+        let (_, o) = split_url("postgres://h/db?sslmode=disable&sslrootcert=/nonexistent/ca.pem").expect("test");
+        assert!(o.connector().is_ok());
+    }
+
+    #[test]
     fn pgsslmode_and_pgsslrootcert_apply_where_the_url_has_neither() {
         let env = |k: &str| match k {
             "PGSSLMODE" => Some("verify-full".to_string()),
@@ -235,6 +290,9 @@ mod tests {
         // The URL's own options win.
         let (_, o) = split_url_with("postgres://h/db?sslmode=disable&sslrootcert=/x.pem", env).expect("test");
         assert_eq!((o.mode, o.root.as_deref()), (SslMode::Disable, Some(std::path::Path::new("/x.pem"))));
+        // Empty variables are no variables.
+        let (_, o) = split_url_with("postgres://h/db", |_| Some(String::new())).expect("test");
+        assert_eq!((o.mode, o.root), (SslMode::Prefer, None));
         let e = split_url_with("postgres://h/db", |k| (k == "PGSSLMODE").then(|| "on".to_string())).expect_err("refused").to_string();
         assert!(e.starts_with("PGSSLMODE \"on\" is not one of"), "{e}");
     }

@@ -464,58 +464,108 @@ fn rltrace_sessions_with_tls(admin_url: &str) -> (i64, i64) {
     (r.get(0), r.get(1))
 }
 
-/// `postgres://...@127.0.0.1:PORT/rltrace` with `host` in place of the address and `query` added.
+/// `postgres://USER:PASSWORD@127.0.0.1:PORT/DB` with `host` in place of the address and `query`
+/// added; a host other than 127.0.0.1 is reached at 127.0.0.1 (`hostaddr`) and only named by the
+/// URL, for the certificate's check.
 fn with_host(url: &str, host: &str, query: &str) -> String {
     let url = url.replacen("@127.0.0.1:", &format!("@{host}:"), 1);
-    if query.is_empty() { url } else { format!("{url}?{query}") }
+    let mut q: Vec<&str> = Vec::new();
+    if host != "127.0.0.1" {
+        q.push("hostaddr=127.0.0.1");
+    }
+    if !query.is_empty() {
+        q.push(query);
+    }
+    if q.is_empty() { url } else { format!("{url}?{}", q.join("&")) }
 }
 
-/// libpq's `sslmode` and `sslrootcert` in the store URL: the server's chain and name checked
-/// (`verify-full`), its chain only (`verify-ca`), encryption without a check (`require`, and the
-/// default `prefer` when the server offers TLS), plain TCP (`disable`), each seen from the
-/// server's side (`pg_stat_ssl`); a wrong root, a wrong name, or TLS required from a server
-/// without it stop the collector at start with a clear error.
+/// `rltrace serve` on `url`, expected to stop at start: its error output. `env` is added to the
+/// collector's environment.
+fn refused_at_start(dir: &std::path::Path, url: &str, env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(common::bin())
+        .args(["serve", "--store", url, "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--pg-connect-timeout", "5"])
+        .current_dir(dir)
+        .env("RLTRACE_LOG", "warn")
+        .env("RUST_BACKTRACE", "0")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run rltrace");
+    assert!(!out.status.success(), "{url}: the collector does not start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// libpq's `sslmode` and `sslrootcert` in the store URL (and `PGSSLMODE`, `PGSSLROOTCERT`): the
+/// server's chain and name checked (`verify-full`), its chain only (`verify-ca`, and `require`
+/// given a root file), encryption without a check (`require`, and the default `prefer` when the
+/// server offers TLS), plain TCP (`disable`), each seen from the server's side (`pg_stat_ssl`); a
+/// wrong root, a wrong name, or TLS required from a server without it stop the collector at start
+/// with a clear error; a `?` or `&` in the password is not read as the URL's query.
 #[test]
 fn tls_to_the_database_is_verified_as_sslmode_asks() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // The server's certificate names `localhost` only: by address (127.0.0.1), the name is wrong.
-    let (ca, cert, key) = tls_files(dir.path(), "a", &["localhost"]);
-    let (other_ca, _, _) = tls_files(dir.path(), "b", &["localhost"]);
+    // The server's certificate names `db.test` only: by address (127.0.0.1), the name is wrong.
+    let (ca, cert, key) = tls_files(dir.path(), "a", &["db.test"]);
+    let (other_ca, _, _) = tls_files(dir.path(), "b", &["db.test"]);
     let pg = OwnPostgres::start_tls(&cert, &key);
+    let admin = with_host(&pg.url, "127.0.0.1", "sslmode=disable");
     let root = |p: &std::path::Path| format!("sslrootcert={}", p.display());
+    let no_sessions = || common::wait_until(30, || rltrace_sessions_with_tls(&admin).1 == 0);
 
     let stores_over_tls = |url: &str, tls: bool| {
+        assert!(no_sessions(), "the previous collector's sessions ended");
         let s = Server::start_store(url, &[], None);
         let seq = format!("tls-{}", uuid_tag());
         send(&s, &(0..3).map(|i| step(&seq, "Code", i)).collect::<Vec<_>>());
         let got = get_ok(&s.url(&format!("/api/v1/sequences/{}", pct(&seq))));
         assert_eq!(got["triplet_count"].as_u64(), Some(3), "{url}: {got}");
-        let (encrypted, all) = rltrace_sessions_with_tls(&with_host(&pg.url, "127.0.0.1", "sslmode=disable"));
+        let (encrypted, all) = rltrace_sessions_with_tls(&admin);
         assert!(all >= 1, "{url}: the collector's sessions are on the server");
         assert_eq!(encrypted, if tls { all } else { 0 }, "{url}: sessions encrypted {encrypted} of {all}");
     };
-    stores_over_tls(&with_host(&pg.url, "localhost", &format!("sslmode=verify-full&{}", root(&ca))), true);
+    stores_over_tls(&with_host(&pg.url, "db.test", &format!("sslmode=verify-full&{}", root(&ca))), true);
     stores_over_tls(&with_host(&pg.url, "127.0.0.1", &format!("sslmode=verify-ca&{}", root(&ca))), true);
+    stores_over_tls(&with_host(&pg.url, "127.0.0.1", &format!("sslmode=require&{}", root(&ca))), true);
     stores_over_tls(&with_host(&pg.url, "127.0.0.1", "sslmode=require"), true);
     stores_over_tls(&pg.url, true);
     stores_over_tls(&with_host(&pg.url, "127.0.0.1", "sslmode=disable"), false);
 
-    let refused = |url: &str, expect: &[&str]| {
-        let (ok, _, err) = common::run_cli(dir.path(), &["serve", "--store", url, "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--pg-connect-timeout", "5"]);
-        assert!(!ok, "{url}: the collector does not start");
+    let refused = |url: &str, env: &[(&str, &str)], expect: &[&str]| {
+        let err = refused_at_start(dir.path(), url, env);
         assert!(expect.iter().all(|e| err.contains(e)) && !err.contains("rltrace-"), "{url}: {err}");
     };
+    let cert_error = ["cannot connect to", "certificate"];
     // By address, the certificate does not name the host.
-    refused(&with_host(&pg.url, "127.0.0.1", &format!("sslmode=verify-full&{}", root(&ca))), &["cannot connect to", "certificate", "name"]);
-    // Another CA signed it: neither check passes.
-    refused(&with_host(&pg.url, "localhost", &format!("sslmode=verify-full&{}", root(&other_ca))), &["cannot connect to", "certificate"]);
-    refused(&with_host(&pg.url, "localhost", &format!("sslmode=verify-ca&{}", root(&other_ca))), &["cannot connect to", "certificate"]);
+    refused(&with_host(&pg.url, "127.0.0.1", &format!("sslmode=verify-full&{}", root(&ca))), &[], &["cannot connect to", "certificate", "name"]);
+    // Another CA signed it: no check passes, `require` with a root file included.
+    for mode in ["verify-full", "verify-ca", "require"] {
+        refused(&with_host(&pg.url, "db.test", &format!("sslmode={mode}&{}", root(&other_ca))), &[], &cert_error);
+    }
+    // The same from the environment, where the URL says nothing.
+    let other = other_ca.to_string_lossy().into_owned();
+    refused(&with_host(&pg.url, "db.test", ""), &[("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", &other)], &cert_error);
     // A root file that is not there, and a mode that does not exist.
-    refused(&with_host(&pg.url, "localhost", "sslmode=verify-full&sslrootcert=/nonexistent/root.pem"), &["sslrootcert /nonexistent/root.pem"]);
-    refused(&with_host(&pg.url, "localhost", "sslmode=verify"), &["sslmode \"verify\" is not one of"]);
+    refused(&with_host(&pg.url, "db.test", "sslmode=verify-full&sslrootcert=/nonexistent/root.pem"), &[], &["sslrootcert /nonexistent/root.pem"]);
+    refused(&with_host(&pg.url, "db.test", "sslmode=verify"), &[], &["sslmode \"verify\" is not one of"]);
+
+    // A password holding `?` and `&`: the options after it are still read (`verify-full` against
+    // the wrong root is refused, not quietly taken for the default `prefer`), and with the right
+    // root the collector stores over TLS.
+    {
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("admin connection");
+        c.batch_execute("CREATE ROLE tlsq LOGIN PASSWORD 'pa?ss&w=x'").expect("role");
+        c.batch_execute("CREATE DATABASE tlsq OWNER tlsq").expect("database");
+    }
+    let port = pg.url.rsplit_once(':').and_then(|(_, p)| p.split('/').next()).expect("port").to_string();
+    // (The options first: a query taken from the password's `?` would swallow the first one.)
+    let odd = |query: &str| format!("postgres://tlsq:pa?ss&w=x@db.test:{port}/tlsq?{query}&hostaddr=127.0.0.1");
+    refused(&odd("sslmode=verify-full"), &[], &["sslmode=verify-full needs the server's root certificates"]);
+    refused(&odd(&format!("sslmode=verify-full&{}", root(&other_ca))), &[], &cert_error);
+    stores_over_tls(&odd(&format!("sslmode=verify-full&{}", root(&ca))), true);
+
     // The tests' shared server has no TLS: `require` refuses it, `prefer` goes on in plain TCP.
     let plain = PgDatabase::new();
-    refused(&format!("{}?sslmode=require", plain.url), &["cannot connect to", "TLS"]);
+    refused(&format!("{}?sslmode=require", plain.url), &[], &["cannot connect to", "TLS"]);
     let s = Server::start_store(&plain.url, &[], None);
     send(&s, &[step("plain", "Code", 1)]);
     assert_eq!(get_ok(&s.url("/api/v1/sequences/plain"))["triplet_count"].as_u64(), Some(1));
