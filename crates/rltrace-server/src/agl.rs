@@ -87,9 +87,13 @@ impl AglConfig {
                 batch: self.batch,
                 timeout: self.timeout,
                 start: Start::Beginning,
+                ca_file: None,
             }
             .resolve(|_| None)
             .map_err(|e| format!("[agentlightning] {what} {}", e.trim_start_matches("forward ")))?;
+            if t.https.is_some() {
+                return Err(format!("[agentlightning] {what} {url:?}: the bridge speaks plain HTTP; reach an https store or gateway through a local proxy"));
+            }
             if t.endpoint.path() != "/v1/traces" {
                 return Err(format!("[agentlightning] {what} {url:?}: give the root URL (http://HOST:PORT), without a path"));
             }
@@ -115,6 +119,7 @@ impl AglConfig {
                 batch: DELIVER,
                 timeout: spans.timeout,
                 start: Start::Beginning,
+                https: None,
             };
             out.push(Target { kind: Kind::AglSpans { store: url }, what: What::Linked, ..spans });
             out.push(rewards);

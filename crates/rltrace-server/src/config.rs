@@ -86,11 +86,12 @@ mod tests {
         assert_eq!(c.auth.keys.len(), 3);
         assert_eq!(c.redaction.rules.len(), 4);
         assert_eq!(c.retention.sequences, Some(180 * 86_400));
-        assert_eq!(c.forward.len(), 2);
+        assert_eq!(c.forward.len(), 3);
         let targets = c.targets(|_| Some("Basic cGs6c2s=".into())).expect("targets");
-        assert_eq!((targets[0].name.as_str(), targets[1].what), ("langfuse", crate::forward::What::Triplets));
+        assert_eq!((targets[0].name.as_str(), targets[2].what), ("langfuse", crate::forward::What::Triplets));
+        assert!(targets[1].https.is_some() && targets[0].https.is_none(), "the https:// target has a TLS client");
         let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["langfuse", "phoenix", "agentlightning-spans", "agentlightning-rewards", "agentlightning-gateway"]);
+        assert_eq!(names, ["langfuse", "langfuse-cloud", "phoenix", "agentlightning-spans", "agentlightning-rewards", "agentlightning-gateway"]);
         assert_eq!(c.agentlightning.as_ref().map(|a| a.episode_reward), Some(rltrace_core::sequence::EpisodeReward::Last));
         let auth = crate::auth::Auth::from_config(&c.auth, |var| Some(format!("{var}-0123456789abcdef"))).expect("keys");
         assert!(auth.check_key("test").is_some(), "the example's digest is of \"test\"");

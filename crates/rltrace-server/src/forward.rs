@@ -154,6 +154,42 @@ pub struct ForwardConfig {
     /// A new target starts at the `beginning` of the store or `now`.
     #[serde(default)]
     pub start: Start,
+    /// For an `https://` endpoint: a PEM file of the root certificates to trust in place of the
+    /// built-in ones (Mozilla's), for a receiver with a private CA.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+/// The HTTPS client of one target: hyper's, with rustls (ring) and the target's roots.
+pub type HttpsClient = hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, http_body_util::Full<bytes::Bytes>>;
+
+/// An HTTPS client that trusts the certificates of `ca_file` (PEM), or the built-in roots.
+fn https_client(ca_file: Option<&str>) -> Result<HttpsClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject;
+            let bad = |e: String| format!("ca_file {path}: {e}");
+            for cert in rustls::pki_types::CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+                roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(bad("no certificate in the file".into()));
+            }
+        }
+    }
+    // ring, not aws-lc-rs (a long C build on two cores); rustls marks ring's provider deprecated
+    // for its lack of post-quantum key exchange.
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_only().enable_http1().build();
+    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).pool_max_idle_per_host(2).build(connector))
 }
 
 /// A target ready to run: checked, its headers resolved.
@@ -178,6 +214,8 @@ pub struct Target {
     pub timeout: Duration,
     /// Where a new target starts.
     pub start: Start,
+    /// The client of an `https://` endpoint (others go through the runner's plain HTTP client).
+    pub https: Option<HttpsClient>,
 }
 
 impl Target {
@@ -204,16 +242,12 @@ impl ForwardConfig {
     /// Check the table and resolve its headers (`env` looks a variable up).
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Target, String> {
         let endpoint = reqwest::Url::parse(&self.endpoint).map_err(|e| format!("forward endpoint {:?}: {e}", self.endpoint))?;
-        match endpoint.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(format!(
-                    "forward endpoint {}: this rltrace speaks plain HTTP to forwarding targets; reach an https target through a local proxy or OpenTelemetry Collector",
-                    shown(&endpoint)
-                ));
-            }
-            other => return Err(format!("forward endpoint {}: scheme {other:?} is not http", shown(&endpoint))),
-        }
+        let https = match endpoint.scheme() {
+            "http" if self.ca_file.is_some() => return Err(format!("forward endpoint {}: ca_file is for https endpoints", shown(&endpoint))),
+            "http" => None,
+            "https" => Some(https_client(self.ca_file.as_deref()).map_err(|e| format!("forward endpoint {}: {e}", shown(&endpoint)))?),
+            other => return Err(format!("forward endpoint {}: scheme {other:?} is not http or https", shown(&endpoint))),
+        };
         if endpoint.host_str().is_none_or(str::is_empty) {
             return Err(format!("forward endpoint {:?} has no host", self.endpoint));
         }
@@ -259,6 +293,7 @@ impl ForwardConfig {
             batch,
             timeout: Duration::from_secs(timeout),
             start: self.start,
+            https,
         })
     }
 }
@@ -742,27 +777,14 @@ impl Runner {
     }
 
     pub(crate) async fn post(&self, t: &Target, body: &[u8]) -> Sent {
-        let mut req = self
-            .client
-            .post(t.endpoint.clone())
-            .timeout(t.timeout)
-            .headers(t.headers.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
-        if t.compression == Compression::Gzip {
-            req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
-        }
-        let resp = match req.body(body.to_vec()).send().await {
-            Ok(r) => r,
-            Err(e) => return Sent::Retry(format!("{}: {}", t.shown, describe(&e)), None),
+        let answer = match &t.https {
+            Some(client) => post_https(client, t, body).await,
+            None => self.post_http(t, body).await,
         };
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let bytes = resp.bytes().await.unwrap_or_default();
+        let (status, retry_after, bytes) = match answer {
+            Ok(a) => a,
+            Err(why) => return Sent::Retry(format!("{}: {why}", t.shown), None),
+        };
         if status.is_success() {
             let rejected = <rltrace_otlp::ExportTraceServiceResponse as prost::Message>::decode(bytes.as_ref())
                 .ok()
@@ -776,6 +798,23 @@ impl Runner {
         } else {
             Sent::Refused(why)
         }
+    }
+
+    /// POST to a plain HTTP endpoint: the status, `Retry-After` and the body.
+    async fn post_http(&self, t: &Target, body: &[u8]) -> Result<(reqwest::StatusCode, Option<Duration>, bytes::Bytes), String> {
+        let mut req = self
+            .client
+            .post(t.endpoint.clone())
+            .timeout(t.timeout)
+            .headers(t.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
+        if t.compression == Compression::Gzip {
+            req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        }
+        let resp = req.body(body.to_vec()).send().await.map_err(|e| chain(&e))?;
+        let status = resp.status();
+        let retry_after = retry_after(resp.headers());
+        Ok((status, retry_after, resp.bytes().await.unwrap_or_default()))
     }
 
     fn read(&self, t: &Target, after: i64) -> BatchRead {
@@ -828,10 +867,35 @@ fn encode(t: &Target, batch: &ForwardBatch) -> Vec<u8> {
     }
 }
 
-/// An error's chain of causes in one line (reqwest's own message names only the outermost).
-fn describe(e: &reqwest::Error) -> String {
+/// `Retry-After` in seconds.
+fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    h.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs)
+}
+
+/// POST to an `https://` endpoint with the target's own client, within its timeout.
+async fn post_https(client: &HttpsClient, t: &Target, body: &[u8]) -> Result<(reqwest::StatusCode, Option<Duration>, bytes::Bytes), String> {
+    let mut req = hyper::Request::post(t.endpoint.as_str()).header(hyper::header::CONTENT_TYPE, "application/x-protobuf");
+    if t.compression == Compression::Gzip {
+        req = req.header(hyper::header::CONTENT_ENCODING, "gzip");
+    }
+    let mut req = req.body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(body))).map_err(|e| e.to_string())?;
+    for (k, v) in &t.headers {
+        req.headers_mut().insert(k.clone(), v.clone());
+    }
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| chain(&e))?;
+        let status = resp.status();
+        let retry_after = retry_after(resp.headers());
+        let bytes = http_body_util::BodyExt::collect(resp.into_body()).await.map_err(|e| chain(&e))?.to_bytes();
+        Ok((status, retry_after, bytes))
+    };
+    tokio::time::timeout(t.timeout, exchange).await.map_err(|_| format!("no answer within {} s", t.timeout.as_secs()))?
+}
+
+/// An error and its causes in one line (reqwest's and hyper's own messages name only the outermost).
+fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(s) = source {
         out.push_str(": ");
         out.push_str(&s.to_string());
@@ -839,6 +903,7 @@ fn describe(e: &reqwest::Error) -> String {
     }
     out
 }
+
 
 /// A writer operation `submit` queues (again, a moment later, while the queue is full), once
 /// committed: what its reply says.
@@ -891,7 +956,11 @@ mod tests {
         assert!(t[0].headers.get("authorization").is_some_and(|v| v.is_sensitive()));
         let err = |text: &str| parse(text).expect_err(text);
         assert!(err("[[forward]]\nendpoint = \"ftp://h/x\"").contains("not http"));
-        assert!(err("[[forward]]\nendpoint = \"https://cloud.example/v1/traces\"").contains("plain HTTP"));
+        let t = parse("[[forward]]\nendpoint = \"https://cloud.example/v1/traces\"").expect("https");
+        assert!(t[0].https.is_some(), "an https endpoint has a TLS client of its own");
+        assert!(parse("[[forward]]\nendpoint = \"http://cloud.example/v1/traces\"").expect("http")[0].https.is_none());
+        assert!(err("[[forward]]\nendpoint = \"http://h:1/v1/traces\"\nca_file = \"/x.pem\"").contains("ca_file is for https endpoints"));
+        assert!(err("[[forward]]\nendpoint = \"https://h:1/v1/traces\"\nca_file = \"/nonexistent.pem\"").contains("ca_file /nonexistent.pem"));
         assert!(err("[[forward]]\nendpoint = \"http://h:1/v1/traces\"\nbatch = 0").contains("out of range"));
         assert!(err("[[forward]]\nendpoint = \"http://h:1/v1/traces\"\nbatch = 8193").contains("out of range"));
         assert!(parse("[[forward]]\nendpoint = \"http://h:1/v1/traces\"\nbatch = 8192").is_ok());

@@ -8,6 +8,9 @@
 //! - To a plain socket server that answers 429 with `Retry-After`: the retry waits, and the request
 //!   it finally takes is OTLP/HTTP protobuf, gzip, with the configured headers, holding the span as
 //!   it was sent (links, trace state, flags, events, resource, scope), triplets only.
+//! - To an `https://` receiver (rustls on loopback, a test CA trusted by `ca_file`): the spans
+//!   arrive over TLS with their headers; one whose CA is not trusted gets nothing, and its error
+//!   names the certificate.
 //! - Two collectors on one PostgreSQL database (`RLTRACE_TEST_POSTGRES`): one holds the target and
 //!   sends what both store, the other stands by and takes over when the first is killed.
 //!
@@ -268,60 +271,77 @@ struct Seen {
 /// A plain HTTP/1.1 server on loopback: the first `refuse` requests get 429 with
 /// `Retry-After: 1`, the rest 200 with an empty OTLP response. Every request is recorded.
 fn socket_receiver(refuse: usize) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    receiver(refuse, None)
+}
+
+/// [`socket_receiver`], over TLS when `tls` is given (rustls, the server's side).
+fn receiver(refuse: usize, tls: Option<Arc<rustls::ServerConfig>>) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let recorded = seen.clone();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     std::thread::spawn(move || {
         for conn in listener.incoming().take(64) {
             let Ok(conn) = conn else { continue };
-            let recorded = recorded.clone();
+            let (recorded, tls) = (recorded.clone(), tls.clone());
             std::thread::spawn(move || {
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-                let mut out = conn;
-                for _ in 0..100 {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut headers = Vec::new();
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let h = h.trim_end().to_string();
-                        if h.is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.split_once(':') {
-                            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-                        }
-                    }
-                    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-                    let mut body = vec![0u8; len.min(64 << 20)];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let n = {
-                        let mut r = recorded.lock().expect("lock");
-                        r.push(Seen { at: Instant::now(), headers, body });
-                        r.len()
-                    };
-                    let answer: &[u8] = if n <= refuse {
-                        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
-                    } else {
-                        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n"
-                    };
-                    if out.write_all(answer).is_err() {
-                        return;
+                match tls {
+                    None => answer_requests(conn, refuse, &recorded),
+                    Some(config) => {
+                        let Ok(server) = rustls::ServerConnection::new(config) else { return };
+                        answer_requests(rustls::StreamOwned::new(server, conn), refuse, &recorded);
                     }
                 }
             });
         }
     });
-    (format!("http://{addr}/v1/traces"), seen)
+    (format!("{scheme}://{addr}/v1/traces"), seen)
+}
+
+/// Read HTTP/1.1 requests off `stream`, record each, answer 429 to the first `refuse` in all.
+fn answer_requests<S: Read + Write>(stream: S, refuse: usize, recorded: &Mutex<Vec<Seen>>) {
+    let mut reader = BufReader::new(stream);
+    for _ in 0..100 {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end().to_string();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        let mut body = vec![0u8; len.min(64 << 20)];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let n = {
+            let mut r = recorded.lock().expect("lock");
+            r.push(Seen { at: Instant::now(), headers, body });
+            r.len()
+        };
+        let answer: &[u8] = if n <= refuse {
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n"
+        };
+        let out = reader.get_mut();
+        if out.write_all(answer).and_then(|()| out.flush()).is_err() {
+            return;
+        }
+    }
 }
 
 #[test]
@@ -442,4 +462,68 @@ fn of_two_collectors_on_postgres_one_forwards_and_the_other_takes_over_when_it_d
     assert!(took["sent_spans"].as_u64().unwrap_or(0) >= 250, "{took}");
     assert_ne!(took["state"], "standby", "{took}");
     b.stop();
+}
+
+/// An `https://` target: the request goes over TLS to a receiver whose certificate a test CA
+/// signed, trusted through `ca_file`, with its headers and the span as sent; a target that trusts
+/// only the built-in roots sends nothing and says why; `ca_file` on an `http://` endpoint, or a
+/// file without a certificate, stops the collector at start.
+#[test]
+fn an_https_target_is_reached_over_tls_when_its_certificate_is_trusted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = common::test_certificates("forward", &["127.0.0.1"]);
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).expect("write");
+    use rustls::pki_types::pem::PemObject;
+    let certs = vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).expect("certificate")];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    let server = Arc::new(server);
+    let (trusted, seen) = receiver(0, Some(Arc::clone(&server)));
+    let (untrusted, unseen) = receiver(0, Some(server));
+    assert!(trusted.starts_with("https://127.0.0.1:"), "{trusted}");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[forward]]\nname = \"tls\"\nendpoint = \"{trusted}\"\nca_file = \"{}\"\nheaders = {{ \"x-tenant\" = \"t2\" }}\n\n[[forward]]\nname = \"untrusted\"\nendpoint = \"{untrusted}\"\n",
+            ca_file.display()
+        ),
+    );
+    let sender = Server::start_logged_env(&["--config", &config], &[]);
+    let run = run_id();
+    let req = batch(trace_id(run, 1), 5);
+    assert_eq!(send(&sender, &req), 200);
+    assert!(wait_until(30, || forwarder(&sender, "tls")["sent_spans"] == 5), "{}", forwarder(&sender, "tls"));
+    let got = seen.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "one request");
+    assert_eq!(got[0].headers.iter().find(|(k, _)| k == "x-tenant").map(|(_, v)| v.as_str()), Some("t2"));
+    let body = ExportTraceServiceRequest::decode(got[0].body.as_slice()).expect("OTLP protobuf");
+    let ids: BTreeSet<Vec<u8>> = body.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.span_id.clone()).collect();
+    let sent: BTreeSet<Vec<u8>> = req.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.span_id.clone()).collect();
+    assert_eq!(ids, sent, "the spans as sent");
+    // The other target's receiver is never given a request: the handshake fails on its certificate.
+    assert!(
+        wait_until(30, || forwarder(&sender, "untrusted")["last_error"].as_str().is_some_and(|e| e.contains("certificate"))),
+        "{}",
+        forwarder(&sender, "untrusted")
+    );
+    assert!(unseen.lock().expect("lock").is_empty());
+    assert_eq!(forwarder(&sender, "untrusted")["sent_spans"], 0);
+    drop(sender);
+
+    for (text, expect) in [
+        (format!("[[forward]]\nendpoint = \"http://127.0.0.1:1/v1/traces\"\nca_file = \"{}\"\n", ca_file.display()), "ca_file is for https endpoints".to_string()),
+        ("[[forward]]\nendpoint = \"https://127.0.0.1:1/v1/traces\"\nca_file = \"/nonexistent/ca.pem\"\n".to_string(), "ca_file /nonexistent/ca.pem".to_string()),
+    ] {
+        let config = write_config(dir.path(), &text);
+        let (ok, _, err) = common::run_cli(dir.path(), &["serve", "--db", &dir.path().join("x.db").to_string_lossy(), "--config", &config, "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"]);
+        assert!(!ok && err.contains(&expect), "{text}: {err}");
+    }
 }

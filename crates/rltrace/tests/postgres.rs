@@ -437,18 +437,11 @@ fn the_load_generators_raw_baselines_report_their_ratio_and_leave_nothing_behind
 /// A test CA, and a server certificate it signed for `names`: (CA certificate, server
 /// certificate, server key), PEM files in `dir`.
 fn tls_files(dir: &std::path::Path, tag: &str, names: &[&str]) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, format!("rltrace test CA {tag}"));
-    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("server params");
-    let cert = params.signed_by(&key, &rcgen::Issuer::from_params(&ca, &ca_key)).expect("server certificate");
+    let (ca, cert, key) = common::test_certificates(tag, names);
     let paths = (dir.join(format!("{tag}-ca.pem")), dir.join(format!("{tag}-server.crt")), dir.join(format!("{tag}-server.key")));
-    std::fs::write(&paths.0, ca_cert.pem()).expect("write");
-    std::fs::write(&paths.1, cert.pem()).expect("write");
-    std::fs::write(&paths.2, key.serialize_pem()).expect("write");
+    std::fs::write(&paths.0, ca).expect("write");
+    std::fs::write(&paths.1, cert).expect("write");
+    std::fs::write(&paths.2, key).expect("write");
     (paths.0, paths.1, paths.2)
 }
 
