@@ -188,7 +188,10 @@ fn https_client(ca_file: Option<&str>) -> Result<HttpsClient, String> {
         .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_only().enable_http1().build();
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_only().enable_http1().wrap_connector(tcp);
     Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).pool_max_idle_per_host(2).build(connector))
 }
 
@@ -241,11 +244,22 @@ pub(crate) fn shown(url: &reqwest::Url) -> String {
 impl ForwardConfig {
     /// Check the table and resolve its headers (`env` looks a variable up).
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Target, String> {
-        let endpoint = reqwest::Url::parse(&self.endpoint).map_err(|e| format!("forward endpoint {:?}: {e}", self.endpoint))?;
+        let mut endpoint = reqwest::Url::parse(&self.endpoint).map_err(|e| format!("forward endpoint {:?}: {e}", self.endpoint))?;
+        // Credentials in the URL become `Authorization: Basic` (as reqwest does for plain HTTP),
+        // and leave the URL, so neither client holds them in its connection pool's keys.
+        let userinfo = (!endpoint.username().is_empty() || endpoint.password().is_some()).then(|| {
+            let decode = |v: &str| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
+            format!("{}:{}", decode(endpoint.username()), decode(endpoint.password().unwrap_or("")))
+        });
+        let _ = endpoint.set_username("");
+        let _ = endpoint.set_password(None);
         let https = match endpoint.scheme() {
             "http" if self.ca_file.is_some() => return Err(format!("forward endpoint {}: ca_file is for https endpoints", shown(&endpoint))),
             "http" => None,
-            "https" => Some(https_client(self.ca_file.as_deref()).map_err(|e| format!("forward endpoint {}: {e}", shown(&endpoint)))?),
+            "https" => {
+                endpoint.as_str().parse::<hyper::Uri>().map_err(|e| format!("forward endpoint {}: {e}", shown(&endpoint)))?;
+                Some(https_client(self.ca_file.as_deref()).map_err(|e| format!("forward endpoint {}: {e}", shown(&endpoint)))?)
+            }
             other => return Err(format!("forward endpoint {}: scheme {other:?} is not http or https", shown(&endpoint))),
         };
         if endpoint.host_str().is_none_or(str::is_empty) {
@@ -281,6 +295,11 @@ impl ForwardConfig {
         for (k, var) in &self.headers_env {
             let v = env(var).ok_or_else(|| format!("forward {name}: header {k} is read from ${var}, which is not set"))?;
             put(k, v.trim(), &format!("${var}"))?;
+        }
+        let has_auth = self.headers.keys().chain(self.headers_env.keys()).any(|k| k.eq_ignore_ascii_case("authorization"));
+        if let Some(u) = userinfo.filter(|_| !has_auth) {
+            use base64::Engine;
+            put("authorization", &format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(u)), "the endpoint's credentials")?;
         }
         Ok(Target {
             name,
@@ -793,6 +812,11 @@ impl Runner {
             return Sent::Acknowledged(rejected);
         }
         let why = format!("{} answered {}{}", t.shown, status.as_u16(), excerpt(&bytes));
+        if status.is_redirection() {
+            // Not followed on HTTPS (reqwest follows them on plain HTTP): kept and retried, so
+            // nothing is skipped while the endpoint is wrong.
+            return Sent::Retry(format!("{why} (a redirect: give the endpoint it points to)"), retry_after);
+        }
         if status.as_u16() == 429 || status.is_server_error() || status.as_u16() == 408 {
             Sent::Retry(why, retry_after)
         } else {
@@ -811,7 +835,8 @@ impl Runner {
         if t.compression == Compression::Gzip {
             req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
         }
-        let resp = req.body(body.to_vec()).send().await.map_err(|e| chain(&e))?;
+        // Without the URL: reqwest's message ends with it, query included.
+        let resp = req.body(body.to_vec()).send().await.map_err(|e| chain(&e.without_url()))?;
         let status = resp.status();
         let retry_after = retry_after(resp.headers());
         Ok((status, retry_after, resp.bytes().await.unwrap_or_default()))

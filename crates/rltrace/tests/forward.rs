@@ -464,36 +464,47 @@ fn of_two_collectors_on_postgres_one_forwards_and_the_other_takes_over_when_it_d
     b.stop();
 }
 
-/// An `https://` target: the request goes over TLS to a receiver whose certificate a test CA
-/// signed, trusted through `ca_file`, with its headers and the span as sent; a target that trusts
-/// only the built-in roots sends nothing and says why; `ca_file` on an `http://` endpoint, or a
-/// file without a certificate, stops the collector at start.
-#[test]
-fn an_https_target_is_reached_over_tls_when_its_certificate_is_trusted() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, cert, key) = common::test_certificates("forward", &["127.0.0.1"]);
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca).expect("write");
+/// A rustls server configuration serving `cert` with `key` (PEM).
+fn tls_server(cert: &str, key: &str) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     let certs = vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).expect("certificate")];
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
+    let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .expect("server config");
-    let server = Arc::new(server);
-    let (trusted, seen) = receiver(0, Some(Arc::clone(&server)));
-    let (untrusted, unseen) = receiver(0, Some(server));
+    Arc::new(config)
+}
+
+/// An `https://` target: the request goes over TLS to a receiver whose certificate a test CA
+/// signed, trusted through `ca_file`, with its headers (the endpoint's credentials as
+/// `Authorization: Basic`) and the spans as sent. Nothing is sent to a receiver whose
+/// certificate the built-in roots do not know, nor to one whose certificate (from the trusted CA)
+/// names another host; both errors name the certificate. `ca_file` on an `http://` endpoint, a
+/// missing file or one without a certificate stops the collector at start.
+#[test]
+fn an_https_target_is_reached_over_tls_when_its_certificate_is_trusted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, certs) = common::test_ca("forward", &[&["127.0.0.1"], &["localhost"]]);
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).expect("write");
+    let right = tls_server(&certs[0].0, &certs[0].1);
+    let (trusted, seen) = receiver(0, Some(Arc::clone(&right)));
+    let (untrusted, unseen) = receiver(0, Some(right));
+    let (misnamed, misseen) = receiver(0, Some(tls_server(&certs[1].0, &certs[1].1)));
     assert!(trusted.starts_with("https://127.0.0.1:"), "{trusted}");
+    let with_credentials = trusted.replacen("https://", "https://agent:p%40ss@", 1);
     let config = write_config(
         dir.path(),
         &format!(
-            "[[forward]]\nname = \"tls\"\nendpoint = \"{trusted}\"\nca_file = \"{}\"\nheaders = {{ \"x-tenant\" = \"t2\" }}\n\n[[forward]]\nname = \"untrusted\"\nendpoint = \"{untrusted}\"\n",
-            ca_file.display()
+            "[[forward]]\nname = \"tls\"\nendpoint = \"{with_credentials}\"\nca_file = \"{ca}\"\nheaders = {{ \"x-tenant\" = \"t2\" }}\n\n\
+             [[forward]]\nname = \"untrusted\"\nendpoint = \"{untrusted}\"\n\n\
+             [[forward]]\nname = \"misnamed\"\nendpoint = \"{misnamed}\"\nca_file = \"{ca}\"\n",
+            ca = ca_file.display()
         ),
     );
     let sender = Server::start_logged_env(&["--config", &config], &[]);
@@ -503,24 +514,34 @@ fn an_https_target_is_reached_over_tls_when_its_certificate_is_trusted() {
     assert!(wait_until(30, || forwarder(&sender, "tls")["sent_spans"] == 5), "{}", forwarder(&sender, "tls"));
     let got = seen.lock().expect("lock").clone();
     assert_eq!(got.len(), 1, "one request");
-    assert_eq!(got[0].headers.iter().find(|(k, _)| k == "x-tenant").map(|(_, v)| v.as_str()), Some("t2"));
+    let header = |k: &str| got[0].headers.iter().find(|(h, _)| h == k).map(|(_, v)| v.clone());
+    assert_eq!(header("x-tenant").as_deref(), Some("t2"));
+    assert_eq!(header("content-type").as_deref(), Some("application/x-protobuf"));
+    // base64("agent:p@ss")
+    assert_eq!(header("authorization").as_deref(), Some("Basic YWdlbnQ6cEBzcw=="));
     let body = ExportTraceServiceRequest::decode(got[0].body.as_slice()).expect("OTLP protobuf");
     let ids: BTreeSet<Vec<u8>> = body.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.span_id.clone()).collect();
     let sent: BTreeSet<Vec<u8>> = req.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.span_id.clone()).collect();
     assert_eq!(ids, sent, "the spans as sent");
-    // The other target's receiver is never given a request: the handshake fails on its certificate.
-    assert!(
-        wait_until(30, || forwarder(&sender, "untrusted")["last_error"].as_str().is_some_and(|e| e.contains("certificate"))),
-        "{}",
-        forwarder(&sender, "untrusted")
-    );
-    assert!(unseen.lock().expect("lock").is_empty());
-    assert_eq!(forwarder(&sender, "untrusted")["sent_spans"], 0);
+    // The other receivers are never given a request: each handshake fails on the certificate.
+    for name in ["untrusted", "misnamed"] {
+        assert!(
+            wait_until(30, || forwarder(&sender, name)["last_error"].as_str().is_some_and(|e| e.contains("certificate"))),
+            "{name}: {}",
+            forwarder(&sender, name)
+        );
+        assert_eq!(forwarder(&sender, name)["sent_spans"], 0);
+    }
+    assert!(unseen.lock().expect("lock").is_empty() && misseen.lock().expect("lock").is_empty());
+    assert!(!sender.log().contains("p%40ss") && !sender.log().contains("YWdlbnQ6cEBzcw"), "the credentials are not logged");
     drop(sender);
 
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "no certificate here\n").expect("write");
     for (text, expect) in [
         (format!("[[forward]]\nendpoint = \"http://127.0.0.1:1/v1/traces\"\nca_file = \"{}\"\n", ca_file.display()), "ca_file is for https endpoints".to_string()),
         ("[[forward]]\nendpoint = \"https://127.0.0.1:1/v1/traces\"\nca_file = \"/nonexistent/ca.pem\"\n".to_string(), "ca_file /nonexistent/ca.pem".to_string()),
+        (format!("[[forward]]\nendpoint = \"https://127.0.0.1:1/v1/traces\"\nca_file = \"{}\"\n", empty.display()), "no certificate in the file".to_string()),
     ] {
         let config = write_config(dir.path(), &text);
         let (ok, _, err) = common::run_cli(dir.path(), &["serve", "--db", &dir.path().join("x.db").to_string_lossy(), "--config", &config, "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"]);

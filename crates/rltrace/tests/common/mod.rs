@@ -391,13 +391,27 @@ pub fn agl_python(what: &str) -> Option<PathBuf> {
 /// A test CA, and a server certificate it signed for `names` (host names or addresses), as PEM:
 /// (CA certificate, server certificate, server key). `tag` names the CA.
 pub fn test_certificates(tag: &str, names: &[&str]) -> (String, String, String) {
+    let (ca, mut certs) = test_ca(tag, &[names]);
+    let (cert, key) = certs.remove(0);
+    (ca, cert, key)
+}
+
+/// A test CA and, for each set of names, a server certificate it signed with its key (PEM).
+pub fn test_ca(tag: &str, name_sets: &[&[&str]]) -> (String, Vec<(String, String)>) {
     let ca_key = rcgen::KeyPair::generate().expect("CA key");
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca.distinguished_name.push(rcgen::DnType::CommonName, format!("rltrace test CA {tag}"));
     let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("server params");
-    let cert = params.signed_by(&key, &rcgen::Issuer::from_params(&ca, &ca_key)).expect("server certificate");
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+    let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
+    let certs = name_sets
+        .iter()
+        .map(|names| {
+            let key = rcgen::KeyPair::generate().expect("server key");
+            let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("server params");
+            let cert = params.signed_by(&key, &issuer).expect("server certificate");
+            (cert.pem(), key.serialize_pem())
+        })
+        .collect();
+    (ca_cert.pem(), certs)
 }
