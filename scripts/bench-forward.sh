@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Forwarding benchmarks (docs/BENCHMARKS.md, "Forwarding"), everything on loopback:
 #   1. throughput: a store of SPANS spans (filled by `rltrace loadgen`) is forwarded from the
-#      beginning to a receiver that acknowledges every request (a null sink in Python, and a second
-#      `rltrace serve`); spans/s = SPANS / time until the target's lag is 0.
+#      beginning to a receiver that acknowledges every request (a null sink in Python, the same
+#      over HTTPS with a CA made here by `openssl`, and a second `rltrace serve`); spans/s = SPANS /
+#      time until the target's lag is 0.
 #   2. lag: `rltrace loadgen --rate RATE` into a collector forwarding to a second `rltrace serve`;
 #      lag_seconds of GET /api/v1/forwarders sampled every 0.2 s, its maximum and 99th percentile.
 # Usage: scripts/bench-forward.sh [--spans N] [--rate R] [--seconds S] [--binary PATH]
@@ -56,10 +57,18 @@ except Exception:
     print(-1, 0, 0, 0)'
 }
 
-# A null sink: answers 200 to every POST after reading its body.
-SINK_PORT=$(free_port)
-python3 - "$SINK_PORT" > "$WORK/sink.out" 2>&1 <<'EOF' &
-import sys
+# A null sink: answers 200 to every POST after reading its body; with a certificate and key, over
+# TLS. The certificate is signed by a CA made here, which the HTTPS target trusts by `ca_file`.
+command -v openssl > /dev/null || { echo "bench-forward.sh: openssl is needed for the HTTPS sink" >&2; exit 2; }
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/ca.key" -out "$WORK/ca.pem" -days 1 -subj "/CN=bench CA" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2> /dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$WORK/sink.key" -out "$WORK/sink.csr" -subj "/CN=127.0.0.1" 2> /dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$WORK/sink.ext"
+openssl x509 -req -in "$WORK/sink.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial -out "$WORK/sink.pem" -days 1 \
+  -extfile "$WORK/sink.ext" 2> /dev/null
+sink() { # PORT [CERT KEY]
+  python3 - "$@" > "$WORK/sink-$1.out" 2>&1 <<'EOF' &
+import ssl, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -71,9 +80,19 @@ class H(BaseHTTPRequestHandler):
         self.end_headers()
     def log_message(self, *a):
         pass
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+if len(sys.argv) > 3:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
 EOF
-PIDS+=($!)
+  PIDS+=($!)
+}
+SINK_PORT=$(free_port)
+sink "$SINK_PORT"
+TLS_SINK_PORT=$(free_port)
+sink "$TLS_SINK_PORT" "$WORK/sink.pem" "$WORK/sink.key"
 sleep 0.5
 
 echo "== filling a store with $SPANS spans"
@@ -103,6 +122,7 @@ catch_up() { # NAME ENDPOINT EXTRA_TOML
 echo "== throughput: catching up $SPANS spans"
 catch_up null-sink "http://127.0.0.1:$SINK_PORT/v1/traces" ""
 catch_up null-sink-gzip "http://127.0.0.1:$SINK_PORT/v1/traces" 'compression = "gzip"'
+catch_up null-sink-https "https://127.0.0.1:$TLS_SINK_PORT/v1/traces" "ca_file = \"$WORK/ca.pem\""
 serve receiver "$WORK/receiver.db"
 RECEIVER=$URL
 catch_up rltrace-receiver "$RECEIVER/v1/traces" ""
