@@ -106,9 +106,9 @@ mod tests {
 
     #[test]
     fn durations_parse_and_cutoffs_follow_from_now() {
-        let r: Retention = toml::from_str("spans = \"2d\"\nsequences = 3600\nbatch = 10").unwrap();
+        let r: Retention = toml::from_str("spans = \"2d\"\nsequences = 3600\nbatch = 10").expect("test value");
         assert_eq!((r.spans, r.sequences, r.batch), (Some(172_800), Some(3600), Some(10)));
-        r.validate().unwrap();
+        r.validate().expect("test value");
         let c = r.cutoffs(10_000_000_000_000);
         assert_eq!(c.spans_before_ns, Some(10_000_000_000_000_000 - 172_800_000_000_000));
         assert_eq!(c.sequences_before_us, Some(10_000_000_000_000 - 3_600_000_000));
@@ -118,11 +118,11 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_with_the_key() {
-        assert!(toml::from_str::<Retention>("spans = \"2 weeks\"").unwrap_err().to_string().contains("invalid duration"));
-        assert!(toml::from_str::<Retention>("keep = \"2d\"").unwrap_err().to_string().contains("unknown field"));
-        let r: Retention = toml::from_str("spans = 0").unwrap();
-        assert!(r.validate().unwrap_err().to_string().contains("spans must be longer"));
-        let r: Retention = toml::from_str("batch = 0").unwrap();
-        assert!(r.validate().unwrap_err().to_string().contains("batch = 0"));
+        assert!(toml::from_str::<Retention>("spans = \"2 weeks\"").expect_err("an error").to_string().contains("invalid duration"));
+        assert!(toml::from_str::<Retention>("keep = \"2d\"").expect_err("an error").to_string().contains("unknown field"));
+        let r: Retention = toml::from_str("spans = 0").expect("test value");
+        assert!(r.validate().expect_err("an error").to_string().contains("spans must be longer"));
+        let r: Retention = toml::from_str("batch = 0").expect("test value");
+        assert!(r.validate().expect_err("an error").to_string().contains("batch = 0"));
     }
 }

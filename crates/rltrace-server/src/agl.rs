@@ -572,15 +572,15 @@ mod tests {
         assert_eq!(g[0].headers.get(reqwest::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_string()).as_deref(), Some("Bearer sekrit"));
         let both = parse("store = \"http://127.0.0.1:8\"\ngateway = \"http://127.0.0.1:9\"\nkey = \"k\"").expect("ok");
         assert_eq!(both.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["agentlightning-spans", "agentlightning-rewards", "agentlightning-gateway"]);
-        assert!(parse("gateway = \"http://127.0.0.1:9\"\nkey_env = \"NOPE\"").unwrap_err().contains("$NOPE, which is not set"));
-        assert!(parse("gateway = \"http://127.0.0.1:9\"\nkey = \"a\"\nkey_env = \"AGL_KEY\"").unwrap_err().contains("not both"));
-        assert!(parse("store = \"http://127.0.0.1:9\"\nkey = \"a\"").unwrap_err().contains("set gateway too"));
-        assert!(parse("gateway = \"http://127.0.0.1:9/api\"").unwrap_err().contains("without a path"));
-        assert!(parse("").unwrap_err().contains("needs store"));
-        assert!(parse("store = \"http://127.0.0.1:4747/x\"").unwrap_err().contains("without a path"));
-        assert!(parse("store = \"https://agl.example\"").unwrap_err().contains("plain HTTP"));
-        assert!(parse("store = \"http://127.0.0.1:1\"\nepisode_reward = \"max\"").unwrap_err().contains("unknown variant `max`"));
-        assert!(parse("store = \"http://127.0.0.1:1\"\nbatch = 0").unwrap_err().contains("out of range"));
+        assert!(parse("gateway = \"http://127.0.0.1:9\"\nkey_env = \"NOPE\"").expect_err("an error").contains("$NOPE, which is not set"));
+        assert!(parse("gateway = \"http://127.0.0.1:9\"\nkey = \"a\"\nkey_env = \"AGL_KEY\"").expect_err("an error").contains("not both"));
+        assert!(parse("store = \"http://127.0.0.1:9\"\nkey = \"a\"").expect_err("an error").contains("set gateway too"));
+        assert!(parse("gateway = \"http://127.0.0.1:9/api\"").expect_err("an error").contains("without a path"));
+        assert!(parse("").expect_err("an error").contains("needs store"));
+        assert!(parse("store = \"http://127.0.0.1:4747/x\"").expect_err("an error").contains("without a path"));
+        assert!(parse("store = \"https://agl.example\"").expect_err("an error").contains("plain HTTP"));
+        assert!(parse("store = \"http://127.0.0.1:1\"\nepisode_reward = \"max\"").expect_err("an error").contains("unknown variant `max`"));
+        assert!(parse("store = \"http://127.0.0.1:1\"\nbatch = 0").expect_err("an error").contains("out of range"));
     }
 
     #[test]

@@ -493,11 +493,11 @@ mod tests {
 
     #[test]
     fn keys_from_digests_and_environment_variables_are_recognised_with_their_scopes() {
-        let auth = Auth::from_config(&config(), env).unwrap();
+        let auth = Auth::from_config(&config(), env).expect("test value");
         assert!(auth.enabled());
-        let p = auth.check_key("ingest-key-0123456789").unwrap();
+        let p = auth.check_key("ingest-key-0123456789").expect("test value");
         assert_eq!((&*p.name, p.scopes.as_slice()), ("ingest", &[Scope::Ingest][..]));
-        let p = auth.check_key("ops-key-0123456789abcdef").unwrap();
+        let p = auth.check_key("ops-key-0123456789abcdef").expect("test value");
         assert_eq!(p.scopes, vec![Scope::Read, Scope::Admin]);
         assert!(auth.check_key("ops-key-0123456789abcde").is_none());
         assert!(auth.check_key("").is_none());
@@ -507,24 +507,24 @@ mod tests {
     fn bad_configurations_are_refused_with_the_reason() {
         let mut c = config();
         c.keys[0].sha256 = Some("abc".into());
-        assert!(Auth::from_config(&c, env).unwrap_err().to_string().contains("64 hex digits"));
+        assert!(Auth::from_config(&c, env).expect_err("an error").to_string().contains("64 hex digits"));
         let c = config();
-        assert!(Auth::from_config(&c, |_| None).unwrap_err().to_string().contains("OPS_KEY is not set"));
-        assert!(Auth::from_config(&c, |_| Some("short".into())).unwrap_err().to_string().contains("shorter than 16"));
+        assert!(Auth::from_config(&c, |_| None).expect_err("an error").to_string().contains("OPS_KEY is not set"));
+        assert!(Auth::from_config(&c, |_| Some("short".into())).expect_err("an error").to_string().contains("shorter than 16"));
         let mut c = config();
         c.keys[1].name = "ingest".into();
-        assert!(Auth::from_config(&c, env).unwrap_err().to_string().contains("two keys are named"));
+        assert!(Auth::from_config(&c, env).expect_err("an error").to_string().contains("two keys are named"));
         let mut c = config();
         c.keys[0].env = Some("OPS_KEY".into());
-        assert!(Auth::from_config(&c, env).unwrap_err().to_string().contains("exactly one of"));
+        assert!(Auth::from_config(&c, env).expect_err("an error").to_string().contains("exactly one of"));
         let mut c = config();
         c.keys[0].scopes.clear();
-        assert!(Auth::from_config(&c, env).unwrap_err().to_string().contains("no scopes"));
+        assert!(Auth::from_config(&c, env).expect_err("an error").to_string().contains("no scopes"));
         let mut c = config();
         c.keys[0].sha256 = Some(hex(sha256(b"ops-key-0123456789abcdef")));
-        assert!(Auth::from_config(&c, env).unwrap_err().to_string().contains("same key"));
+        assert!(Auth::from_config(&c, env).expect_err("an error").to_string().contains("same key"));
         let c = AuthConfig { session_hours: Some(0), ..config() };
-        assert!(Auth::from_config(&c, env).unwrap_err().to_string().contains("session_hours"));
+        assert!(Auth::from_config(&c, env).expect_err("an error").to_string().contains("session_hours"));
     }
 
     #[test]
@@ -540,7 +540,7 @@ mod tests {
 
     #[test]
     fn verdicts_follow_scopes_and_public_routes_need_nothing() {
-        let auth = Auth::from_config(&config(), env).unwrap();
+        let auth = Auth::from_config(&config(), env).expect("test value");
         let mut h = HeaderMap::new();
         assert!(matches!(auth.verdict(Access::Public, &h, false), Verdict::Allowed(None, None)));
         assert!(matches!(auth.verdict(Access::Needs(Scope::Read), &h, false), Verdict::Unauthenticated(_)));
@@ -558,11 +558,11 @@ mod tests {
 
     #[test]
     fn sessions_work_only_on_ui_routes_end_and_are_bounded() {
-        let auth = Auth::from_config(&config(), env).unwrap();
-        let p = auth.check_key("ops-key-0123456789abcdef").unwrap();
+        let auth = Auth::from_config(&config(), env).expect("test value");
+        let p = auth.check_key("ops-key-0123456789abcdef").expect("test value");
         let token = auth.start_session(p.clone());
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_str(&format!("a=b; {SESSION_COOKIE}={token}")).unwrap());
+        h.insert(header::COOKIE, HeaderValue::from_str(&format!("a=b; {SESSION_COOKIE}={token}")).expect("test value"));
         match auth.verdict(Access::Needs(Scope::Read), &h, true) {
             Verdict::Allowed(Some(q), Some(csrf)) => {
                 assert_eq!(q, p);

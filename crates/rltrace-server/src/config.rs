@@ -113,16 +113,16 @@ mod tests {
             sequences = "90d"
             "#,
         )
-        .unwrap();
+        .expect("test value");
         assert_eq!(c.auth.keys.len(), 1);
         assert_eq!(c.auth.session_hours, Some(8));
         assert_eq!(c.retention.spans, Some(7 * 86_400));
-        assert_eq!(Config::from_toml("").unwrap(), Config::default());
-        let e = Config::from_toml("[retention]\nspan = \"7d\"").unwrap_err().to_string();
+        assert_eq!(Config::from_toml("").expect("test value"), Config::default());
+        let e = Config::from_toml("[retention]\nspan = \"7d\"").expect_err("an error").to_string();
         assert!(e.contains("unknown field `span`"), "{e}");
-        let e = Config::from_toml("[auth]\n[[auth.keys]]\nname = \"a\"\nscopes = [\"root\"]\nenv = \"X\"").unwrap_err().to_string();
+        let e = Config::from_toml("[auth]\n[[auth.keys]]\nname = \"a\"\nscopes = [\"root\"]\nenv = \"X\"").expect_err("an error").to_string();
         assert!(e.contains("unknown variant `root`"), "{e}");
-        let e = Config::from_toml("[forwarding]").unwrap_err().to_string();
+        let e = Config::from_toml("[forwarding]").expect_err("an error").to_string();
         assert!(e.contains("unknown field `forwarding`"), "{e}");
         assert!(matches!(Config::from_toml("[retention]\nbatch = 0"), Err(ConfigError::Invalid(_))));
     }

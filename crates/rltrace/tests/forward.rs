@@ -382,7 +382,6 @@ fn retry_after_is_honoured_and_the_span_goes_out_as_it_came_in() {
         dropped_links_count: 3,
         links: vec![span::Link { trace_id: vec![7; 16], span_id: vec![8; 8], trace_state: "x=y".into(), attributes: vec![kv("why", s("retry"))], flags: 1, ..Default::default() }],
         status: Some(Status { message: "slow".into(), code: 2 }),
-        ..Default::default()
     };
     let plain = Span { span_id: vec![2; 8], name: "plain".into(), attributes: Vec::new(), links: Vec::new(), events: Vec::new(), ..triplet.clone() };
     let sent = one_group(vec![plain, triplet.clone()], "socket-test", "4.5.6");
