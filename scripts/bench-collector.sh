@@ -11,9 +11,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib-bench.sh
 SPANS="${1:-1000000}"
 ONLY="${BENCH_ONLY:-}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rltrace-target}"
-[ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release -q
-BIN="$CARGO_TARGET_DIR/release/rltrace"
+release_binary
 WORK="$(mktemp -d)"
 HTTP=127.0.0.1:24318
 GRPC=127.0.0.1:24317

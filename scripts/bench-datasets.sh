@@ -9,9 +9,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib-bench.sh
 SPANS="${1:-1000000}"
 WORK="${2:-$(mktemp -d)}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rltrace-target}"
-cargo build --release -q -p rltrace
-BIN="$CARGO_TARGET_DIR/release/rltrace"
+release_binary
 HTTP=127.0.0.1:24338
 GRPC=127.0.0.1:24337
 trap 'kill $SERVER 2>/dev/null || true' EXIT

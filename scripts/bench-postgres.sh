@@ -18,9 +18,7 @@ cd "$(dirname "$0")/.."
 SPANS="${1:-200000}"
 RUNS="${2:-3}"
 CONC="${BENCH_CONCURRENCY:-4}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rltrace-target}"
-[ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release -q -p rltrace
-BIN="$CARGO_TARGET_DIR/release/rltrace"
+release_binary
 WORK="$(mktemp -d)"
 HTTP=127.0.0.1:24328
 SERVER=""

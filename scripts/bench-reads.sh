@@ -14,9 +14,7 @@ cd "$(dirname "$0")/.."
 TRIPLETS="${1:-10000000}"
 SEQUENCES="${2:-1000000}"
 WORK="${3:-$(mktemp -d)}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rltrace-target}"
-[ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release -q
-BIN="$CARGO_TARGET_DIR/release/rltrace"
+release_binary
 HTTP=127.0.0.1:24328
 GRPC=127.0.0.1:24327
 trap 'kill $SERVER 2>/dev/null || true' EXIT

@@ -13,3 +13,11 @@ wait_ready() {
   echo "collector not ready at $url"
   exit 1
 }
+
+# release_binary: build the release collector (unless BENCH_NO_BUILD=1: the binary as built) and
+# set BIN to it; the target directory defaults to the one the tests and CI share.
+release_binary() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rltrace-target}"
+  [ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release -q -p rltrace
+  BIN="$CARGO_TARGET_DIR/release/rltrace"
+}
