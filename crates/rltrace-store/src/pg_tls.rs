@@ -59,13 +59,13 @@ pub(crate) fn split_url_with(url: &str, env: impl Fn(&str) -> Option<String>) ->
     let (base, pairs) = url_parts(url)?;
     let mut mode: Option<String> = None;
     let mut root: Option<String> = None;
-    let mut kept: Vec<&str> = Vec::new();
-    for (pair, key, value) in pairs {
-        match key.as_str() {
-            "sslmode" => mode = Some(value?),
-            "sslrootcert" => root = Some(value?),
-            _ => kept.push(pair),
-        }
+    for (_, key, value) in &pairs {
+        let slot = match key.as_str() {
+            "sslmode" => &mut mode,
+            "sslrootcert" => &mut root,
+            _ => continue,
+        };
+        *slot = Some(value.clone().ok_or_else(|| StoreError::Config(format!("store URL: {key} is not UTF-8")))?);
     }
     let (mode, mode_from) = match mode {
         Some(m) => (m, "store URL: sslmode"),
@@ -87,12 +87,12 @@ pub(crate) fn split_url_with(url: &str, env: impl Fn(&str) -> Option<String>) ->
         // An empty variable is no variable (libpq: the default file).
         None => env("PGSSLROOTCERT").filter(|r| !r.is_empty()).map(PathBuf::from),
     };
-    let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
-    Ok((url, TlsOptions { mode, root }))
+    Ok((url_without_tls(base, &pairs), TlsOptions { mode, root }))
 }
 
-/// One `key=value` of a URL's query: as written, the key decoded, the value decoded.
-type QueryPair<'a> = (&'a str, String, Result<String, StoreError>);
+/// One `key=value` of a URL's query: as written, the key decoded, the value decoded (`None`: not
+/// UTF-8).
+type QueryPair<'a> = (&'a str, String, Option<String>);
 
 /// A `postgres://` URL's part before its query, and the query's pairs. The query starts
 /// at the first `?` after the credentials (the client library reads them up to the first `@`, so
@@ -113,8 +113,7 @@ fn url_parts(url: &str) -> Result<(&str, Vec<QueryPair<'_>>), StoreError> {
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let key = decode(k).unwrap_or_else(|_| k.to_string());
-            let value = decode(v).map_err(|_| StoreError::Config(format!("store URL: {key} is not UTF-8")));
-            (pair, key, value)
+            (pair, key, decode(v).ok())
         })
         .collect();
     Ok((base, pairs))
@@ -122,7 +121,14 @@ fn url_parts(url: &str) -> Result<(&str, Vec<QueryPair<'_>>), StoreError> {
 
 /// The URL without `sslmode` and `sslrootcert` (for showing it; nothing checked).
 pub(crate) fn without_tls_options(url: &str) -> String {
-    let Ok((base, pairs)) = url_parts(url) else { return url.to_string() };
+    match url_parts(url) {
+        Ok((base, pairs)) => url_without_tls(base, &pairs),
+        Err(_) => url.to_string(),
+    }
+}
+
+/// `base` with the pairs of its query other than `sslmode` and `sslrootcert`, as written.
+fn url_without_tls(base: &str, pairs: &[QueryPair<'_>]) -> String {
     let kept: Vec<&str> = pairs.iter().filter(|(_, k, _)| k != "sslmode" && k != "sslrootcert").map(|(p, _, _)| *p).collect();
     if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) }
 }
