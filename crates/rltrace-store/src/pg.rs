@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use postgres::types::Type;
@@ -126,19 +127,36 @@ impl PgConnect {
     pub(crate) fn client(&self) -> Result<Client, postgres::Error> {
         self.config.connect(self.tls.clone())
     }
+
+    /// The same connection under another `application_name` (as `pg_stat_activity` shows it).
+    fn named(&self, name: &str) -> PgConnect {
+        let mut c = self.clone();
+        c.config.application_name(name);
+        c
+    }
 }
 
 /// One PostgreSQL connection with its prepared statements.
 pub(crate) struct PgConn {
     client: RefCell<Client>,
     stmts: RefCell<HashMap<String, (Vec<Type>, Statement)>>,
+    /// The writer's log flusher (the writer's session only).
+    flusher: Option<Arc<LogFlusher>>,
 }
 
 impl PgConn {
     /// Connect.
     pub(crate) fn connect(config: &PgConnect) -> Result<PgConn, StoreError> {
         let client = config.client().map_err(pg_error)?;
-        Ok(PgConn { client: RefCell::new(client), stmts: RefCell::new(HashMap::new()) })
+        Ok(PgConn { client: RefCell::new(client), stmts: RefCell::new(HashMap::new()), flusher: None })
+    }
+
+    /// Have the log this session wrote so far flushed to disk from another session, without
+    /// waiting (see [`LogFlusher`]); nothing on a session without a flusher.
+    pub(crate) fn flush_log_soon(&self) {
+        if let Some(f) = &self.flusher {
+            f.nudge();
+        }
     }
 
     /// Whether the connection is gone (the server closed it or the socket broke).
@@ -700,6 +718,7 @@ pub(crate) fn reader_pool(config: &PgConfig, read_only: bool) -> Result<r2d2::Po
 /// it, the settle lock for as long as the session lives.
 pub(crate) struct PgWriter {
     config: PgConnect,
+    flusher: Option<Arc<LogFlusher>>,
     conn: Option<PgConn>,
     last_attempt: Option<std::time::Instant>,
     last_error: String,
@@ -710,8 +729,10 @@ pub(crate) struct PgWriter {
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 impl PgWriter {
-    pub(crate) fn new(config: PgConnect, conn: PgConn) -> PgWriter {
-        PgWriter { config, conn: Some(conn), last_attempt: None, last_error: String::new(), settle_leader: false }
+    pub(crate) fn new(config: PgConnect, mut conn: PgConn) -> PgWriter {
+        let flusher = LogFlusher::start(config.named(LogFlusher::APPLICATION_NAME)).map(Arc::new);
+        conn.flusher.clone_from(&flusher);
+        PgWriter { config, flusher, conn: Some(conn), last_attempt: None, last_error: String::new(), settle_leader: false }
     }
 
     /// The connection, if it is up.
@@ -736,8 +757,9 @@ impl PgWriter {
         }
         self.last_attempt = Some(std::time::Instant::now());
         match PgConn::connect(&self.config) {
-            Ok(c) => {
+            Ok(mut c) => {
                 tracing::info!("connected to PostgreSQL again");
+                c.flusher.clone_from(&self.flusher);
                 self.conn = Some(c);
                 Ok(true)
             }
@@ -804,6 +826,71 @@ impl PgWriter {
             self.settle_leader = got;
         }
         Ok(self.settle_leader)
+    }
+}
+
+/// Flushes the log of the writer's open transaction from a session of its own while the writer
+/// goes on with the rest of its group.
+///
+/// A group's `COPY` of span rows writes nearly all of its log, and its `COMMIT` waited for that
+/// log to be written and synced to disk, a wait in which the writer did nothing. The commit of any
+/// transaction that has an id flushes the whole log up to its own commit record, the records of
+/// other sessions before it included; so a tiny transaction committed here just after the `COPY`
+/// has the server write and sync the group's log in this session's backend, while the writer's
+/// backend runs the group's remaining statements, and the group's own `COMMIT` then finds little
+/// or nothing left to flush. Nothing depends on it: a nudge that finds the flusher busy is
+/// dropped (one slot), a flusher whose session is gone reconnects at most once a second, and
+/// what the writer acknowledges is still only what its own `COMMIT` made durable.
+pub(crate) struct LogFlusher {
+    nudge: std::sync::mpsc::SyncSender<()>,
+}
+
+/// The flusher's transaction: it takes a transaction id, so its commit writes a commit record
+/// and flushes the log up to it (with the server's `synchronous_commit` on).
+const FLUSH_LOG: &str = "BEGIN; SELECT txid_current(); COMMIT";
+
+impl LogFlusher {
+    /// Its sessions' `application_name`.
+    pub(crate) const APPLICATION_NAME: &'static str = "rltrace log flusher";
+
+    /// Start the flusher's thread (`None` when the thread cannot start: the writer then works
+    /// as before); it connects on its first nudge.
+    fn start(config: PgConnect) -> Option<LogFlusher> {
+        let (nudge, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("rltrace-store-flush".into())
+            .spawn(move || {
+                let mut client: Option<Client> = None;
+                let mut last_attempt: Option<std::time::Instant> = None;
+                while rx.recv().is_ok() {
+                    if client.as_ref().is_none_or(|c| c.is_closed()) {
+                        client = None;
+                        if last_attempt.is_some_and(|t| t.elapsed() < RECONNECT_EVERY) {
+                            continue;
+                        }
+                        last_attempt = Some(std::time::Instant::now());
+                        match config.client() {
+                            Ok(c) => client = Some(c),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "the log flusher cannot connect");
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(c) = client.as_mut()
+                        && let Err(e) = c.batch_execute(FLUSH_LOG)
+                    {
+                        tracing::debug!(error = %e, "the log flusher's transaction failed");
+                        client = None;
+                    }
+                }
+            })
+            .ok()?;
+        Some(LogFlusher { nudge })
+    }
+
+    fn nudge(&self) {
+        let _ = self.nudge.try_send(());
     }
 }
 

@@ -243,6 +243,8 @@ pub(crate) fn insert_rows(tx: &dyn Sql, c: &mut Caches, spans: &[PreparedSpan], 
         if n != kept.len() as u64 {
             return Err(StoreError::Failed(format!("{n} span rows copied of {}", kept.len())));
         }
+        // The rows' log is written now: flushed while the group's other statements run.
+        pg.flush_log_soon();
         index_roles(tx, &kept, &ids)?;
     }
     Ok(fates)

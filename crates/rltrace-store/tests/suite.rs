@@ -1231,3 +1231,54 @@ conformance! {
         }
     }
 }
+
+/// PostgreSQL's own mechanics: a session of the writer's own flushes the log of each group's
+/// span rows while the group goes on (`rltrace log flusher`), and nothing depends on it: with its
+/// session killed every write still commits, and it comes back by itself.
+#[test]
+fn the_log_flusher_commits_beside_the_writer_and_nothing_waits_for_it() {
+    let place = Place::new(Backend::Postgres);
+    let store = place.open();
+    let flushers = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'rltrace log flusher'";
+    let flushed = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'rltrace log flusher'
+                   AND state = 'idle' AND query LIKE 'BEGIN; SELECT txid_current(); COMMIT%'";
+    let mut batch = 0u32;
+    let mut ingest = |store: &Store| {
+        batch += 1;
+        let spans = (0..20).map(|n| triplet_span(batch, batch * 100 + n, &format!("s{batch}"), &[])).collect();
+        assert_eq!(store.ingest_blocking(prepare(spans)).expect("ingest").stored, 20);
+    };
+    // Until it has flushed once after a write (it connects on the first).
+    let until = |sql: &str, want: i64, ingest: &mut dyn FnMut(&Store)| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            ingest(&store);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let got = place.pg_int(sql).expect("postgres");
+            if got == want {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{sql}: {got}, not {want}");
+        }
+    };
+    until(flushed, 1, &mut ingest);
+    assert_eq!(place.pg_int(flushers), Some(1), "one flusher session");
+    // Killed: the writes go on without it, committed and counted.
+    assert_eq!(
+        place.pg_int(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'rltrace log flusher') t"
+        ),
+        Some(1)
+    );
+    for _ in 0..5 {
+        ingest(&store);
+    }
+    assert!(store.health().is_ok(), "{:?}", store.health());
+    // And back by itself (at most one connection attempt a second).
+    until(flushed, 1, &mut ingest);
+    assert_eq!(place.pg_int(flushers), Some(1), "one flusher session again");
+    let spans = place.pg_int("SELECT count(*) FROM spans").expect("postgres");
+    assert_eq!(spans, i64::from(batch) * 20, "every write committed");
+    assert_eq!(store.read(|tx| tx.counts()).expect("counts").spans, spans as u64);
+}
