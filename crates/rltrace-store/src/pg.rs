@@ -280,13 +280,18 @@ const COPY_CHUNK: usize = 256 * 1024;
 /// The binary `COPY` format's header: signature, flags, header extension length.
 const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
-/// The rows of one binary `COPY`, encoded by the column types' own `ToSql` into a buffer that is
-/// sent in [`COPY_CHUNK`] messages.
+/// The first message of a `COPY`: smaller, so that the server starts on the rows while the
+/// writer encodes the rest (with a whole [`COPY_CHUNK`] first it waited for all of it).
+const COPY_FIRST_CHUNK: usize = 32 * 1024;
+
+/// The rows of one binary `COPY`, encoded by the column types' own `ToSql` straight into a buffer
+/// that is sent in [`COPY_CHUNK`] messages.
 pub(crate) struct CopyRows<'c, 't> {
     out: postgres::CopyInWriter<'c>,
     types: &'t [Type],
-    buf: Vec<u8>,
-    value: bytes::BytesMut,
+    buf: bytes::BytesMut,
+    /// Bytes to reach before the next message is sent.
+    chunk: usize,
 }
 
 impl CopyRows<'_, '_> {
@@ -297,18 +302,21 @@ impl CopyRows<'_, '_> {
         }
         self.buf.extend_from_slice(&(values.len() as i16).to_be_bytes());
         for (v, ty) in values.iter().zip(self.types) {
-            self.value.clear();
-            match v.to_sql_checked(ty, &mut self.value).map_err(|e| StoreError::Failed(format!("a COPY value of type {ty}: {e}")))? {
-                postgres::types::IsNull::Yes => self.buf.extend_from_slice(&(-1i32).to_be_bytes()),
-                postgres::types::IsNull::No => {
-                    let n = i32::try_from(self.value.len()).map_err(|_| StoreError::Failed("a COPY value over 2 GiB".into()))?;
-                    self.buf.extend_from_slice(&n.to_be_bytes());
-                    self.buf.extend_from_slice(&self.value);
+            // The value after a length written once it is known (no copy of the value).
+            let at = self.buf.len();
+            self.buf.extend_from_slice(&[0; 4]);
+            let n = match v.to_sql_checked(ty, &mut self.buf).map_err(|e| StoreError::Failed(format!("a COPY value of type {ty}: {e}")))? {
+                postgres::types::IsNull::Yes => {
+                    self.buf.truncate(at + 4);
+                    -1
                 }
-            }
+                postgres::types::IsNull::No => i32::try_from(self.buf.len() - at - 4).map_err(|_| StoreError::Failed("a COPY value over 2 GiB".into()))?,
+            };
+            self.buf[at..at + 4].copy_from_slice(&n.to_be_bytes());
         }
-        if self.buf.len() >= COPY_CHUNK {
+        if self.buf.len() >= self.chunk {
             self.send()?;
+            self.chunk = COPY_CHUNK;
         }
         Ok(())
     }
@@ -337,7 +345,7 @@ pub(crate) fn copy_binary(
     rows: impl FnOnce(&mut CopyRows<'_, '_>) -> Result<(), StoreError>,
 ) -> Result<u64, StoreError> {
     let out = client.copy_in(sql).map_err(pg_error)?;
-    let mut c = CopyRows { out, types, buf: Vec::with_capacity(COPY_CHUNK + 64 * 1024), value: Default::default() };
+    let mut c = CopyRows { out, types, buf: bytes::BytesMut::with_capacity(COPY_CHUNK + 64 * 1024), chunk: COPY_FIRST_CHUNK };
     c.buf.extend_from_slice(COPY_HEADER);
     // On an error the writer is dropped unfinished, which aborts the COPY.
     rows(&mut c)?;
