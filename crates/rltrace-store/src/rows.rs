@@ -67,49 +67,87 @@ pub(crate) fn seq_counts(r: &Row, offset: usize) -> Result<(SequenceCounts, i64)
     ))
 }
 
-/// Columns of a triplet row of `spans s`; `{full}` adds state and action. The trace id is a
-/// lookup by key for each row rather than a join: on PostgreSQL, a table whose statistics are
-/// not gathered yet (after a bulk load, before autovacuum analyses it) made the planner hash all
-/// of `traces` for each sequence read (5 ms a sequence at 300,000 spans; 16 rows of it).
+/// Columns of a triplet row of `spans s`; `{full}` adds state and action. The row's trace comes
+/// as its key, and [`with_trace_ids`] looks the distinct keys up once: a lookup for each row in
+/// the statement (a subquery per row) was half of reading a 10,000-triplet sequence on
+/// PostgreSQL, whose triplets mostly share a few traces (and a join with `traces` was planned as
+/// a hash of the whole table before its statistics were gathered).
 pub(crate) fn row_cols(full: bool) -> String {
     let payload = if full { "s.state, s.action" } else { "'', ''" };
     format!(
-        "s.id, (SELECT t.trace_id FROM traces t WHERE t.id = s.trace_ref), s.span_id, s.triplet_id, s.seq_index, s.ts_us, s.start_ns, {payload}, s.role,
+        "s.id, s.trace_ref, s.span_id, s.triplet_id, s.seq_index, s.ts_us, s.start_ns, {payload}, s.role,
          s.reward, s.reward_source, s.reward_components, s.propensity, s.seq_end, s.task_id, s.phase, s.sampling_probability,
          s.ledger_after"
     )
 }
 
-pub(crate) fn stored_triplet(r: &mut Row, offset: usize) -> Result<StoredTriplet, StoreError> {
-    let trace_id: [u8; 16] = r.blob(offset + 1).and_then(|b| b.try_into().ok()).ok_or_else(|| StoreError::Corrupt("trace id".into()))?;
-    let span_id = r.get::<_, i64>(offset + 2)?.to_be_bytes();
+/// A triplet row as read, before its trace id is known.
+pub(crate) struct RowRead {
+    trace_ref: i64,
+    /// The explicit triplet id, or none for the default one (made from the trace and span ids).
+    explicit: bool,
+    triplet: StoredTriplet,
+}
+
+pub(crate) fn stored_triplet(r: &mut Row, offset: usize) -> Result<RowRead, StoreError> {
     let explicit: Option<String> = r.get(offset + 3)?;
     let components: Option<String> = r.get(offset + 12)?;
     let components = match components {
         Some(c) => serde_json::from_str(&c).map_err(|e| StoreError::Corrupt(format!("reward components: {e}")))?,
         None => BTreeMap::new(),
     };
-    Ok(StoredTriplet {
-        row: r.get(offset)?,
-        triplet_id: explicit.unwrap_or_else(|| default_triplet_id(&trace_id, &span_id)),
-        trace_id,
-        span_id,
-        seq_index: r.get(offset + 4)?,
-        ts_us: r.get(offset + 5)?,
-        start_ns: r.get(offset + 6)?,
-        state: r.take_text(offset + 7)?.unwrap_or_default(),
-        action: r.take_text(offset + 8)?.unwrap_or_default(),
-        role: r.get(offset + 9)?,
-        reward: r.get(offset + 10)?,
-        reward_source: r.get(offset + 11)?,
-        components,
-        propensity: r.get(offset + 13)?,
-        seq_end: r.get::<_, Option<i64>>(offset + 14)?.unwrap_or(0) != 0,
-        task_id: r.get(offset + 15)?,
-        phase: r.get(offset + 16)?,
-        sampling_probability: r.get(offset + 17)?,
-        ledger_after: r.get::<_, Option<i64>>(offset + 18)?.unwrap_or(0),
+    Ok(RowRead {
+        trace_ref: r.get(offset + 1)?,
+        explicit: explicit.is_some(),
+        triplet: StoredTriplet {
+            row: r.get(offset)?,
+            triplet_id: explicit.unwrap_or_default(),
+            trace_id: [0; 16],
+            span_id: r.get::<_, i64>(offset + 2)?.to_be_bytes(),
+            seq_index: r.get(offset + 4)?,
+            ts_us: r.get(offset + 5)?,
+            start_ns: r.get(offset + 6)?,
+            state: r.take_text(offset + 7)?.unwrap_or_default(),
+            action: r.take_text(offset + 8)?.unwrap_or_default(),
+            role: r.get(offset + 9)?,
+            reward: r.get(offset + 10)?,
+            reward_source: r.get(offset + 11)?,
+            components,
+            propensity: r.get(offset + 13)?,
+            seq_end: r.get::<_, Option<i64>>(offset + 14)?.unwrap_or(0) != 0,
+            task_id: r.get(offset + 15)?,
+            phase: r.get(offset + 16)?,
+            sampling_probability: r.get(offset + 17)?,
+            ledger_after: r.get::<_, Option<i64>>(offset + 18)?.unwrap_or(0),
+        },
     })
+}
+
+/// The rows' trace ids, each distinct trace looked up once in one statement, and the default
+/// triplet ids made from them; `key` is carried through (a row's sequence, or nothing).
+pub(crate) fn with_trace_ids<K>(conn: &dyn Sql, rows: Vec<(K, RowRead)>) -> Result<Vec<(K, StoredTriplet)>, StoreError> {
+    let mut refs: Vec<i64> = rows.iter().map(|(_, r)| r.trace_ref).collect();
+    refs.sort_unstable();
+    refs.dedup();
+    let mut ids: std::collections::HashMap<i64, [u8; 16]> = std::collections::HashMap::with_capacity(refs.len());
+    if !refs.is_empty() {
+        let json = serde_json::to_string(&refs).map_err(|e| StoreError::Failed(e.to_string()))?;
+        let mut stmt = conn.prepare_cached("SELECT id, trace_id FROM traces WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(?1))")?;
+        let mut q = stmt.query(params![json])?;
+        while let Some(r) = q.next()? {
+            let trace_id: [u8; 16] = r.blob(1).and_then(|b| b.try_into().ok()).ok_or_else(|| StoreError::Corrupt("trace id".into()))?;
+            ids.insert(r.get(0)?, trace_id);
+        }
+    }
+    rows.into_iter()
+        .map(|(k, RowRead { trace_ref, explicit, mut triplet })| {
+            triplet.trace_id = *ids.get(&trace_ref).ok_or_else(|| StoreError::Corrupt(format!("trace row {trace_ref} of span row {} is gone", triplet.row)))?;
+            if !explicit {
+                triplet.triplet_id = default_triplet_id(&triplet.trace_id, &triplet.span_id);
+            }
+            Ok((k, triplet))
+        })
+        .collect()
 }
 
 /// ` AND {column} <= {max}` as SQL text, nothing for no bound (`i64::MAX`).
@@ -130,9 +168,10 @@ pub(crate) fn rows_of(conn: &dyn Sql, seq_ref: i64, full: bool, max_row: i64) ->
     let mut rows = stmt.query(params![seq_ref])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        out.push(stored_triplet(r, 0)?);
+        out.push(((), stored_triplet(r, 0)?));
     }
-    Ok(out)
+    drop(rows);
+    Ok(with_trace_ids(conn, out)?.into_iter().map(|(_, t)| t).collect())
 }
 
 pub(crate) const EVENT_SQL: &str = "SELECT e.id, e.reward_id, e.target_triplet, e.target_sequence, e.strategy, e.gamma, e.role, e.value,
@@ -206,10 +245,15 @@ pub(crate) fn rows_of_many(conn: &dyn Sql, seq_refs: &[i64], full: bool, max_row
         bound("s.id", max_row)
     ))?;
     let mut rows = stmt.query(params![ids])?;
-    let mut out: std::collections::HashMap<i64, Vec<StoredTriplet>> = std::collections::HashMap::new();
+    let mut read = Vec::new();
     while let Some(r) = rows.next()? {
         let seq: i64 = r.get(0)?;
-        out.entry(seq).or_default().push(stored_triplet(r, 1)?);
+        read.push((seq, stored_triplet(r, 1)?));
+    }
+    drop(rows);
+    let mut out: std::collections::HashMap<i64, Vec<StoredTriplet>> = std::collections::HashMap::new();
+    for (seq, t) in with_trace_ids(conn, read)? {
+        out.entry(seq).or_default().push(t);
     }
     Ok(out)
 }

@@ -1282,3 +1282,56 @@ fn the_log_flusher_commits_beside_the_writer_and_nothing_waits_for_it() {
     assert_eq!(spans, i64::from(batch) * 20, "every write committed");
     assert_eq!(store.read(|tx| tx.counts()).expect("counts").spans, spans as u64);
 }
+
+conformance! {
+    /// Every read gives a triplet the trace of its own span and, without an explicit
+    /// `rl.triplet_id`, the default id made of its trace and span ids, also when one sequence's
+    /// triplets come from several traces and a trace holds triplets of several sequences (the
+    /// reads look each distinct trace up once).
+    fn every_read_gives_each_triplet_its_own_trace_and_default_id(b) {
+        let (_d, store) = temp_store_on(b);
+        let code = ("rl.state.agent_role", s("Code"));
+        let mut spans: Vec<_> = (0..12u32).map(|n| triplet_span(n % 3, n, "mixed", &[code.clone()])).collect();
+        spans[5] = triplet_span(2, 5, "mixed", &[code.clone(), ("rl.triplet_id", s("chosen"))]);
+        spans.push(triplet_span(1, 40, "other", &[code.clone()]));
+        spans.push(triplet_span(7, 41, "other", &[code]));
+        assert_eq!(store.ingest_blocking(prepare(spans.clone())).expect("ingest").stored, 14);
+        // What each triplet must say, from the spans sent.
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let expected: std::collections::HashMap<String, String> = spans
+            .iter()
+            .map(|sp| {
+                let explicit = sp.attributes.iter().find(|(k, _)| k == "rl.triplet_id").map(|_| "chosen".to_string());
+                (explicit.unwrap_or_else(|| rltrace_core::ids::default_triplet_id(&sp.trace_id, &sp.span_id)), hex(&sp.trace_id))
+            })
+            .collect();
+        assert_eq!(expected.len(), 14);
+        let check = |what: &str, views: &[rltrace_core::export::TripletView]| {
+            assert!(!views.is_empty(), "{what}: no triplets");
+            for v in views {
+                let trace = expected.get(&v.triplet_id).unwrap_or_else(|| panic!("{what}: unknown triplet id {}", v.triplet_id));
+                assert_eq!(&v.trace_id, trace, "{what}: the trace of {}", v.triplet_id);
+            }
+        };
+        let p = policy();
+        let of_seq = TripletFilter { sequence_id: Some("mixed".into()), ..Default::default() };
+        let page = store.read(|tx| tx.triplets(&of_seq, None, 100, &p)).expect("by sequence");
+        assert_eq!(page.items.len(), 12);
+        check("by sequence", &page.items);
+        let by_role = TripletFilter { role: Some("Code".into()), ..Default::default() };
+        let page = store.read(|tx| tx.triplets(&by_role, None, 100, &p)).expect("by role");
+        assert_eq!(page.items.len(), 14);
+        check("by role", &page.items);
+        let exported = all_triplets(&store, &p);
+        assert_eq!(exported.len(), 14);
+        check("export", &exported);
+        let detail = store.read(|tx| tx.sequence("other", None, 10, &p)).expect("sequence").expect("other exists");
+        assert_eq!(detail.triplets.len(), 2);
+        check("sequence", &detail.triplets);
+        for id in expected.keys() {
+            let one = store.read(|tx| tx.triplet(id, &p)).expect("triplet").unwrap_or_else(|| panic!("triplet {id} not found"));
+            assert_eq!(&one.triplet.triplet_id, id);
+            check("triplet", &[one.triplet]);
+        }
+    }
+}
