@@ -90,9 +90,8 @@ pub(crate) struct RowRead {
 }
 
 pub(crate) fn stored_triplet(r: &mut Row, offset: usize) -> Result<RowRead, StoreError> {
-    let explicit: Option<String> = r.get(offset + 3)?;
-    let components: Option<String> = r.get(offset + 12)?;
-    let components = match components {
+    let explicit: Option<String> = r.take_text(offset + 3)?;
+    let components = match r.take_text(offset + 12)? {
         Some(c) => serde_json::from_str(&c).map_err(|e| StoreError::Corrupt(format!("reward components: {e}")))?,
         None => BTreeMap::new(),
     };
@@ -109,14 +108,14 @@ pub(crate) fn stored_triplet(r: &mut Row, offset: usize) -> Result<RowRead, Stor
             start_ns: r.get(offset + 6)?,
             state: r.take_text(offset + 7)?.unwrap_or_default(),
             action: r.take_text(offset + 8)?.unwrap_or_default(),
-            role: r.get(offset + 9)?,
+            role: r.take_text(offset + 9)?,
             reward: r.get(offset + 10)?,
-            reward_source: r.get(offset + 11)?,
+            reward_source: r.take_text(offset + 11)?,
             components,
             propensity: r.get(offset + 13)?,
             seq_end: r.get::<_, Option<i64>>(offset + 14)?.unwrap_or(0) != 0,
-            task_id: r.get(offset + 15)?,
-            phase: r.get(offset + 16)?,
+            task_id: r.take_text(offset + 15)?,
+            phase: r.take_text(offset + 16)?,
             sampling_probability: r.get(offset + 17)?,
             ledger_after: r.get::<_, Option<i64>>(offset + 18)?.unwrap_or(0),
         },
