@@ -5,7 +5,8 @@
 # binary just built; scripts/test-python-sdk.sh), the instrumentation-library tests (OpenLLMetry,
 # OpenInference, the contrib GenAI instrumentation and the Anthropic client's own spans against the
 # same binary, in their own cached virtualenv; scripts/test-instrumentation.sh), the REST API fuzzed
-# against its OpenAPI document (schemathesis, scripts/schemathesis.sh), and ends with one
+# against its OpenAPI document (schemathesis, scripts/schemathesis.sh), then `cargo clippy
+# --workspace --all-targets -- -D warnings`, and ends with one
 # line of totals. A PostgreSQL server for the tests is started on loopback first (and stopped at
 # the end) unless RLTRACE_TEST_POSTGRES names one. Any failure makes it exit non-zero.
 set -euo pipefail
@@ -48,6 +49,10 @@ instrstatus=${PIPESTATUS[0]}
 # The REST API fuzzed against its own OpenAPI document (schemathesis, bounded; no 5xx allowed).
 RLTRACE_BIN="${RLTRACE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/$profile/rltrace}" bash scripts/schemathesis.sh --binary "${RLTRACE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/$profile/rltrace}"
 ststatus=$?
+# The workspace's lints, every target, warnings refused (after the tests, so a lint does not hide
+# a failing test).
+cargo clippy --workspace --all-targets -- -D warnings
+clstatus=$?
 set -e
 passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
@@ -65,8 +70,11 @@ infailed=${infailed:-0}
 if [ "$instrstatus" -ne 0 ] && [ "$infailed" -eq 0 ]; then infailed=1; fi
 echo
 stpassed=$((ststatus == 0 ? 1 : 0))
-echo "tests: $((passed + pypassed + inpassed + stpassed)) passed, $((failed + pyfailed + infailed + 1 - stpassed)) failed"
+clpassed=$((clstatus == 0 ? 1 : 0))
+[ "$clstatus" -eq 0 ] || echo "clippy: warnings (above)"
+echo "tests: $((passed + pypassed + inpassed + stpassed + clpassed)) passed, $((failed + pyfailed + infailed + 1 - stpassed + 1 - clpassed)) failed"
 [ "$status" -eq 0 ] || exit "$status"
 [ "$pystatus" -eq 0 ] || exit "$pystatus"
 [ "$instrstatus" -eq 0 ] || exit "$instrstatus"
-exit "$ststatus"
+[ "$ststatus" -eq 0 ] || exit "$ststatus"
+exit "$clstatus"

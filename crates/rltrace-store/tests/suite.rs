@@ -1291,9 +1291,9 @@ conformance! {
     fn every_read_gives_each_triplet_its_own_trace_and_default_id(b) {
         let (_d, store) = temp_store_on(b);
         let code = ("rl.state.agent_role", s("Code"));
-        let mut spans: Vec<_> = (0..12u32).map(|n| triplet_span(n % 3, n, "mixed", &[code.clone()])).collect();
+        let mut spans: Vec<_> = (0..12u32).map(|n| triplet_span(n % 3, n, "mixed", std::slice::from_ref(&code))).collect();
         spans[5] = triplet_span(2, 5, "mixed", &[code.clone(), ("rl.triplet_id", s("chosen"))]);
-        spans.push(triplet_span(1, 40, "other", &[code.clone()]));
+        spans.push(triplet_span(1, 40, "other", std::slice::from_ref(&code)));
         spans.push(triplet_span(7, 41, "other", &[code]));
         assert_eq!(store.ingest_blocking(prepare(spans.clone())).expect("ingest").stored, 14);
         // What each triplet must say, from the spans sent.
