@@ -37,7 +37,7 @@ struct StoreArgs {
     /// too; the password may come from PGPASSWORD); overrides --db.
     #[arg(long, env = "RLTRACE_STORE", hide_env_values = true)]
     store: Option<String>,
-    /// PostgreSQL: reader connections at most (each collector also keeps one writer connection).
+    /// PostgreSQL: reader connections at most (each collector also keeps a writer connection and one that flushes the writer's log).
     #[arg(long, default_value_t = 8, env = "RLTRACE_PG_POOL_SIZE", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pg_pool_size: u32,
     /// PostgreSQL: seconds to wait for a connection (connecting, or a free one of the pool).
