@@ -262,13 +262,17 @@ pub(crate) fn pass(
             let keys_json = serde_json::to_string(&keys).map_err(|e| StoreError::Failed(e.to_string()))?;
             const IDS: &str = "(SELECT CAST(value AS BIGINT) FROM json_each(?1))";
             let triplet_rows = if tx.dialect() == crate::db::Dialect::Postgres {
-                // PostgreSQL's role posting rows lose the deleted ids with them.
+                // PostgreSQL's role posting rows lose the deleted ids with them, and its role
+                // links go by the roles of the deleted rows.
                 crate::pg_ingest::delete_sequence_spans(tx, &ids)?
             } else {
                 tx.exec(&format!("DELETE FROM spans WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?
             };
             let events = tx.exec("DELETE FROM reward_events WHERE seq_key IN (SELECT value FROM json_each(?1))", params![keys_json.as_str()])?;
-            tx.exec(&format!("DELETE FROM sequence_roles WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?;
+            if tx.dialect() != crate::db::Dialect::Postgres {
+                // (PostgreSQL's went with the span rows, by their roles.)
+                tx.exec(&format!("DELETE FROM sequence_roles WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?;
+            }
             tx.exec(&format!("DELETE FROM task_sequences WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?;
             // The bridge's finished deliveries go with the sequence; a pending one carries what it
             // needs and is still delivered, detached (a negative reference) so that a sequence

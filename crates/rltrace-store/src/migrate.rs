@@ -122,6 +122,11 @@ pub(crate) fn postgres(conn: &crate::pg::PgConn, from: i64) -> Result<(), StoreE
         if from < 6 {
             role_posting_rows(db)?;
         }
+        if from < 7 {
+            // Version 7 (PostgreSQL): the role links lose their index by sequence (retention
+            // deletes them by role and sequence instead). SQLite's schema is unchanged.
+            db.batch("DROP INDEX IF EXISTS sequence_roles_seq;")?;
+        }
         Ok(())
     })
 }

@@ -596,12 +596,13 @@ CREATE INDEX IF NOT EXISTS spans_sequence ON spans(seq_ref) WHERE seq_ref IS NOT
 -- (role, id) costs every insert a descent of its tree). Groups write one at a time, so the rows
 -- of one role never overlap and their order by last_id is the order of their ids.
 CREATE TABLE IF NOT EXISTS role_spans(role TEXT COLLATE "C" NOT NULL, last_id BIGINT NOT NULL, ids BIGINT[] NOT NULL, PRIMARY KEY(role, last_id));
+-- Without an index by sequence (SQLite's sequence_roles_seq): retention deletes a sequence's links
+-- by (role, sequence), from the roles of the span rows it deletes.
 CREATE TABLE IF NOT EXISTS sequence_roles(role TEXT COLLATE "C" NOT NULL, seq_ref BIGINT NOT NULL, PRIMARY KEY(role, seq_ref));
 CREATE TABLE IF NOT EXISTS task_sequences(task_id TEXT COLLATE "C" NOT NULL, seq_ref BIGINT NOT NULL, PRIMARY KEY(task_id, seq_ref));
 CREATE INDEX IF NOT EXISTS sequences_rollout ON sequences(rollout_id, attempt_id) WHERE rollout_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sequences_due ON sequences(last_us) WHERE terminal_events = 0 AND settled = 0;
 CREATE INDEX IF NOT EXISTS sequences_last ON sequences(last_us, id);
-CREATE INDEX IF NOT EXISTS sequence_roles_seq ON sequence_roles(seq_ref);
 CREATE INDEX IF NOT EXISTS task_sequences_seq ON task_sequences(seq_ref);
 CREATE TABLE IF NOT EXISTS forward_cursors(
   target TEXT COLLATE "C" PRIMARY KEY,

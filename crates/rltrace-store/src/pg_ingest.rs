@@ -331,17 +331,31 @@ pub(crate) fn insert_links(tx: &dyn Sql, links: &Links, new_sequences: &HashSet<
     Ok(added)
 }
 
-/// Delete the span rows of sequences `seqs` and take them out of the role posting rows (a row
-/// left empty goes); returns the number of span rows deleted.
+/// Delete the span rows of sequences `seqs`, take them out of the role posting rows (a row left
+/// empty goes) and delete the sequences' role links; returns the number of span rows deleted.
+///
+/// A sequence's role links are the roles of its triplet rows (made by ingest from the rows it
+/// stores; no other pass deletes a row with a sequence), so the deleted rows name every link to
+/// delete, by its key: the links need no index by sequence, which cost each write group's
+/// inserts of new links about a third of their time (docs/BENCHMARKS.md).
 pub(crate) fn delete_sequence_spans(tx: &dyn Sql, seqs: &[i64]) -> Result<u64, StoreError> {
-    let gone = tx.rows("DELETE FROM spans WHERE seq_ref = ANY($1) RETURNING id, role", &[P::IA(seqs.iter().map(|s| Some(*s)).collect())])?;
+    let gone = tx.rows("DELETE FROM spans WHERE seq_ref = ANY($1) RETURNING id, role, seq_ref", &[P::IA(seqs.iter().map(|s| Some(*s)).collect())])?;
     let mut roles: Vec<Option<String>> = Vec::new();
     let mut ids: Vec<Option<i64>> = Vec::new();
+    let mut links: HashSet<(String, i64)> = HashSet::new();
     for r in &gone {
         if let Some(role) = r.get::<_, Option<String>>(1)? {
+            links.insert((role.clone(), r.get(2)?));
             roles.push(Some(role));
             ids.push(Some(r.get(0)?));
         }
+    }
+    if !links.is_empty() {
+        let (link_roles, link_seqs): (Vec<Option<&str>>, Vec<Option<i64>>) = links.iter().map(|(r, s)| (Some(r.as_str()), Some(*s))).unzip();
+        tx.exec(
+            "DELETE FROM sequence_roles x USING unnest($1::text[], $2::bigint[]) AS d(role, seq_ref) WHERE x.role = d.role AND x.seq_ref = d.seq_ref",
+            &[P::TA(link_roles), P::IA(link_seqs)],
+        )?;
     }
     if !ids.is_empty() {
         // Each deleted id is in the first row of its role ending at or after it (rows do not

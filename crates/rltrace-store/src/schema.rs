@@ -10,7 +10,7 @@ use crate::StoreError;
 
 /// Schema version written to `meta`. A database of an older version is migrated forward at
 /// start; a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// The tables and indexes.
 pub const SCHEMA: &str = r#"

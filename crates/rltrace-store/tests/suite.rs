@@ -589,6 +589,12 @@ conformance! {
         }
         assert_eq!(paged(&store, &by("Test"), 2), a.of("Test", young));
         assert!(paged(&store, &by("Design"), 2).is_empty(), "old-2's only Design triplet is gone");
+        if let Some(links) = place.pg_int("SELECT count(*) FROM sequence_roles r WHERE NOT EXISTS (SELECT 1 FROM sequences q WHERE q.id = r.seq_ref)") {
+            assert_eq!(links, 0, "the deleted sequences' role links are gone");
+            let kept = place.pg_int("SELECT count(*) FROM sequence_roles").expect("pg");
+            let expected = place.pg_int("SELECT count(*) FROM (SELECT DISTINCT role, seq_ref FROM spans WHERE role IS NOT NULL AND seq_ref IS NOT NULL) d").expect("pg");
+            assert_eq!(kept, expected, "every link of a kept sequence is kept");
+        }
         if let Some(dead) = place.pg_int("SELECT count(*) FROM role_spans r, unnest(r.ids) u(id) WHERE NOT EXISTS (SELECT 1 FROM spans s WHERE s.id = u.id)") {
             assert_eq!(dead, 0, "no posting row holds a deleted span row");
             let empty = place.pg_int("SELECT count(*) FROM role_spans WHERE cardinality(ids) = 0").expect("pg");
@@ -619,7 +625,8 @@ conformance! {
         if let Place::Postgres { .. } = place {
             place.raw(
                 "DROP TABLE role_spans;
-                 CREATE INDEX spans_role ON spans(role, id) WHERE seq_ref IS NOT NULL AND role IS NOT NULL;",
+                 CREATE INDEX spans_role ON spans(role, id) WHERE seq_ref IS NOT NULL AND role IS NOT NULL;
+                 CREATE INDEX sequence_roles_seq ON sequence_roles(seq_ref);",
             );
         }
         place.raw("UPDATE meta SET value = '5' WHERE key = 'schema_version'");
@@ -631,6 +638,9 @@ conformance! {
         assert_eq!(paged(&store, &by("Test"), 1), a.of("Test", |_| true));
         if let Some(n) = place.pg_int("SELECT count(*) FROM pg_indexes WHERE indexname = 'spans_role'") {
             assert_eq!(n, 0, "the index is dropped");
+        }
+        if let Some(n) = place.pg_int("SELECT count(*) FROM pg_indexes WHERE indexname = 'sequence_roles_seq'") {
+            assert_eq!(n, 0, "version 7 drops the role links' index by sequence");
         }
     }
 }
