@@ -266,13 +266,10 @@ pub(crate) fn pass(
                 // links go by the roles of the deleted rows.
                 crate::pg_ingest::delete_sequence_spans(tx, &ids)?
             } else {
+                tx.exec(&format!("DELETE FROM sequence_roles WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?;
                 tx.exec(&format!("DELETE FROM spans WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?
             };
             let events = tx.exec("DELETE FROM reward_events WHERE seq_key IN (SELECT value FROM json_each(?1))", params![keys_json.as_str()])?;
-            if tx.dialect() != crate::db::Dialect::Postgres {
-                // (PostgreSQL's went with the span rows, by their roles.)
-                tx.exec(&format!("DELETE FROM sequence_roles WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?;
-            }
             tx.exec(&format!("DELETE FROM task_sequences WHERE seq_ref IN {IDS}"), params![ids_json.as_str()])?;
             // The bridge's finished deliveries go with the sequence; a pending one carries what it
             // needs and is still delivered, detached (a negative reference) so that a sequence

@@ -169,7 +169,6 @@ pub(crate) fn rows_of(conn: &dyn Sql, seq_ref: i64, full: bool, max_row: i64) ->
     while let Some(r) = rows.next()? {
         out.push(((), stored_triplet(r, 0)?));
     }
-    drop(rows);
     Ok(with_trace_ids(conn, out)?.into_iter().map(|(_, t)| t).collect())
 }
 
@@ -249,7 +248,6 @@ pub(crate) fn rows_of_many(conn: &dyn Sql, seq_refs: &[i64], full: bool, max_row
         let seq: i64 = r.get(0)?;
         read.push((seq, stored_triplet(r, 1)?));
     }
-    drop(rows);
     let mut out: std::collections::HashMap<i64, Vec<StoredTriplet>> = std::collections::HashMap::new();
     for (seq, t) in with_trace_ids(conn, read)? {
         out.entry(seq).or_default().push(t);
